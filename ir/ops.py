@@ -1,0 +1,500 @@
+"""The op table: every IR op, its arity, attributes, type rule and reference semantics.
+
+This is the one place that defines what an op *is*. The frontend lowers ATen into these ops, the
+verifier checks graphs against this table, the reference interpreter runs ``reference``, and codegen
+keeps its own table of how each op becomes Triton (ir/ knows nothing about Triton).
+
+A type rule takes the operand types and the attributes and returns the result types, or ``None``
+for ops whose result type is stated explicitly (``full``, ``iota``, ``extern``): the IR text prints
+every result type, so those ops carry their type in the graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import sympy
+import torch
+
+from . import dtypes
+from .types import TensorType, broadcast_shapes, dims_equal, shapes_equal, as_dim
+
+TypeRule = Callable[[list[TensorType], dict], "list[TensorType] | None"]
+# reference(inputs, attrs, results) -> Tensor or tuple; attrs have symbols already substituted,
+# results is a list of (torch dtype, concrete shape, device) for the op's results.
+Reference = Callable[[list[torch.Tensor], dict, list], Any]
+
+
+class TypeError_(ValueError):
+    """An op applied to operands or attributes its type rule rejects."""
+
+
+@dataclass(frozen=True)
+class Attr:
+    doc: str
+    required: bool = True
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    kind: str  # unary | binary | ternary | cast | constant | reduction | view | index | matmul | extern
+    arity: int | None  # None: variadic (at least one operand)
+    type_rule: TypeRule
+    reference: Reference
+    attrs: dict[str, Attr] = field(default_factory=dict)
+    doc: str = ""
+
+    @property
+    def is_pointwise(self) -> bool:
+        return self.kind in ("unary", "binary", "ternary", "cast")
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def _register(op: OpDef) -> OpDef:
+    assert op.name not in OPS, op.name
+    OPS[op.name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}") from None
+
+
+def _fail(msg: str):
+    raise TypeError_(msg)
+
+
+def _same_device(types: list[TensorType]) -> str:
+    devices = {t.device for t in types}
+    if len(devices) > 1:
+        # 0-d CPU tensors mix with device tensors in torch; everything else must agree.
+        non_scalar = {t.device for t in types if t.rank > 0}
+        if len(non_scalar) > 1:
+            _fail(f"operands on different devices: {sorted(devices)}")
+        return next(iter(non_scalar)) if non_scalar else sorted(devices)[0]
+    return next(iter(devices))
+
+
+# ----------------------------------------------------------------------------- pointwise
+
+def _pointwise_rule(out_dtype: str | None = None, operand_kinds: str = "any"):
+    def rule(ts: list[TensorType], attrs: dict):
+        data = ts[1:] if operand_kinds == "where" else ts
+        if operand_kinds == "where" and ts[0].dtype != "b1":
+            _fail(f"where condition must be b1, got {ts[0].dtype}")
+        kinds = {t.dtype for t in data}
+        if len(kinds) != 1:
+            _fail(f"operand dtypes differ: {[t.dtype for t in data]} (insert a cast)")
+        dt = next(iter(kinds))
+        if operand_kinds == "float" and not (dtypes.is_float(dt) or dt in dtypes.COMPLEX_DTYPES):
+            _fail(f"needs a float operand, got {dt}")
+        if operand_kinds == "int" and not (dtypes.is_int(dt) or dt == "b1"):
+            _fail(f"needs an integer or bool operand, got {dt}")
+        try:
+            shape = broadcast_shapes(*[t.shape for t in ts])
+        except ValueError as e:
+            _fail(str(e))
+        return [TensorType(out_dtype or dt, shape, _same_device(ts))]
+    return rule
+
+
+def _unary(name, fn, kind="any", out=None, doc=""):
+    _register(OpDef(name, "unary", 1, _pointwise_rule(out, kind), lambda xs, a, r: fn(xs[0]), doc=doc))
+
+
+def _binary(name, fn, kind="any", out=None, doc=""):
+    _register(OpDef(name, "binary", 2, _pointwise_rule(out, kind), lambda xs, a, r: fn(xs[0], xs[1]), doc=doc))
+
+
+def _relu(x):
+    return torch.relu(x)
+
+
+for _name, _fn, _kind, _out in [
+    ("neg", torch.neg, "any", None), ("abs", torch.abs, "any", None),
+    ("copy", torch.clone, "any", None),
+    ("exp", torch.exp, "float", None), ("exp2", torch.exp2, "float", None),
+    ("expm1", torch.expm1, "float", None), ("log", torch.log, "float", None),
+    ("log2", torch.log2, "float", None), ("log10", torch.log10, "float", None),
+    ("log1p", torch.log1p, "float", None), ("sqrt", torch.sqrt, "float", None),
+    ("rsqrt", torch.rsqrt, "float", None), ("sin", torch.sin, "float", None),
+    ("cos", torch.cos, "float", None), ("tan", torch.tan, "float", None),
+    ("asin", torch.asin, "float", None), ("acos", torch.acos, "float", None),
+    ("atan", torch.atan, "float", None), ("sinh", torch.sinh, "float", None),
+    ("cosh", torch.cosh, "float", None), ("tanh", torch.tanh, "float", None),
+    ("asinh", torch.asinh, "float", None), ("acosh", torch.acosh, "float", None),
+    ("atanh", torch.atanh, "float", None), ("erf", torch.erf, "float", None),
+    ("erfc", torch.erfc, "float", None), ("erfinv", torch.erfinv, "float", None),
+    ("lgamma", torch.lgamma, "float", None), ("sigmoid", torch.sigmoid, "float", None),
+    ("relu", _relu, "any", None), ("floor", torch.floor, "any", None),
+    ("ceil", torch.ceil, "any", None), ("trunc", torch.trunc, "any", None),
+    ("round", torch.round, "any", None), ("sign", torch.sign, "any", None),
+    ("reciprocal", torch.reciprocal, "float", None),
+    ("logical_not", torch.logical_not, "any", "b1"),
+    ("bitwise_not", torch.bitwise_not, "int", None),
+    ("isnan", torch.isnan, "any", "b1"), ("isinf", torch.isinf, "any", "b1"),
+]:
+    _unary(_name, _fn, _kind, _out)
+
+for _name, _fn, _kind, _out in [
+    ("add", torch.add, "any", None), ("sub", torch.sub, "any", None),
+    ("mul", torch.mul, "any", None), ("div", torch.div, "float", None),
+    ("floordiv", lambda a, b: torch.div(a, b, rounding_mode="floor"), "any", None),
+    ("truncdiv", lambda a, b: torch.div(a, b, rounding_mode="trunc"), "any", None),
+    ("remainder", torch.remainder, "any", None), ("fmod", torch.fmod, "any", None),
+    ("pow", torch.pow, "float", None), ("atan2", torch.atan2, "float", None),
+    ("hypot", torch.hypot, "float", None), ("copysign", torch.copysign, "float", None),
+    ("maximum", torch.maximum, "any", None), ("minimum", torch.minimum, "any", None),
+    ("eq", torch.eq, "any", "b1"), ("ne", torch.ne, "any", "b1"),
+    ("lt", torch.lt, "any", "b1"), ("le", torch.le, "any", "b1"),
+    ("gt", torch.gt, "any", "b1"), ("ge", torch.ge, "any", "b1"),
+    ("logical_and", torch.logical_and, "any", "b1"), ("logical_or", torch.logical_or, "any", "b1"),
+    ("logical_xor", torch.logical_xor, "any", "b1"),
+    ("bitwise_and", torch.bitwise_and, "int", None), ("bitwise_or", torch.bitwise_or, "int", None),
+    ("bitwise_xor", torch.bitwise_xor, "int", None),
+    ("shift_left", torch.bitwise_left_shift, "int", None),
+    ("shift_right", torch.bitwise_right_shift, "int", None),
+]:
+    _binary(_name, _fn, _kind, _out)
+
+_register(OpDef("where", "ternary", 3, _pointwise_rule(None, "where"),
+                lambda xs, a, r: torch.where(xs[0], xs[1], xs[2]), doc="where(cond, a, b)"))
+
+
+def _cast_rule(ts, attrs):
+    dt = attrs["dtype"]
+    if dt not in dtypes.TORCH_DTYPES:
+        _fail(f"cast to unknown dtype {dt!r}")
+    return [ts[0].with_dtype(dt)]
+
+
+_register(OpDef("cast", "cast", 1, _cast_rule,
+                lambda xs, a, r: xs[0].to(dtypes.to_torch(a["dtype"])),
+                attrs={"dtype": Attr("target dtype name, e.g. \"bf16\"")}))
+
+# ----------------------------------------------------------------------------- constants
+
+_register(OpDef("full", "constant", 0, lambda ts, a: None,
+                lambda xs, a, r: torch.full(r[0][1], a["value"], dtype=r[0][0], device=r[0][2]),
+                attrs={"value": Attr("the fill value (bool, int or float, inf/nan allowed)")},
+                doc="a tensor of the stated type filled with one value"))
+
+
+def _iota_ref(xs, a, r):
+    dtype, shape, device = r[0]
+    d = a["dim"]
+    idx = torch.arange(shape[d], device=device, dtype=torch.int64)
+    view = [1] * len(shape)
+    view[d] = shape[d]
+    return idx.reshape(view).expand(shape).to(dtype).contiguous()
+
+
+_register(OpDef("iota", "constant", 0, lambda ts, a: None, _iota_ref,
+                attrs={"dim": Attr("the dim whose index is the value")},
+                doc="value at each position = its index along `dim`"))
+
+# ----------------------------------------------------------------------------- reductions
+
+
+def _norm_axes(axes, rank):
+    out = []
+    for ax in axes:
+        if not -rank <= ax < max(rank, 1):
+            _fail(f"axis {ax} out of range for rank {rank}")
+        out.append(ax % rank if rank else 0)
+    if len(set(out)) != len(out):
+        _fail(f"repeated axis in {tuple(axes)}")
+    return out
+
+
+def _reduce_rule(out_dtype=None):
+    def rule(ts, attrs):
+        t = ts[0]
+        axes = _norm_axes(attrs["axes"], t.rank)
+        if list(attrs["axes"]) != axes or list(axes) != sorted(axes):
+            _fail(f"axes must be sorted and non-negative, got {tuple(attrs['axes'])}")
+        if attrs["keepdim"]:
+            shape = tuple(1 if i in axes else d for i, d in enumerate(t.shape))
+        else:
+            shape = tuple(d for i, d in enumerate(t.shape) if i not in axes)
+        return [TensorType(out_dtype or t.dtype, shape, t.device)]
+    return rule
+
+
+def _prod_ref(x, axes, keepdim):
+    for ax in sorted(axes, reverse=True):
+        x = torch.prod(x, dim=ax, keepdim=keepdim)
+    return x
+
+
+_REDUCE_ATTRS = {"axes": Attr("sorted tuple of reduced dims"), "keepdim": Attr("keep reduced dims as size 1")}
+
+
+def _reduce(name, fn, out=None, doc=""):
+    _register(OpDef(name, "reduction", 1, _reduce_rule(out),
+                    lambda xs, a, r: fn(xs[0], list(a["axes"]), a["keepdim"]).to(r[0][0]),
+                    attrs=_REDUCE_ATTRS, doc=doc))
+
+
+def _empty_axes_ok(fn):
+    # torch treats dim=[] as "all dims"; the IR means "no dims".
+    return lambda x, axes, keepdim: x.clone() if not axes else fn(x, axes, keepdim)
+
+
+_reduce("reduce_sum", _empty_axes_ok(lambda x, ax, k: torch.sum(x, dim=ax, keepdim=k, dtype=x.dtype)))
+_reduce("reduce_prod", _empty_axes_ok(_prod_ref))
+_reduce("reduce_max", _empty_axes_ok(lambda x, ax, k: torch.amax(x, dim=ax, keepdim=k)))
+_reduce("reduce_min", _empty_axes_ok(lambda x, ax, k: torch.amin(x, dim=ax, keepdim=k)))
+
+
+def _arg_rule(ts, attrs):
+    if len(attrs["axes"]) != 1:
+        _fail("argmax/argmin reduce exactly one axis")
+    return _reduce_rule("i64")(ts, attrs)
+
+
+for _name, _fn in [("argmax", torch.argmax), ("argmin", torch.argmin)]:
+    _register(OpDef(_name, "reduction", 1, _arg_rule,
+                    (lambda f: lambda xs, a, r: f(xs[0], dim=a["axes"][0], keepdim=a["keepdim"]))(_fn),
+                    attrs=_REDUCE_ATTRS, doc="index of the first extreme value; NaN counts as extreme"))
+
+# ----------------------------------------------------------------------------- views and layout
+
+
+def _reshape_rule(ts, attrs):
+    shape = tuple(as_dim(d) for d in attrs["shape"])
+    src = TensorType(ts[0].dtype, shape, ts[0].device)
+    if not dims_equal(src.numel, ts[0].numel):
+        _fail(f"reshape changes the element count: {ts[0].numel} -> {src.numel}")
+    return [src]
+
+
+_register(OpDef("reshape", "view", 1, _reshape_rule,
+                lambda xs, a, r: xs[0].reshape(a["shape"]),
+                attrs={"shape": Attr("the new shape")}))
+
+
+def _permute_rule(ts, attrs):
+    dims = list(attrs["dims"])
+    if sorted(dims) != list(range(ts[0].rank)):
+        _fail(f"permute dims {tuple(dims)} are not a permutation of rank {ts[0].rank}")
+    return [ts[0].with_shape([ts[0].shape[d] for d in dims])]
+
+
+_register(OpDef("permute", "view", 1, _permute_rule,
+                lambda xs, a, r: xs[0].permute(a["dims"]),
+                attrs={"dims": Attr("output dim i is input dim dims[i]")}))
+
+
+def _expand_rule(ts, attrs):
+    shape = tuple(as_dim(d) for d in attrs["shape"])
+    t = ts[0]
+    if len(shape) < t.rank:
+        _fail("expand cannot lower the rank")
+    for i, d in enumerate(t.shape):
+        o = shape[len(shape) - t.rank + i]
+        if d != 1 and not dims_equal(d, o):
+            _fail(f"cannot expand dim of size {d} to {o}")
+    return [t.with_shape(shape)]
+
+
+_register(OpDef("expand", "view", 1, _expand_rule,
+                lambda xs, a, r: xs[0].expand(a["shape"]),
+                attrs={"shape": Attr("the broadcast shape")}))
+
+
+def _slice_rule(ts, attrs):
+    t = ts[0]
+    dim, start, end, step = attrs["dim"], as_dim(attrs["start"]), as_dim(attrs["end"]), attrs["step"]
+    if not 0 <= dim < t.rank:
+        _fail(f"slice dim {dim} out of range for rank {t.rank}")
+    if not isinstance(step, int) or step < 1:
+        _fail(f"slice step must be a positive int, got {step!r}")
+    length = sympy.Max(0, sympy.floor((end - start + step - 1) / step))
+    length = sympy.simplify(length)
+    shape = list(t.shape)
+    shape[dim] = length
+    return [t.with_shape(shape)]
+
+
+_register(OpDef("slice", "view", 1, _slice_rule,
+                lambda xs, a, r: xs[0].narrow(a["dim"], 0, xs[0].shape[a["dim"]])[
+                    (slice(None),) * a["dim"] + (slice(a["start"], a["end"], a["step"]),)],
+                attrs={"dim": Attr("sliced dim"), "start": Attr("first index, 0 <= start <= size"),
+                       "end": Attr("one past the last index, start <= end <= size"),
+                       "step": Attr("positive stride")}))
+
+
+def _concat_rule(ts, attrs):
+    d = attrs["dim"]
+    base = ts[0]
+    if not 0 <= d < base.rank:
+        _fail(f"concat dim {d} out of range for rank {base.rank}")
+    total = sympy.Integer(0)
+    for t in ts:
+        if t.dtype != base.dtype or t.rank != base.rank:
+            _fail("concat operands must share dtype and rank")
+        for i in range(base.rank):
+            if i != d and not dims_equal(t.shape[i], base.shape[i]):
+                _fail(f"concat operands differ in dim {i}")
+        total += t.shape[d]
+    shape = list(base.shape)
+    shape[d] = total
+    return [TensorType(base.dtype, shape, _same_device(ts))]
+
+
+_register(OpDef("concat", "view", None, _concat_rule,
+                lambda xs, a, r: torch.cat(xs, dim=a["dim"]), attrs={"dim": Attr("joined dim")}))
+
+
+def _pad_rule(ts, attrs):
+    t = ts[0]
+    pads = attrs["pads"]
+    if len(pads) != t.rank:
+        _fail(f"pad needs one (low, high) pair per dim, got {len(pads)} for rank {t.rank}")
+    shape = [d + lo + hi for d, (lo, hi) in zip(t.shape, pads)]
+    return [t.with_shape(shape)]
+
+
+def _pad_ref(xs, a, r):
+    flat = []
+    for lo, hi in reversed(a["pads"]):
+        flat += [lo, hi]
+    return torch.constant_pad_nd(xs[0], flat, a["value"])
+
+
+_register(OpDef("pad", "view", 1, _pad_rule, _pad_ref,
+                attrs={"pads": Attr("((low, high), ...) per dim, non-negative"),
+                       "value": Attr("fill value outside the input")}))
+
+# ----------------------------------------------------------------------------- indexing
+
+
+def _index_rule(ts, attrs):
+    x, idx = ts
+    d = attrs["dim"]
+    if idx.dtype not in ("i64", "i32"):
+        _fail(f"index tensor must be i64 or i32, got {idx.dtype}")
+    if not 0 <= d < x.rank:
+        _fail(f"index dim {d} out of range for rank {x.rank}")
+    return [x.with_shape(x.shape[:d] + idx.shape + x.shape[d + 1:])]
+
+
+def _index_ref(xs, a, r):
+    x, idx = xs
+    d = a["dim"]
+    return x[(slice(None),) * d + (idx,)]
+
+
+_register(OpDef("index", "index", 2, _index_rule, _index_ref, attrs={"dim": Attr("indexed dim")},
+                doc="out[a..., j..., b...] = x[a..., idx[j...], b...]; negative indices wrap"))
+
+
+def _gather_rule(ts, attrs):
+    x, idx = ts
+    d = attrs["dim"]
+    if idx.dtype not in ("i64", "i32"):
+        _fail(f"gather index must be i64 or i32, got {idx.dtype}")
+    if idx.rank != x.rank or not 0 <= d < x.rank:
+        _fail("gather index must have the input's rank and dim must be in range")
+    return [x.with_shape(idx.shape)]
+
+
+_register(OpDef("gather", "index", 2, _gather_rule,
+                lambda xs, a, r: torch.gather(xs[0], a["dim"], xs[1]), attrs={"dim": Attr("gathered dim")},
+                doc="torch.gather: out[i] = x[i with dim replaced by idx[i]]"))
+
+# ----------------------------------------------------------------------------- matmul
+
+
+def _matmul_rule(ts, attrs):
+    a, b = ts
+    if a.dtype != b.dtype:
+        _fail(f"matmul operand dtypes differ: {a.dtype} vs {b.dtype}")
+    if a.rank < 2 or a.rank != b.rank:
+        _fail(f"matmul needs operands of equal rank >= 2, got {a.rank} and {b.rank}")
+    if not dims_equal(a.shape[-1], b.shape[-2]):
+        _fail(f"matmul contraction sizes differ: {a.shape[-1]} vs {b.shape[-2]}")
+    if not shapes_equal(a.shape[:-2], b.shape[:-2]):
+        _fail("matmul batch dims differ (expand them first)")
+    return [TensorType(a.dtype, a.shape[:-1] + (b.shape[-1],), _same_device(ts))]
+
+
+_register(OpDef("matmul", "matmul", 2, _matmul_rule, lambda xs, a, r: torch.matmul(xs[0], xs[1]),
+                doc="[..., M, K] x [..., K, N] -> [..., M, N]"))
+
+# ----------------------------------------------------------------------------- extern
+
+
+def resolve_target(target: str):
+    """'aten.convolution.default' -> torch.ops.aten.convolution.default."""
+    obj: Any = torch.ops
+    for part in target.split("."):
+        try:
+            obj = getattr(obj, part)
+        except (AttributeError, RuntimeError):
+            raise ValueError(f"unknown extern target {target!r}") from None
+    return obj
+
+
+class ExternArg:
+    """A placeholder in an extern's `args`/`kwargs` for its i-th tensor operand (printed `#i`)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def __eq__(self, other):
+        return isinstance(other, ExternArg) and other.index == self.index
+
+    def __hash__(self):
+        return hash(("ExternArg", self.index))
+
+    def __repr__(self):
+        return f"#{self.index}"
+
+
+def fill_extern_args(obj, inputs):
+    if isinstance(obj, ExternArg):
+        return inputs[obj.index]
+    if isinstance(obj, list):
+        return [fill_extern_args(o, inputs) for o in obj]
+    if isinstance(obj, tuple):
+        return tuple(fill_extern_args(o, inputs) for o in obj)
+    if isinstance(obj, dict):
+        return {k: fill_extern_args(v, inputs) for k, v in obj.items()}
+    return obj
+
+
+def _extern_ref(xs, a, r):
+    fn = resolve_target(a["target"])
+    out = fn(*fill_extern_args(a["args"], xs), **fill_extern_args(a["kwargs"], xs))
+    if isinstance(out, (tuple, list)):
+        return tuple(out[i] for i in a["outputs"])
+    return out
+
+
+_register(OpDef("extern", "extern", None, lambda ts, a: None, _extern_ref,
+                attrs={"target": Attr("the ATen overload, e.g. \"aten.convolution.default\""),
+                       "args": Attr("positional arguments; #i is the i-th operand"),
+                       "kwargs": Attr("keyword arguments", required=False, default={}),
+                       "outputs": Attr("which elements of a tuple result are the op's results",
+                                       required=False, default=(0,)),
+                       "reason": Attr("why ember did not lower it", required=False, default="")},
+                doc="calls an ATen op; always correct, reported in the dump"))
+
+
+def attrs_with_defaults(op: OpDef, attrs: dict) -> dict:
+    out = dict(attrs)
+    for k, spec in op.attrs.items():
+        if k not in out and not spec.required:
+            out[k] = spec.default
+    return out

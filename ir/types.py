@@ -1,0 +1,112 @@
+"""Tensor types: dtype, device and a shape of sympy expressions.
+
+Symbolic sizes are sympy symbols declared on the function (``func @f[s0]``); every dim is a sympy
+expression over those symbols, so shape arithmetic (broadcasting, reshape checks, index math in
+codegen) goes through sympy rather than ad-hoc integer code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import reduce
+import operator
+
+import sympy
+
+from .dtypes import TORCH_DTYPES
+
+Dim = sympy.Expr
+
+
+def symbol(name: str) -> sympy.Symbol:
+    """Symbols are positive integers: Dynamo specializes sizes 0 and 1, so a symbolic dim is >= 2."""
+    return sympy.Symbol(name, integer=True, positive=True)
+
+
+def as_dim(d) -> Dim:
+    if isinstance(d, sympy.Expr):
+        return d
+    if isinstance(d, bool):
+        raise TypeError(f"bool is not a dimension: {d!r}")
+    if isinstance(d, int):
+        return sympy.Integer(d)
+    # torch.SymInt: its sympy expression lives on .node.expr
+    node = getattr(d, "node", None)
+    if node is not None and hasattr(node, "expr"):
+        return sympy.sympify(node.expr)
+    raise TypeError(f"not a dimension: {d!r}")
+
+
+def format_dim(d: Dim) -> str:
+    return str(d).replace(" ", "")
+
+
+@dataclass(frozen=True)
+class TensorType:
+    dtype: str
+    shape: tuple[Dim, ...]
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.dtype not in TORCH_DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(TORCH_DTYPES)}")
+        object.__setattr__(self, "shape", tuple(as_dim(d) for d in self.shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numel(self) -> Dim:
+        return reduce(operator.mul, self.shape, sympy.Integer(1))
+
+    @property
+    def free_symbols(self) -> set[sympy.Symbol]:
+        out: set[sympy.Symbol] = set()
+        for d in self.shape:
+            out |= d.free_symbols
+        return out
+
+    def with_dtype(self, dtype: str) -> "TensorType":
+        return TensorType(dtype, self.shape, self.device)
+
+    def with_shape(self, shape) -> "TensorType":
+        return TensorType(self.dtype, tuple(shape), self.device)
+
+    def format(self, default_device: str | None = None) -> str:
+        dims = ",".join(format_dim(d) for d in self.shape)
+        text = f"{self.dtype}[{dims}]"
+        if self.device != default_device:
+            text += f"@{self.device}"
+        return text
+
+    def __str__(self) -> str:
+        return self.format(default_device=self.device)
+
+
+def dims_equal(a: Dim, b: Dim) -> bool:
+    return a == b or sympy.simplify(a - b) == 0
+
+
+def shapes_equal(a, b) -> bool:
+    return len(a) == len(b) and all(dims_equal(x, y) for x, y in zip(a, b))
+
+
+def broadcast_shapes(*shapes) -> tuple[Dim, ...]:
+    """Numpy broadcasting over symbolic dims; a dim broadcasts only if it is literally 1."""
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[Dim] = []
+    for i in range(rank):
+        dim: Dim = sympy.Integer(1)
+        for s in shapes:
+            j = i - (rank - len(s))
+            if j < 0:
+                continue
+            d = s[j]
+            if d == 1:
+                continue
+            if dim == 1:
+                dim = d
+            elif not dims_equal(dim, d):
+                raise ValueError(f"shapes {[tuple(map(format_dim, s)) for s in shapes]} do not broadcast")
+        out.append(dim)
+    return tuple(out)

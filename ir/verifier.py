@@ -1,0 +1,85 @@
+"""Structural and type checks on a Graph; run after every pass.
+
+The parser already rejects malformed text; the verifier catches what passes can break: an operand
+used before it is defined, an op missing from the graph, a result type that no longer matches the
+op's type rule, symbols used but not declared.
+"""
+from __future__ import annotations
+
+import re
+
+from .graph import Graph, Value
+from .ops import OPS, TypeError_
+from .types import shapes_equal
+
+
+class VerificationError(ValueError):
+    pass
+
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def verify(g: Graph) -> None:
+    """Raise VerificationError listing every problem found (not only the first)."""
+    problems: list[str] = []
+    defined: set[int] = set()
+    declared = set(g.symbols)
+    names: set[str] = set()
+    for v in g.inputs:
+        if v.producer is not None:
+            problems.append(f"input {v!r} has a producer")
+        if not v.name or not _NAME.match(v.name):
+            problems.append(f"input name {v.name!r} is not an identifier")
+        elif v.name in names:
+            problems.append(f"input name %{v.name} used twice")
+        names.add(v.name or "")
+        defined.add(id(v))
+
+    def check_syms(where: str, v: Value):
+        extra = v.type.free_symbols - declared
+        if extra:
+            problems.append(f"{where}: symbols {sorted(map(str, extra))} are not declared")
+
+    for v in g.inputs:
+        check_syms(f"input %{v.name}", v)
+    for i, op in enumerate(g.ops):
+        where = f"op #{i} ({op.name})"
+        opdef = OPS.get(op.name)
+        if opdef is None:
+            problems.append(f"{where}: unknown op")
+            continue
+        if opdef.arity is not None and len(op.inputs) != opdef.arity:
+            problems.append(f"{where}: takes {opdef.arity} operands, has {len(op.inputs)}")
+        for k, spec in opdef.attrs.items():
+            if spec.required and k not in op.attrs:
+                problems.append(f"{where}: missing attribute {k!r}")
+        for k in op.attrs:
+            if k not in opdef.attrs:
+                problems.append(f"{where}: unknown attribute {k!r}")
+        for v in op.inputs:
+            if id(v) not in defined:
+                problems.append(f"{where}: operand {v!r} is used before it is defined (or not in the graph)")
+        for r in op.results:
+            if r.producer is not op:
+                problems.append(f"{where}: result {r!r} does not point back at its op")
+            check_syms(where, r)
+        try:
+            inferred = opdef.type_rule([v.type for v in op.inputs], op.attrs)
+        except (TypeError_, ValueError, KeyError, TypeError) as e:
+            problems.append(f"{where}: type rule rejects it: {e}")
+            inferred = None
+        if inferred is not None:
+            got = [r.type for r in op.results]
+            if len(inferred) != len(got) or any(
+                    a.dtype != b.dtype or a.device != b.device or not shapes_equal(a.shape, b.shape)
+                    for a, b in zip(inferred, got)):
+                problems.append(f"{where}: result types {[str(t) for t in got]} differ from the "
+                                f"type rule's {[str(t) for t in inferred]}")
+        for r in op.results:
+            defined.add(id(r))
+    for v in g.outputs:
+        if id(v) not in defined:
+            problems.append(f"output {v!r} is not defined in the graph")
+    if problems:
+        raise VerificationError(f"graph @{g.name} is invalid:\n  " + "\n  ".join(problems))

@@ -1,0 +1,75 @@
+"""Every user-facing knob of ember, in one place.
+
+`torch.compile(m, backend="ember", options={...})` passes a dict that `Options.from_dict` validates:
+an unknown key or a bad value is an error that lists what is valid. Environment variables are read
+here and nowhere else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PIPELINE = "canonicalize,cse,dce"
+
+
+def _default_cache_dir() -> str:
+    if os.environ.get("EMBER_CACHE_DIR"):
+        return os.environ["EMBER_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return os.path.join(base, "ember")
+
+
+class OptionsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Options:
+    # Pass pipeline, as a pipeline string (see docs/passes.md).
+    pipeline: str = DEFAULT_PIPELINE
+    # Run the IR verifier after every pass.
+    verify: bool = True
+    # Where each compiled graph's IR, kernels, wrapper and report go; None: no dump.
+    dump_dir: str | None = field(default_factory=lambda: os.environ.get("EMBER_DUMP_DIR") or None)
+    # Generated code and (later) autotune decisions live here.
+    cache_dir: str = field(default_factory=_default_cache_dir)
+    # Let AOTAutograd treat parameters as graph constants (inference only); off by default.
+    freeze: bool = False
+    # Raise instead of falling back to an ATen extern when an op has no lowering (for debugging).
+    strict_lowering: bool = False
+
+    _CHECKS = {
+        "pipeline": (str, "a pipeline string such as \"canonicalize,cse,dce\""),
+        "verify": (bool, "True or False"),
+        "dump_dir": ((str, type(None)), "a folder path or None"),
+        "cache_dir": (str, "a folder path"),
+        "freeze": (bool, "True or False"),
+        "strict_lowering": (bool, "True or False"),
+    }
+
+    @classmethod
+    def from_dict(cls, given: dict[str, Any] | None) -> "Options":
+        given = dict(given or {})
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(given) - set(valid))
+        if unknown:
+            raise OptionsError(f"unknown ember option(s) {unknown}; valid options: {valid}")
+        for key, value in given.items():
+            types, what = cls._CHECKS[key]
+            if not isinstance(value, types) or (types is not bool and isinstance(value, bool) and key != "verify"):
+                raise OptionsError(f"ember option {key!r} must be {what}, got {value!r}")
+        opts = cls(**given)
+        if "pipeline" in given:
+            # Validate pass names now, not at the first compile.
+            from .passes import parse_pipeline
+            try:
+                parse_pipeline(opts.pipeline)
+            except Exception as e:  # noqa: BLE001 - reported with the option's name
+                raise OptionsError(f"ember option 'pipeline': {e}") from None
+        return opts
+
+    def describe(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
