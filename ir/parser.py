@@ -130,6 +130,7 @@ class _Line:
         return out
 
     def type(self) -> tuple[str, list, str | None]:
+        self.ws()
         start = self.pos
         dtype = self.ident("a dtype such as f32")
         if dtype not in TORCH_DTYPES:
@@ -356,8 +357,9 @@ def parse(text: str) -> Graph:
         missing = [k for k, a in opdef.attrs.items() if a.required and k not in attrs]
         extra = [k for k in attrs if k not in opdef.attrs]
         if missing or extra:
-            raise cur.error(f"{opname}: missing attributes {missing} / unknown attributes {extra}; "
-                            f"valid: {sorted(opdef.attrs)}", start)
+            what = "; ".join(([f"missing attribute(s) {missing}"] if missing else [])
+                             + ([f"unknown attribute(s) {extra}"] if extra else []))
+            raise cur.error(f"{opname}: {what}; valid: {sorted(opdef.attrs) or 'none'}", start)
         if opdef.arity is not None and len(operands) != opdef.arity:
             raise cur.error(f"{opname} takes {opdef.arity} operand(s), got {len(operands)}", start)
         attrs = attrs_with_defaults(opdef, attrs)
