@@ -60,3 +60,11 @@ def test_every_op_has_a_type_rule_and_reference():
         assert callable(op.type_rule) and callable(op.reference), name
         assert op.kind in {"unary", "binary", "ternary", "cast", "constant", "reduction", "view",
                            "index", "matmul", "extern"}, name
+
+
+def test_docs_op_table_lists_every_op():
+    from pathlib import Path
+    doc = (Path(__file__).parents[2] / "docs" / "ir.md").read_text()
+    table = [line for line in doc.splitlines() if line.startswith("| ")]
+    listed = {w for line in table for w in line.split("|")[2].split()}
+    assert set(OPS) <= listed, sorted(set(OPS) - listed)
