@@ -1,0 +1,25 @@
+"""ember's pass manager and built-in passes.
+
+    from ember.passes import run_pipeline, PassContext, PrintAfter
+    with PassContext(instruments=[PrintAfter("cse", only_if_changed=True)]):
+        report = run_pipeline(g, "canonicalize,cse,dce")
+
+docs/passes.md explains the pipeline grammar, instruments, reproducers and user passes.
+"""
+from .registry import (PassInfo, PassOptionError, PassResult, UnknownPassError, get_pass, graph_pass,
+                       list_passes, unregister)
+from .context import PassContext
+from .pipeline_text import PassSpec, PipelineSyntaxError, format_pipeline, parse_pipeline
+from .instruments import DumpIR, Instrument, PassTiming, PrintAfter
+from .manager import PassFailedError, PassRecord, PipelineReport, run_pipeline
+from .reproducer import read_reproducer, run_reproducer
+from .fingerprint import pipeline_fingerprint
+
+# Built-in passes register themselves on import.
+from . import canonicalize as _canonicalize, cse as _cse, dce as _dce  # noqa: E402,F401
+
+__all__ = ["graph_pass", "PassResult", "PassContext", "PassSpec", "parse_pipeline", "format_pipeline",
+           "run_pipeline", "PipelineReport", "PassRecord", "PassFailedError", "UnknownPassError",
+           "PassOptionError", "PipelineSyntaxError", "Instrument", "PrintAfter", "DumpIR", "PassTiming",
+           "pipeline_fingerprint", "list_passes", "get_pass", "PassInfo", "unregister",
+           "read_reproducer", "run_reproducer"]

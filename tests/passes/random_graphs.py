@@ -1,0 +1,112 @@
+"""Seeded random graphs for fuzzing passes: DAGs of pointwise, reduction, view and cast ops over
+a few inputs, salted with what the built-in passes look for (constants, x*1, x+(-0.0), double
+negations, cast round trips, view chains, duplicated ops, dead ops)."""
+from __future__ import annotations
+
+import random
+
+from ember.ir import Builder, Graph, TensorType, Value, broadcast_shapes, symbol
+
+_UNARY = ("neg", "abs", "exp", "tanh", "sigmoid", "relu", "copy", "floor")
+_BINARY = ("add", "sub", "mul", "maximum", "minimum")
+_CONSTANTS = (0.0, -0.0, 1.0, 2.0, -1.5, 0.5)
+
+
+class _Gen:
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+        self.b = Builder(f"rand{seed}")
+        rows = symbol("s0") if self.rng.random() < 0.3 else self.rng.choice([2, 3, 4])
+        self.shape = (rows, self.rng.choice([3, 4, 5]))
+        self.pool: list[Value] = []
+
+    def pick(self) -> Value:
+        # Prefer recent values so graphs are deep rather than wide.
+        k = min(len(self.pool), 4)
+        return self.rng.choice(self.pool[-k:]) if self.rng.random() < 0.7 else self.rng.choice(self.pool)
+
+    def pick_pair(self) -> tuple[Value, Value]:
+        for _ in range(20):
+            a, c = self.pick(), self.pick()
+            try:
+                broadcast_shapes(a.type.shape, c.type.shape)
+                return a, c
+            except ValueError:
+                continue
+        a = self.pick()
+        return a, a
+
+    def const(self, like: Value, value: float | None = None) -> Value:
+        shape = () if self.rng.random() < 0.6 else like.type.shape
+        return self.b.op("full", result_types=[TensorType(like.type.dtype, shape)],
+                         value=self.rng.choice(_CONSTANTS) if value is None else value)
+
+    def step(self) -> None:
+        b, rng = self.b, self.rng
+        kind = rng.choice(["unary", "binary", "binary", "const", "involution", "dup", "cast",
+                           "reduce", "view", "where", "dead"])
+        x = self.pick()
+        if kind == "unary":
+            out = b.op(rng.choice(_UNARY), x)
+        elif kind == "binary":
+            out = b.op(rng.choice(_BINARY), *self.pick_pair())
+        elif kind == "const":  # x op constant, in either order; sometimes both constant
+            name = rng.choice(("add", "sub", "mul", "div"))
+            identity = {"add": -0.0, "sub": 0.0, "mul": 1.0, "div": 1.0}[name]
+            c = self.const(x, identity if rng.random() < 0.5 else None)
+            other = self.const(x) if rng.random() < 0.3 else x
+            args = (other, c) if rng.random() < 0.7 else (c, other)
+            out = b.op(name, *args)
+        elif kind == "involution":
+            out = b.op("neg", b.op("neg", x))
+        elif kind == "dup":  # the same op twice: cse fodder
+            name = rng.choice(_UNARY)
+            out = b.op("add", b.op(name, x), b.op(name, x))
+        elif kind == "cast":
+            mid = rng.choice(("f64", "f64", "i32", "f16"))
+            out = b.op("cast", b.op("cast", x, dtype=mid), dtype="f32")
+        elif kind == "reduce":
+            axis = rng.randrange(x.type.rank) if x.type.rank else None
+            if axis is None:
+                out = b.op("neg", x)
+            else:
+                out = b.op(rng.choice(("reduce_sum", "reduce_max")), x, axes=(axis,), keepdim=True)
+        elif kind == "view":
+            out = self.view(x)
+        elif kind == "where":
+            a, c = self.pick_pair()
+            out = b.op("where", b.op("gt", a, c), a, c)
+        else:  # dead: computed, never used
+            b.op("exp", x)
+            return
+        self.pool.append(out)
+
+    def view(self, x: Value) -> Value:
+        b, rng, shape = self.b, self.rng, x.type.shape
+        choice = rng.choice(["permute2", "reshape2", "slice", "expand"])
+        if choice == "permute2" and len(shape) == 2:
+            return b.op("permute", b.op("permute", x, dims=(1, 0)), dims=(1, 0))
+        if choice == "reshape2" and len(shape) >= 1:
+            flat = b.op("reshape", x, shape=(x.type.numel,))
+            return b.op("reshape", flat, shape=shape)
+        if choice == "slice" and len(shape) >= 1:
+            return b.op("slice", x, dim=0, start=0, end=shape[0], step=1)
+        if choice == "expand" and len(shape) == 2 and shape[1] == 1:
+            return b.op("expand", x, shape=(shape[0], self.shape[1]))
+        return b.op("expand", x, shape=shape)
+
+    def build(self) -> Graph:
+        n_inputs = self.rng.randint(1, 3)
+        for i in range(n_inputs):
+            shape = self.shape if i == 0 or self.rng.random() < 0.6 else (self.shape[1],)
+            self.pool.append(self.b.input(f"x{i}", TensorType("f32", shape)))
+        for _ in range(self.rng.randint(4, 16)):
+            self.step()
+        # The last value is always returned, so most of the graph is live.
+        extra = [self.rng.choice(self.pool) for _ in range(self.rng.randint(0, 2))]
+        outs = list(dict.fromkeys([self.pool[-1], *extra]))
+        return self.b.build(outs)
+
+
+def random_graph(seed: int) -> Graph:
+    return _Gen(seed).build()

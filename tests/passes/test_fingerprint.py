@@ -1,0 +1,91 @@
+import importlib.util
+import sys
+import textwrap
+
+from ember.passes import PassContext, PassSpec, pipeline_fingerprint
+
+
+USER_PASS = '''
+from ember.passes import PassResult, graph_pass
+
+def helper(g):
+    return {body!r}
+
+@graph_pass("fp-user", replace=True, options={{"k": 1}})
+def fp_user(g, ctx):
+    return PassResult(changed=False, stats={{"n": len(helper(g))}})
+'''
+
+
+def _load(tmp_path, name: str, body: str):
+    """Import a user module that registers fp-user; `body` changes the helper's source."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(USER_PASS.format(body=body)))
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        del sys.modules[name]
+    return mod
+
+
+def test_deterministic_and_sensitive_to_names_order_and_options():
+    fp = pipeline_fingerprint("canonicalize,cse,dce")
+    assert fp == pipeline_fingerprint("canonicalize, cse, dce")
+    assert fp == pipeline_fingerprint([PassSpec("canonicalize"), PassSpec("cse"), PassSpec("dce")])
+    assert len(fp) == 64
+    assert fp != pipeline_fingerprint("cse,canonicalize,dce")
+    assert fp != pipeline_fingerprint("canonicalize,cse")
+    assert fp != pipeline_fingerprint("canonicalize,cse,dce", PassContext(disabled=("cse",)))
+    assert pipeline_fingerprint("canonicalize,dce") == \
+        pipeline_fingerprint("canonicalize,cse,dce", PassContext(disabled=("cse",)))
+
+
+def test_changes_when_a_user_pass_source_changes(fresh_registry, tmp_path):
+    _load(tmp_path, "fp_user_v1", "one")
+    fp1 = pipeline_fingerprint("cse,fp-user")
+    assert fp1 == pipeline_fingerprint("cse,fp-user")
+    # Only the helper next to the pass changed: still a different fingerprint.
+    _load(tmp_path, "fp_user_v2", "two")
+    fp2 = pipeline_fingerprint("cse,fp-user")
+    assert fp2 != fp1
+    # The same source again (another module name) gives the first fingerprint back.
+    _load(tmp_path, "fp_user_v3", "one")
+    assert pipeline_fingerprint("cse,fp-user") == fp1
+
+
+def test_options_count_with_defaults_filled_in(fresh_registry, tmp_path):
+    _load(tmp_path, "fp_user_opts", "one")
+    assert pipeline_fingerprint("fp-user") == pipeline_fingerprint("fp-user{k=1}")
+    assert pipeline_fingerprint("fp-user") != pipeline_fingerprint("fp-user{k=2}")
+
+
+def test_passes_without_source_hash_their_code(fresh_registry):
+    def define(expr: str):
+        ns: dict = {}
+        exec(textwrap.dedent(f'''
+            from ember.passes import PassResult, graph_pass
+            @graph_pass("fp-exec", replace=True)
+            def fp_exec(g, ctx):
+                return PassResult(changed={expr})
+            '''), ns)
+
+    define("False")
+    a = pipeline_fingerprint("fp-exec")
+    define("False")
+    assert pipeline_fingerprint("fp-exec") == a
+    define("1 == 2")
+    assert pipeline_fingerprint("fp-exec") != a
+
+
+def test_builtin_fingerprint_covers_its_rule_table():
+    from ember.passes.fingerprint import _collect
+    from ember.passes import get_pass
+    parts: list[bytes] = []
+    fn = get_pass("canonicalize").fn
+    _collect(fn, fn.__module__, set(), parts)
+    text = b"\n".join(parts)
+    for name in (b"def fold_constant", b"def add_zero", b"def permute_chain", b"def apply_rules"):
+        assert name in text
