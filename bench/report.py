@@ -1,0 +1,219 @@
+"""results.json (every figure, the environment, the configuration) and results.md (the tables).
+
+A row whose check failed shows WRONG with its error and no time; a row that raised shows "error"
+and its message is listed under the tables. The smoke run's tables carry correctness only.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+NOTES = [
+    "Times: triton.testing.do_bench medians (CUDA events, L2 flushed before each repetition).",
+    "Check: max|out - eager| / max|eager| over the compared tensors (logits; loss and every gradient "
+    "for training), computed before timing; over tolerance = WRONG and no time is reported. "
+    "Eager (ref) is checked run-to-run: a second call against the first.",
+    "Compile: wall time of torch.compile + first call (synchronised), with fresh Inductor/Triton/ember "
+    "cache dirs unless --keep-caches. Warm = a second compile in the same process after "
+    "torch._dynamo.reset(), reusing the on-disk caches the cold compile wrote. ember's compiles "
+    "write dumps (EMBER_DUMP_DIR, a temp dir) for the extern count.",
+    "Kernels: CUDA kernel events in torch.profiler for one call (memcpy/memset not counted).",
+    "Attention TFLOP/s counts 4*B*H*S^2*D for every row (the work of the naive formulation).",
+    "vs anchor: this run / the recorded H100 anchor, in the row's unit (ms: >1 is slower; GB/s or "
+    "TFLOP/s: <1 is slower).",
+]
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no inf/nan: write them as strings so the file stays standard JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json(results: dict, path: Path) -> None:
+    path.write_text(json.dumps(_finite(results), indent=1, allow_nan=False) + "\n")
+
+
+# ---- cells ---------------------------------------------------------------------------------
+
+def _err(rec: dict) -> str:
+    err = rec.get("err")
+    if err is None:
+        return ""
+    return f"{err:.1e}" if isinstance(err, float) and math.isfinite(err) else "inf"
+
+
+def check_cell(rec: dict | None) -> str:
+    if not rec:
+        return "—"
+    status = rec.get("status")
+    if status == "reference":  # eager: its err is run-to-run (second call vs first)
+        return "ref" if not rec.get("nondeterministic") else f"ref, rerun differs {_err(rec)}"
+    if status == "error":
+        return "error"
+    return f"{status} {_err(rec)}".strip()
+
+
+def value_cell(rec: dict | None, unit: str) -> str:
+    """A time (ms) or rate (GBs/TFLOPs) with speedup or percent of ceiling; WRONG/error otherwise."""
+    if not rec:
+        return "—"
+    status = rec.get("status")
+    if status == "error":
+        return "error"
+    if status == "WRONG":
+        return f"WRONG ({_err(rec)})"
+    value = rec.get(unit)
+    if value is None:
+        return "—"
+    if unit == "ms":
+        text = f"{value:.3f}"
+        if rec.get("speedup") and status != "reference":
+            text += f" (x{rec['speedup']:.2f})"
+    else:
+        text = f"{value:.0f}" if unit == "GBs" else f"{value:.1f}"
+        if rec.get("pct_ceiling") is not None:
+            text += f" ({rec['pct_ceiling']:.0f}%)"
+    if rec.get("vs_anchor") is not None:
+        text += f" [{rec['vs_anchor']:.2f}]"
+    return text
+
+
+def _num(value, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _compile_cell(rec: dict | None) -> str:
+    if not rec or rec.get("compile_s") is None:
+        return "—"
+    if rec.get("status") == "WRONG":  # only right results get figures in the tables (JSON keeps it)
+        return "WRONG"
+    warm = rec.get("compile_s_warm")
+    return f"{rec['compile_s']:.1f} / {warm:.1f}" if warm is not None else f"{rec['compile_s']:.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+# ---- sections ------------------------------------------------------------------------------
+
+def _header(results: dict) -> list[str]:
+    env, conf = results["env"], results["config"]
+    ember = env.get("ember") or {}
+    commit = (ember.get("commit") or "unknown")[:12] + (" (dirty)" if ember.get("dirty") else "")
+    lines = [
+        "# ember benchmark results",
+        "",
+        f"Command: `{conf['command']}`",
+        "",
+        f"GPU {env.get('gpu') or 'none (CPU)'} · torch {env['torch']} · triton {env['triton']} · "
+        f"transformers {env.get('transformers')} · timm {env.get('timm')} · torchvision {env.get('torchvision')} · "
+        f"ember {commit} · {env['time_utc']} · dtype {conf['dtype']}",
+        "",
+    ]
+    if conf.get("smoke"):
+        lines += ["**Smoke run** (CPU, tiny shapes, Triton interpreter): correctness only, nothing is timed.", ""]
+    ceil = results.get("ceilings") or {}
+    if ceil:
+        parts = []
+        for key, c in ceil.items():
+            anchor = (results.get("anchor_ceilings") or {}).get(key)
+            parts.append(f"{c['what']}: **{c['value']:.0f}** ({c['status']})"
+                         + (f" [anchor {anchor:.0f}, {c['value'] / anchor:.2f}]" if anchor else ""))
+        lines += ["Ceilings measured in this run: " + "; ".join(parts), ""]
+    return lines
+
+
+def _models(results: dict, backends: list[str], labels: dict) -> list[str]:
+    recs = [r for r in results["cases"] if r["group"] in ("models", "train") and r.get("status") == "done"]
+    if not recs:
+        return []
+    smoke = results["config"].get("smoke")
+    compiled = [b for b in backends if b != "eager"]
+    if smoke:
+        header = ["model", "shape"] + [f"{labels[b]} check" for b in backends]
+        rows = [[r["name"], r["shape"]] + [check_cell(r["backends"].get(b)) for b in backends] for r in recs]
+        return ["## Models (correctness)", ""] + _table(header, rows) + [""]
+    header = (["model", "shape"] + [f"{labels[b]} ms" for b in backends]
+              + [f"{labels[b]} check" for b in compiled])
+    rows = [[r["name"], r["shape"]] + [value_cell(r["backends"].get(b), "ms") for b in backends]
+            + [check_cell(r["backends"].get(b)) for b in compiled] for r in recs]
+    out = ["## Models (ms, speedup over eager)", ""] + _table(header, rows) + [""]
+    header = (["model"] + [f"{labels[b]} compile s (cold / warm)" for b in compiled]
+              + [f"{labels[b]} kernels" for b in backends] + ["ember externs"])
+    rows = [[r["name"]] + [_compile_cell(r["backends"].get(b)) for b in compiled]
+            + [_num((r["backends"].get(b) or {}).get("kernels"), "d") for b in backends]
+            + [_num((r["backends"].get("ember") or {}).get("externs"), "d")] for r in recs]
+    anchors = [r for r in recs if r.get("anchor")]
+    out += ["## Compile time, kernels launched, externs", ""] + _table(header, rows) + [""]
+    if anchors:
+        out += ["Anchor (H100, recorded): " + "; ".join(
+            f"{r['name']} eager {r['anchor']['eager']:.2f} ms, inductor {r['anchor']['inductor']:.2f} ms"
+            + (f" (compile {r['anchor']['inductor_compile_s']:.0f} s)" if r["anchor"].get("inductor_compile_s") else "")
+            for r in anchors), ""]
+    return out
+
+
+def _kernels(results: dict, backends: list[str], labels: dict) -> list[str]:
+    recs = [r for r in results["cases"] if r["group"] == "kernels" and r.get("status") == "done"]
+    if not recs:
+        return []
+    smoke = results["config"].get("smoke")
+    ref_names = sorted({n for r in recs for n in r.get("refs", {})})
+    if smoke:
+        header = ["kernel", "shape"] + [f"{labels[b]} check" for b in backends] + [f"{n} check" for n in ref_names]
+        rows = [[r["name"], r["shape"]] + [check_cell(r["backends"].get(b)) for b in backends]
+                + [check_cell(r["refs"].get(n)) for n in ref_names] for r in recs]
+        return ["## Kernels (correctness)", ""] + _table(header, rows) + [""]
+    header = (["kernel", "shape", "unit"] + [labels[b] for b in backends] + ref_names
+              + [f"{labels[b]} check" for b in backends if b != "eager"] + ["kernels (" + "/".join(backends) + ")"])
+    rows = []
+    for r in recs:
+        unit = "GBs" if r.get("metric") == "GB/s" else "TFLOPs"
+        rows.append([r["name"], r["shape"], r.get("metric") or ""]
+                    + [value_cell(r["backends"].get(b), unit) for b in backends]
+                    + [value_cell(r["refs"].get(n), unit) for n in ref_names]
+                    + [check_cell(r["backends"].get(b)) for b in backends if b != "eager"]
+                    + ["/".join(_num((r["backends"].get(b) or {}).get("kernels"), "d") for b in backends)])
+    return (["## Kernels (GB/s or TFLOP/s, percent of the measured ceiling)", "",
+             "Ceilings: memory-bound rows vs the d2d copy; matmul rows vs cuBLAS mm 8192^3; attention vs SDPA.",
+             ""] + _table(header, rows) + [""])
+
+
+def _problems(results: dict) -> list[str]:
+    lines = []
+    for r in results["cases"]:
+        if r.get("status") == "skipped":
+            lines.append(f"- skipped {r['name']}: {r.get('reason')}")
+        elif r.get("status") == "error":
+            lines.append(f"- {r['name']}: {r.get('exception')}")
+        for name, rec in {**r.get("backends", {}), **r.get("refs", {})}.items():
+            where = f" (dump: {rec['dump']})" if rec.get("dump") else ""
+            if rec.get("nondeterministic"):
+                lines.append(f"- {r['name']} / {name}: two eager calls differ by {_err(rec)} (> tol): "
+                             "the reference is not deterministic")
+            if rec.get("status") == "error":
+                lines.append(f"- {r['name']} / {name}: {rec.get('exception')}{where}")
+            elif rec.get("status") == "WRONG":
+                lines.append(f"- {r['name']} / {name}: WRONG, error {_err(rec)} > tol {rec.get('tol'):.0e} "
+                             f"(worst: {rec.get('worst')}){where}")
+    return (["## Errors, wrong results, skipped cases", ""] + lines + [""]) if lines else []
+
+
+def markdown(results: dict) -> str:
+    backends = results["config"]["backends"]
+    labels = results["config"]["labels"]
+    lines = _header(results) + _models(results, backends, labels) + _kernels(results, backends, labels)
+    lines += _problems(results)
+    lines += ["Notes:", ""] + [f"- {n}" for n in NOTES] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,242 @@
+"""One case across every backend: compile, check against eager, then time and count kernels.
+
+Order per backend: torch._dynamo.reset(), compile + first call (the cold compile time), again after
+a reset (the warm compile time: Dynamo's caches are gone but the on-disk Inductor/Triton/ember
+caches written by the cold compile are still there), compare the outputs with eager's, and only
+then time with do_bench and profile one call. A result over tolerance is WRONG: its time is not
+measured (null in the JSON) and its error is reported. Any exception is caught and recorded, so one
+failing backend or case never stops the suite.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .backends import Backend, extern_summary, settle_dumps
+from .check import compare, tolerance
+from .timing import count_kernels, wall
+from .workload import Config, Skip, Workload
+
+
+def _free(device: str) -> None:
+    # Only the GPU run holds enough memory to matter (80 GB, models up to ~1B parameters); a full
+    # gc.collect costs ~0.1 s, which the smoke run's many tiny steps would feel.
+    if device.startswith("cuda"):
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def _short(exc: BaseException, limit: int = 400) -> str:
+    """One line naming the root cause: Dynamo wraps a backend's exception in BackendCompilerFailed
+    (whose own message is just "backend='ember' raised:"), so follow the chain to the bottom."""
+    root, seen = exc, set()
+    while id(root) not in seen:
+        seen.add(id(root))
+        nxt = getattr(root, "inner_exception", None) or root.__cause__
+        if not isinstance(nxt, BaseException):
+            break
+        root = nxt
+    text = f"{type(root).__name__}: {' '.join(str(root).split())}"
+    if root is not exc:
+        text = f"{type(exc).__name__} <- {text}"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _save_traceback(cfg: Config, case: str, who: str) -> str | None:
+    if not cfg.errors_dir:
+        return None
+    path = Path(cfg.errors_dir) / f"{case}.{who}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(traceback.format_exc())
+    return str(path)
+
+
+def _first_call(work: Workload, b: Backend, cfg: Config):
+    """Compile (if the backend compiles) and run once; returns (fn, outputs, seconds, dump)."""
+    with b.dumping() as dump:
+        def go():
+            fn = b.compile(work.target)
+            return fn, work.results(fn)
+        (fn, outs), secs = wall(go, cfg.device)
+    return fn, outs, secs, dump
+
+
+def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config) -> None:
+    if cfg.timer is not None:
+        grads = work.params() if work.train else None
+        rec["ms"] = cfg.timer(lambda: work.call(fn), grad_to_none=grads)
+        secs = rec["ms"] * 1e-3
+        if work.bytes:
+            rec["GBs"] = work.bytes / secs / 1e9
+        if work.flops:
+            rec["TFLOPs"] = work.flops / secs / 1e12
+    if cfg.profile:
+        for p in work.params():  # as in a timed repetition: no gradient accumulation kernels
+            p.grad = None
+        counts = count_kernels(lambda: work.call(fn), cfg.device)
+        if counts:
+            rec.update(counts)
+
+
+def run_backend(work: Workload, b: Backend, ref, cfg: Config, case: str, fn_override=None):
+    """Returns (record, outputs). outputs is only kept for eager (it becomes the reference)."""
+    rec: dict[str, Any] = {"status": None, "err": None, "tol": tolerance(cfg.dtype, work.kind), "ms": None}
+    outs = fn = None
+    b.dumps.clear()
+    t0 = time.perf_counter()
+    grad_ctx = contextlib.nullcontext() if work.train else torch.no_grad()
+    try:
+        with grad_ctx:
+            torch._dynamo.reset()
+            if fn_override is not None:  # an eager reference implementation (e.g. SDPA)
+                fn = fn_override
+                outs, _ = wall(lambda: work.results(fn), cfg.device)
+            else:
+                fn, outs, secs, dump = _first_call(work, b, cfg)
+                if b.compiles and cfg.timer is not None:
+                    rec["compile_s"] = secs
+                if dump is not None:
+                    rec.update(extern_summary(dump) or {})
+                if b.compiles and cfg.warm and work.kind != "kernel":
+                    fn = outs = None
+                    torch._dynamo.reset()
+                    fn, outs, secs, _ = _first_call(work, b, cfg)
+                    if cfg.timer is not None:
+                        rec["compile_s_warm"] = secs
+            if ref is None:
+                # Eager is the reference; its own check is run-to-run: a second call must agree
+                # with the first, or every comparison against it would be noise.
+                rec["status"] = "reference"
+                rec["err"], rec["worst"] = compare(work.results(fn), outs)
+                if rec["err"] > rec["tol"]:
+                    rec["nondeterministic"] = True
+            else:
+                err, where = compare(outs, ref)
+                rec["err"] = err
+                rec["worst"] = where
+                rec["status"] = "ok" if err <= rec["tol"] else "WRONG"
+                outs = None
+            if rec["status"] != "WRONG":
+                _measure(rec, work, fn, cfg)
+    except Exception as exc:  # noqa: BLE001 - any failure is data, the suite goes on
+        rec["status"] = "error"
+        rec["exception"] = _short(exc)
+        rec["traceback"] = _save_traceback(cfg, case, b.name if fn_override is None else "ref")
+        rec["ms"] = None
+        outs = None
+    finally:
+        fn = None
+        failed = rec["status"] in ("WRONG", "error") and cfg.errors_dir
+        try:
+            kept = settle_dumps(b, Path(cfg.errors_dir) / f"{case}.{b.name}.dump" if failed else None)
+            if kept:
+                rec["dump"] = kept
+        except OSError as exc:  # keeping a dump is a convenience, never a reason to stop
+            rec["dump_error"] = str(exc)
+        torch._dynamo.reset()
+        _free(cfg.device)
+        rec["wall_s"] = time.perf_counter() - t0  # everything this backend cost the run
+    return rec, (outs if ref is None else None)
+
+
+def run_case(case, backends: list[Backend], cfg: Config, log: Callable[[str], None] = print) -> dict:
+    """Build the case's inputs once, then run each backend (eager first) and its reference rows."""
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"name": case.name, "group": case.group, "backends": {}, "refs": {}}
+    torch.manual_seed(0)
+    try:
+        work = case.build(cfg)
+    except Skip as exc:
+        record.update(status="skipped", reason=str(exc))
+        return record
+    except Exception as exc:  # noqa: BLE001
+        record.update(status="error", exception=_short(exc), traceback=_save_traceback(cfg, case.name, "build"))
+        _free(cfg.device)
+        return record
+    record.update(status="done", shape=work.shape, dtype=str(cfg.dtype).replace("torch.", ""),
+                  bytes=work.bytes, flops=work.flops, ceiling=work.ceiling,
+                  metric="GB/s" if work.bytes else "TFLOP/s" if work.flops else None)
+    ref = None
+    for b in backends:
+        rec, outs = run_backend(work, b, ref, cfg, case.name)
+        if b.name == "eager":
+            if outs is None:  # eager itself failed: nothing to compare against, stop here
+                record["backends"][b.name] = rec
+                record["status"] = "error"
+                record["exception"] = f"eager failed: {rec.get('exception')}"
+                break
+            ref = outs
+        record["backends"][b.name] = rec
+        _speedup(record, rec)
+        log(line(b.label, rec, work))
+    if ref is not None:
+        eager = backends[0]
+        for name, fn in work.refs.items():
+            rec, _ = run_backend(work, eager, ref, cfg, f"{case.name}.{name}", fn_override=fn)
+            record["refs"][name] = rec
+            _speedup(record, rec)
+            log(line(name, rec, work))
+    work = ref = None
+    _free(cfg.device)
+    record["wall_s"] = time.perf_counter() - t0
+    return record
+
+
+def _speedup(record: dict, rec: dict) -> None:
+    base = record["backends"].get("eager", {}).get("ms")
+    if base and rec.get("ms"):
+        rec["speedup"] = base / rec["ms"]
+
+
+def apply_ceilings(record: dict, ceilings: dict[str, float]) -> None:
+    """Percent of the roofline each row reaches: GB/s over the measured copy bandwidth, TFLOP/s
+    over measured cuBLAS (mm 8192^3), or over one of the case's reference rows."""
+    key = record.get("ceiling")
+    if not key:
+        return
+    value_key = "GBs" if record.get("metric") == "GB/s" else "TFLOPs"
+    if key.startswith("ref:"):
+        peak = record["refs"].get(key[4:], {}).get(value_key)
+    else:
+        peak = ceilings.get(key)
+    record["ceiling_value"] = peak
+    for rec in list(record["backends"].values()) + list(record["refs"].values()):
+        if peak and rec.get(value_key):
+            rec["pct_ceiling"] = 100.0 * rec[value_key] / peak
+
+
+def line(label: str, rec: dict, work: Workload) -> str:
+    """One console line per backend."""
+    parts = [f"  {label:<16}"]
+    status = rec.get("status")
+    if status == "error":
+        return parts[0] + f"ERROR  {rec.get('exception')}"
+    if rec.get("err") is not None and status != "reference":
+        err = rec["err"]
+        parts.append(f"err {err:.1e}" if math.isfinite(err) else "err inf")
+        parts.append("ok   " if status == "ok" else "WRONG")
+    else:
+        parts.append(f"{'(reference)':<18}")
+    if rec.get("ms") is not None:
+        parts.append(f"{rec['ms']:8.3f} ms")
+        if rec.get("speedup") and rec.get("status") != "reference":
+            parts.append(f"x{rec['speedup']:.2f}")
+        if rec.get("GBs"):
+            parts.append(f"{rec['GBs']:7.0f} GB/s")
+        if rec.get("TFLOPs"):
+            parts.append(f"{rec['TFLOPs']:6.1f} TFLOP/s")
+    if rec.get("compile_s") is not None:
+        warm = rec.get("compile_s_warm")
+        parts.append(f"compile {rec['compile_s']:.1f}s" + (f" (warm {warm:.1f}s)" if warm is not None else ""))
+    if rec.get("kernels") is not None:
+        parts.append(f"{rec['kernels']} kernels")
+    if rec.get("externs") is not None:
+        parts.append(f"{rec['externs']} externs")
+    return " ".join(parts)

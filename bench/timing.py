@@ -1,0 +1,83 @@
+"""Timing and kernel counting on the GPU.
+
+Times are triton.testing.do_bench medians (CUDA events, L2 flushed before each repetition), the
+method the anchor figures were taken with, so the two are comparable. Kernel counts come from
+torch.profiler's CUDA device events for one call.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def wall(fn: Callable, device: str):
+    """(result, seconds) for one call, synchronised so queued GPU work is included."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+class Timer:
+    """do_bench with warm-up and repetition budgets (ms), median of the repetitions.
+
+    do_bench derives the repetition count from a 5-call estimate (n = rep / estimate), so a
+    budget of 100 ms gives ~12 repetitions of an 8 ms model and hundreds of a 0.1 ms kernel. A
+    slow call (a 30 ms training step) would get only a few, so the budget is stretched to at
+    least `min_reps` calls; that costs a fraction of a second against the minutes of compiling.
+    """
+
+    def __init__(self, warmup_ms: int, rep_ms: int, min_reps: int = 10):
+        self.warmup_ms, self.rep_ms, self.min_reps = warmup_ms, rep_ms, min_reps
+
+    def __call__(self, fn: Callable, grad_to_none: list[torch.Tensor] | None = None) -> float:
+        from triton.testing import do_bench
+        _, one = wall(fn, "cuda")
+        rep = max(self.rep_ms, self.min_reps * one * 1e3)
+        return float(do_bench(fn, warmup=self.warmup_ms, rep=rep, grad_to_none=grad_to_none,
+                              return_mode="median"))
+
+
+_COPY_PREFIXES = ("Memcpy", "Memset", "memcpy", "memset")
+
+
+def count_kernels(fn: Callable, device: str) -> dict[str, int] | None:
+    """CUDA kernels (and, separately, memcpy/memset operations) launched by one call of fn.
+
+    Counted from the profiler's device-side events, so library kernels (cuBLAS, cuDNN, flash
+    attention) and Triton kernels count alike, and a kernel launched from Python or C++ counts the
+    same. The call is made after warm-up, so compilation and autotuning launches are not included.
+    """
+    if not device.startswith("cuda"):
+        return None
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    kernels = copies = 0
+    for ev in prof.events():
+        if ev.device_type != DeviceType.CUDA:
+            continue
+        # Newer torch tags each event with kineto's activity type ("kernel", "gpu_memcpy",
+        # "gpu_memset", "cuda_sync", ...); older ones only give names, so fall back to those.
+        kind = str(getattr(ev, "activity_type", None) or "").lower()
+        if "memcpy" in kind or "memset" in kind or ev.name.startswith(_COPY_PREFIXES):
+            copies += 1
+        elif kind and "kernel" not in kind:
+            continue  # synchronisation and other device-side markers are not launches
+        elif not kind and "sync" in ev.name.lower():
+            continue
+        else:
+            kernels += 1
+    return {"kernels": kernels, "copies": copies}

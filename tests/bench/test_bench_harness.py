@@ -1,0 +1,208 @@
+"""The harness's own logic on CPU, with a fake timer standing in for do_bench: a wrong result is
+WRONG with no time, a failing backend is recorded and the suite goes on, ceilings and anchors line
+up, and the JSON / Markdown / plots are written. (The numbers here are synthetic test inputs.)
+"""
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    """Import bench/ as the package `bench`, the way bench/run.py does."""
+    if "bench" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench", REPO / "bench" / "__init__.py",
+                                                      submodule_search_locations=[str(REPO / "bench")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench"]
+
+
+_bench()
+from bench import anchors, check, kernels, models, plots, report, runner, suite  # noqa: E402
+from bench.backends import Backend, extern_summary, make_backends  # noqa: E402
+from bench.run import parse_batch, select  # noqa: E402
+from bench.workload import Case, Config, Skip, Workload  # noqa: E402
+
+
+def _off_by_one(gm, example_inputs):
+    return lambda *args: tuple(o + 1 for o in gm(*args))
+
+
+def _explodes(gm, example_inputs):
+    raise RuntimeError("backend exploded")
+
+
+BACKENDS = [Backend("eager", "eager"), Backend("aot_eager", "aot_eager", backend="aot_eager"),
+            Backend("wrong", "wrong", backend=_off_by_one), Backend("boom", "boom", backend=_explodes)]
+LABELS = {b.name: b.label for b in BACKENDS}
+
+
+def _softmax(x):
+    return torch.softmax(x * 2, dim=-1)
+
+
+def _case(name="softmax"):
+    def build(cfg):
+        x = torch.randn(8, 32, dtype=cfg.dtype)
+        return Workload(_softmax, (x,), kind="kernel", shape="8x32", dtype=cfg.dtype,
+                        bytes=2 * x.numel() * x.element_size(), ceiling="copy_GBs")
+    return Case(name, "kernels", build)
+
+
+def _cfg(tmp_path, **kw):
+    return Config(device="cpu", dtype=torch.float32, timer=lambda fn, grad_to_none=None: (fn(), 0.5)[1],
+                  profile=False, errors_dir=str(tmp_path / "errors"), **kw)
+
+
+def test_wrong_result_has_no_time_and_errors_do_not_stop_the_case(tmp_path):
+    rec = runner.run_case(_case(), BACKENDS, _cfg(tmp_path), log=lambda s: None)
+    b = rec["backends"]
+    assert b["eager"]["status"] == "reference" and b["eager"]["ms"] == 0.5
+    assert b["eager"]["err"] == 0.0  # eager's own check: a second call agrees with the first
+    assert b["aot_eager"]["status"] == "ok" and b["aot_eager"]["ms"] == 0.5 and b["aot_eager"]["speedup"] == 1.0
+    assert b["aot_eager"]["compile_s"] > 0 and b["aot_eager"]["GBs"] > 0
+    assert b["wrong"]["status"] == "WRONG" and b["wrong"]["ms"] is None and b["wrong"]["err"] > 0.1
+    assert b["boom"]["status"] == "error" and b["boom"]["ms"] is None
+    assert "backend exploded" in b["boom"]["exception"]
+    assert Path(b["boom"]["traceback"]).read_text().count("backend exploded")
+
+
+def test_skip_and_build_failure_are_recorded(tmp_path):
+    def skip(cfg):
+        raise Skip("timm is not installed")
+
+    def broken(cfg):
+        raise ValueError("bad config")
+    cfg = _cfg(tmp_path)
+    assert runner.run_case(Case("a", "models", skip), BACKENDS, cfg)["status"] == "skipped"
+    rec = runner.run_case(Case("b", "models", broken), BACKENDS, cfg)
+    assert rec["status"] == "error" and "bad config" in rec["exception"]
+
+
+def test_training_workload_compares_loss_and_every_gradient(tmp_path):
+    def build(cfg):
+        model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+        x = torch.randn(8, 16)
+        return Workload(model, (x,), pick=lambda out: out.square().mean(), train=True, kind="train",
+                        shape="8x16", dtype=cfg.dtype)
+    cfg = _cfg(tmp_path, warm=True)
+    rec = runner.run_case(Case("mlp-train", "train", build), BACKENDS[:3], cfg, log=lambda s: None)
+    assert rec["backends"]["aot_eager"]["status"] == "ok"
+    assert rec["backends"]["aot_eager"]["compile_s_warm"] > 0
+    assert rec["backends"]["wrong"]["status"] == "WRONG"
+    work = build(cfg)
+    names = [n for n, _ in work.results(work.target)]
+    assert names == ["loss"] + [f"grad:{n}" for n, _ in work.target.named_parameters()]
+    assert all(p.grad is None for p in work.target.parameters()), "results() must not leave grads behind"
+
+
+def test_relative_error_metric():
+    want = torch.tensor([1.0, -4.0, 0.0])
+    assert check.relative_error(want.clone(), want) == 0.0
+    assert check.relative_error(want + 0.04, want) == pytest.approx(0.01)
+    assert check.relative_error(torch.tensor([1.0, float("nan"), 0.0]), want) == math.inf
+    assert check.relative_error(want[:2], want) == math.inf
+    masked = torch.tensor([1.0, float("-inf")])
+    assert check.relative_error(masked.clone(), masked) == 0.0
+    assert check.tolerance(torch.bfloat16, "model") > check.tolerance(torch.bfloat16, "kernel")
+
+
+def test_extern_summary_reads_every_report(tmp_path):
+    for i, externs in enumerate([[{"target": "aten.mm"}, {"target": "aten.mm"}], [{"op": "aten.convolution"}]]):
+        (tmp_path / f"graph{i}").mkdir()
+        (tmp_path / f"graph{i}" / "report.json").write_text(json.dumps({"externs": externs}))
+    s = extern_summary(tmp_path)
+    assert s == {"externs": 3, "extern_ops": {"aten.mm": 2, "aten.convolution": 1}, "graphs": 2}
+    assert extern_summary(None) is None
+
+
+def test_cli_helpers():
+    assert parse_batch("8") == {"*": 8}
+    assert parse_batch("gpt2=4, resnet50=32") == {"gpt2": 4, "resnet50": 32}
+    cases = [Case("gpt2", "models", None), Case("gpt2-train", "train", None), Case("softmax", "kernels", None)]
+    assert [c.name for c in select(cases, "kernels,gpt2")] == ["gpt2", "softmax"]
+    assert len(select(cases, "all")) == 3
+    with pytest.raises(SystemExit):
+        select(cases, "nope")
+    assert [b.name for b in make_backends(["ember"])] == ["eager", "ember"]
+
+
+def test_report_and_plots_from_a_timed_run(tmp_path):
+    cfg = _cfg(tmp_path)
+    rec = runner.run_case(_case("softmax"), BACKENDS, cfg, log=lambda s: None)
+    runner.apply_ceilings(rec, {"copy_GBs": rec["backends"]["eager"]["GBs"] * 2})
+    assert rec["backends"]["eager"]["pct_ceiling"] == pytest.approx(50.0)
+    rows = [{"kind": "membound", "what": "softmax 16384x4096 bf16", "eager_GBs": 1.0, "inductor_GBs": 2.0}]
+    anchors.attach(rec, rows)
+    assert rec["anchor"]["eager"] == 1.0 and rec["backends"]["eager"]["vs_anchor"] > 0
+    model = dict(rec, name="tiny-model", group="models")
+    results = {
+        "env": {"torch": "x", "triton": "y", "time_utc": "now", "gpu": None, "ember": {"commit": "abc"}},
+        "config": {"command": "python bench/run.py", "smoke": False, "dtype": "float32",
+                   "backends": [b.name for b in BACKENDS], "labels": LABELS},
+        "ceilings": {"copy_GBs": {"what": "d2d copy GB/s", "value": 3.0, "status": "ok"}},
+        "cases": [rec, model, {"name": "vit", "group": "models", "status": "skipped", "reason": "timm is not installed"}],
+    }
+    md = report.markdown(results)
+    assert "WRONG" in md and "backend exploded" in md and "skipped vit: timm is not installed" in md
+    assert "(50%)" in md
+    report.write_json(results, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["cases"][0]["backends"]["wrong"]["ms"] is None
+    assert plots.speedups(results, tmp_path / "s.png") and (tmp_path / "s.png").stat().st_size > 0
+    assert plots.roofline(results, tmp_path / "r.png") and (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_anchor_file_is_bundled_and_parsed():
+    rows = anchors.load()
+    assert anchors.ceilings(rows).keys() == {"copy_GBs", "mm_TFLOPs"}
+    for name in ("gpt2", "bert-base", "llama-1b-ish", "vit_base_patch16_224", "resnet50", "convnext_tiny",
+                 "softmax", "layer_norm", "gelu_bias", "attention"):
+        assert anchors.for_case(rows, name), name
+
+
+def test_ceilings_are_checked_and_reported(tmp_path):
+    ceil = kernels.measure_ceilings(_cfg(tmp_path), copy_numel=1024, size=64)
+    assert ceil["copy_GBs"]["status"] == "ok" and ceil["copy_GBs"]["bytes"] == 4 * 1024
+    assert ceil["mm_TFLOPs"]["status"] == "ok" and ceil["mm_TFLOPs"]["flops"] == 2 * 64 ** 3
+    assert ceil["copy_GBs"]["value"] > 0 and ceil["mm_TFLOPs"]["value"] > 0
+
+
+def test_every_kernel_case_builds_small_and_eager_runs(tmp_path):
+    cfg = _cfg(tmp_path, smoke=True)
+    for case in kernels.CASES:
+        work = case.build(cfg)
+        assert (work.bytes is None) != (work.flops is None), case.name
+        assert work.ceiling in ("copy_GBs", "mm_TFLOPs") or work.ceiling.startswith("ref:"), case.name
+        (name, out), = work.results(work.target)
+        assert torch.isfinite(out).all(), case.name
+        for ref in work.refs.values():
+            assert check.relative_error(ref(*work.args), out) < 1e-4, case.name
+
+
+def test_timed_suite_end_to_end_with_a_stand_in_timer(tmp_path):
+    """The path the GPU run takes (ceilings, cases, anchors, JSON, Markdown, plots), on CPU."""
+    cfg = _cfg(tmp_path, smoke=True, warm=True)
+    cases = [c for c in models.CASES + kernels.CASES if c.name in ("gpt2", "softmax", "attention")]
+    config = {"command": "python bench/run.py", "smoke": False, "dtype": "float32",
+              "backends": [b.name for b in BACKENDS], "labels": LABELS}
+    results, written = suite.run(cfg, BACKENDS, cases, tmp_path, config, anchors.load(), comparable=True,
+                                 ceilings=lambda c: kernels.measure_ceilings(c, copy_numel=1024, size=64),
+                                 log=lambda s: None)
+    assert {p.name for p in written} == {"results.json", "results.md", "speedup.png", "roofline.png"}
+    by_name = {r["name"]: r for r in results["cases"]}
+    attention = by_name["attention"]
+    assert attention["refs"]["SDPA"]["status"] == "ok"
+    assert attention["backends"]["eager"]["pct_ceiling"] == pytest.approx(100.0)  # same stand-in time
+    assert by_name["softmax"]["backends"]["aot_eager"]["pct_ceiling"] > 0
+    assert by_name["gpt2"]["anchor"]["eager"] > 0 and by_name["gpt2"]["backends"]["aot_eager"]["compile_s_warm"] > 0
+    assert len(suite.failures(results)) == 6  # wrong + boom, for each of the three cases
+    md = (tmp_path / "results.md").read_text()
+    assert "| gpt2 |" in md and "| attention |" in md and "Ceilings measured in this run" in md
