@@ -1,0 +1,70 @@
+"""Generated modules on disk, named by the hash of their text, imported once per process.
+
+Triton's JIT reads a kernel's source with `inspect`, so kernels must live in real files. The file
+name is the content hash, so compiling the same graph again finds the file already there (nothing is
+written) and, within one process, gets the already imported module back (its kernels are already
+compiled). Writes go to a temporary file in the same folder and are renamed into place, so a reader
+never sees half a file; a file whose text does not match its name (a crash mid-write by an older
+writer, a manual edit) is simply rewritten.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import ModuleType
+
+from .runtime import interpret_mode
+
+_loaded: dict[Path, ModuleType] = {}
+_lock = threading.Lock()
+
+
+def content_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:40]
+
+
+def write_module(cache_dir: str, source: str) -> tuple[Path, bool]:
+    """Make sure `<cache_dir>/code/<hash>.py` holds `source`; returns (path, whether it was written)."""
+    folder = Path(cache_dir) / "code"
+    path = folder / f"{content_hash(source)}.py"
+    try:
+        if path.read_text() == source:
+            return path, False
+    except (OSError, UnicodeDecodeError):
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path, True
+
+
+def load_module(path: Path, interpret: bool) -> ModuleType:
+    """Import the module at `path` (once per process) with its kernels built for the given mode."""
+    with _lock:
+        module = _loaded.get(path)
+        if module is not None:
+            return module
+        name = f"ember_generated_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # inspect.getmodule (used by Triton for sources) looks here
+        try:
+            with interpret_mode(interpret):
+                spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        _loaded[path] = module
+        return module

@@ -1,0 +1,65 @@
+"""compile_graph: IR graph -> generated module on disk -> a callable `CompiledGraph`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import sympy
+import torch
+
+from ..ir import Graph, bind_symbols, to_torch
+from ..options import Options
+from .code_cache import load_module, write_module
+from .wrapper import generate_module
+
+
+class CompiledGraph:
+    """Runs a graph's generated wrapper. Attributes describe the generated code:
+
+    kernels         kernel name -> Triton source
+    wrapper_source  the generated Python `call` function
+    module_source   the whole generated module (imports, kernels, wrapper)
+    module_path     where that module lives in the cache
+    externs         one {"op", "target", "reason"} per library / ATen call in the wrapper
+    num_kernels     Triton kernels launched per call (a reshape's copy, done only when the input's
+                    layout allows no view, is not counted)
+    """
+
+    def __init__(self, graph: Graph, module, generated, path: Path):
+        self.graph = graph
+        self.kernels: dict[str, str] = generated.kernels
+        self.wrapper_source: str = generated.wrapper_source
+        self.module_source: str = generated.source
+        self.module_path = path
+        self.externs: list[dict] = generated.externs
+        self.num_kernels: int = generated.num_kernels
+        self._call = module.call
+        self._symbols = list(graph.symbols)
+        self._dtypes = [to_torch(v.type.dtype) for v in graph.inputs]
+        self._ranks = [v.type.rank for v in graph.inputs]
+
+    def _check(self, inputs: Sequence[torch.Tensor]) -> None:
+        # Cheap checks only: a wrong dtype or rank would otherwise run and read garbage.
+        if len(inputs) != len(self._dtypes):
+            raise ValueError(f"@{self.graph.name} takes {len(self._dtypes)} inputs, got {len(inputs)}")
+        for v, t, dt, rank in zip(self.graph.inputs, inputs, self._dtypes, self._ranks):
+            if not isinstance(t, torch.Tensor) or t.dtype != dt or t.dim() != rank:
+                got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"input %{v.name}: expected {v.type}, got {got}")
+
+    def __call__(self, inputs: Sequence[torch.Tensor],
+                 symbols: dict[sympy.Symbol, int] | None = None) -> list[torch.Tensor]:
+        self._check(inputs)
+        values = []
+        if self._symbols:
+            env = bind_symbols(self.graph, inputs, symbols)
+            values = [env[s] for s in self._symbols]
+        return self._call(list(inputs), *values)
+
+
+def compile_graph(graph: Graph, options: Options | None = None) -> CompiledGraph:
+    options = options or Options()
+    generated = generate_module(graph)
+    path, _ = write_module(options.cache_dir, generated.source)
+    module = load_module(path, generated.interpret)
+    return CompiledGraph(graph, module, generated, path)

@@ -1,0 +1,76 @@
+"""Pointwise kernels: a region of pointwise ops (plus `full` and `iota`) over one iteration shape.
+
+The region is a list of ops in graph order; values produced outside it are loaded (broadcast to the
+iteration shape), the listed `outputs` are stored. compile_graph passes one op at a time today; a
+fusion pass will pass several, and nothing here changes.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..ir import Op, Value
+from ..ir.types import TensorType
+from .kernel_writer import Coord, Kernel, KernelWriter
+from .launch_heuristics import choose_launch
+from .pointwise_ops import lower_pointwise
+from .triton_types import compute_dtype, literal, tl_dtype
+
+REGION_OPS = ("full", "iota")  # non-pointwise-kind ops a pointwise region can hold
+
+
+def can_lower(op: Op) -> bool:
+    return op.opdef.is_pointwise or op.name in REGION_OPS
+
+
+def iteration_prelude(w: KernelWriter, shape) -> dict[int, Coord]:
+    """pid, xindex, xmask and one coordinate per output dim (over the whole output shape)."""
+    numel = w.size(TensorType("f32", shape).numel, "xnumel")
+    start = w.program_start()
+    w.line(f"xindex = {start} + tl.arange(0, XBLOCK)")
+    w.line(f"xmask = xindex < {numel}")
+    return w.decompose("xindex", list(enumerate(shape)), "x", "x", "xsize")
+
+
+def broadcast_coords(value: Value, coords: dict[int, Coord], rank: int) -> list[Coord | None]:
+    """Coordinates for each dim of `value` read in an iteration space of `rank` dims
+    (numpy broadcasting: `value`'s dims align with the trailing ones)."""
+    lead = rank - value.type.rank
+    return [coords[lead + d] for d in range(value.type.rank)]
+
+
+def _region_inputs(ops: Sequence[Op]) -> list[Value]:
+    produced = {r for op in ops for r in op.results}
+    seen: list[Value] = []
+    for op in ops:
+        for v in op.inputs:
+            if v not in produced and v not in seen:
+                seen.append(v)
+    return seen
+
+
+def _emit_op(w: KernelWriter, op: Op, env: dict[Value, str], coords: dict[int, Coord]) -> str:
+    out = op.results[0].type
+    cdt = tl_dtype(compute_dtype(out.dtype))
+    if op.name == "full":
+        return f"tl.full([XBLOCK], {literal(op.attrs['value'], out.dtype)}, {cdt})"
+    if op.name == "iota":
+        c = coords[op.attrs["dim"]].expr
+        return f"tl.full([XBLOCK], 0, {cdt})" if c == "0" else f"{c}.to({cdt})"
+    data = op.inputs[1:] if op.name == "where" else op.inputs
+    return lower_pointwise(op.name, [env[v] for v in op.inputs], data[0].type.dtype, op.attrs)
+
+
+def pointwise_kernel(ops: Sequence[Op], outputs: Sequence[Value] | None = None) -> Kernel:
+    outputs = list(outputs) if outputs is not None else [r for op in ops[-1:] for r in op.results]
+    shape = outputs[0].type.shape
+    w = KernelWriter("pointwise", "pointwise: " + ", ".join(op.name for op in ops))
+    coords = iteration_prelude(w, shape)
+    env: dict[Value, str] = {}
+    for v in _region_inputs(ops):
+        env[v] = w.load(v, broadcast_coords(v, coords, len(shape)), "xmask")
+    for op in ops:
+        env[op.results[0]] = w.assign("t", _emit_op(w, op, env, coords), op.name)
+    for v in outputs:
+        w.store(v, "xindex", env[v], compute_dtype(v.type.dtype), "xmask")
+    numel = TensorType("f32", shape).numel
+    return w.finish(choose_launch("pointwise", numel), numel)

@@ -1,0 +1,96 @@
+"""What generated modules use at import and run time: the execution-mode switch, helper modules,
+and the few small functions the wrapper calls between kernel launches.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Sequence
+
+import torch
+# Import Triton now, in whatever mode the environment asks for, never inside interpret_mode below:
+# triton.language's own @jit library functions (tl.sum, tl.zeros, ...) are built at its first
+# import, and Triton later asserts that they match the mode it runs in. Generated kernels call
+# none of them (only builtins and triton_helpers), so either mode serves both kinds of kernel.
+import triton.language  # noqa: F401
+
+_HELPERS_FILE = Path(__file__).with_name("triton_helpers.py")
+_lock = threading.RLock()  # re-entered: a generated module loads the helpers while it is imported
+
+# A kernel's index math runs in int32 unless a tensor it touches spans this many elements; the
+# margin keeps `program_id * XBLOCK + arange` of the last, partly masked block in range too.
+INT32_INDEX_LIMIT = 2**31 - 2**20
+
+
+@contextlib.contextmanager
+def interpret_mode(interpret: bool):
+    """Set TRITON_INTERPRET while the body runs, then restore it.
+
+    triton 3.6 reads `triton.knobs.runtime.interpret` (env TRITON_INTERPRET, read at access time)
+    inside `triton.jit` when the decorator runs: the decision between an interpreted and a compiled
+    kernel is made at import of the module that defines it, not at launch. CPU graphs must run in
+    the interpreter even when the user never set the variable, and CUDA graphs must compile even when
+    a test session set it, so each generated module is imported under the mode its device needs.
+    """
+    with _lock:
+        old = os.environ.get("TRITON_INTERPRET")
+        os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
+        try:
+            yield
+        finally:
+            if old is None:
+                del os.environ["TRITON_INTERPRET"]
+            else:
+                os.environ["TRITON_INTERPRET"] = old
+
+
+def helpers_for(interpret: bool) -> ModuleType:
+    """triton_helpers.py, loaded for one execution mode (interpreted and compiled jit functions
+    cannot call each other, so each mode gets its own copy of the module)."""
+    name = f"{__package__}.triton_helpers_{'interpreted' if interpret else 'compiled'}"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, _HELPERS_FILE)
+        module = importlib.util.module_from_spec(spec)
+        with interpret_mode(interpret):
+            spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return module
+
+
+def libdevice_for(interpret: bool) -> ModuleType:
+    if interpret:
+        from . import interpreter_shims
+        return interpreter_shims
+    from triton.language.extra import libdevice
+    return libdevice
+
+
+def _max_offset(t: torch.Tensor) -> int:
+    return sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()) if n > 0)
+
+
+def needs_int64(*tensors: torch.Tensor) -> bool:
+    """True when some element of some tensor lies too far from its base pointer for int32 math."""
+    return any(t.numel() >= INT32_INDEX_LIMIT or _max_offset(t) >= INT32_INDEX_LIMIT for t in tensors)
+
+
+def view_or_none(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor | None:
+    """`t.view(shape)` when t's strides allow it, else None (the wrapper then copies first)."""
+    try:
+        return t.view(shape)
+    except RuntimeError:
+        return None
+
+
+def extern_results(out, outputs: Sequence[int]) -> list[torch.Tensor]:
+    """The results an extern op keeps: elements `outputs` of a tuple result, or the one tensor."""
+    if isinstance(out, (tuple, list)):
+        return [out[i] for i in outputs]
+    assert tuple(outputs) == (0,), f"extern returned one tensor but outputs={tuple(outputs)}"
+    return [out]

@@ -1,0 +1,262 @@
+"""Graph -> one Python module: the Triton kernels plus a readable wrapper `call` that runs them.
+
+The wrapper walks the graph in order. Per op it writes a comment with the op's IR line, then either
+allocates the (contiguous) result and launches a kernel on one line, or applies a torch view, or
+calls a library function (matmul, ATen externs). Sizes derived from symbols are computed once at
+the top of `call`.
+
+    def call(inputs, s0):
+        x, w = inputs
+        d0 = 64*s0
+        # %0: f32[s0,64] = relu %x
+        buf0 = torch.empty((s0, 64), dtype=torch.float32, device=DEVICE)
+        k0_relu[(cdiv(d0, 1024),)](x, buf0, d0, x.stride(0), x.stride(1), XBLOCK=1024, INDEX_64=...)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+from ..ir import Graph, Op, Value
+from ..ir.ops import resolve_target
+from ..ir.printer import format_attrs
+from ..ir.types import TensorType
+from . import runtime
+from .data_movement import concat_kernel, gather_kernel, index_kernel, pad_kernel
+from .kernel_writer import Kernel
+from .naming import Namer, SizeNames
+from .pointwise import can_lower, pointwise_kernel
+from .python_literals import python_literal
+from .reduction import reduction_kernel
+from .triton_types import UnsupportedDtype
+
+_KERNEL_BUILDERS = {"index": index_kernel, "gather": gather_kernel, "concat": concat_kernel,
+                    "pad": pad_kernel}
+_VIEWS = ("reshape", "permute", "expand", "slice")
+
+
+@dataclass
+class GeneratedModule:
+    source: str                       # the whole module: header, kernels, wrapper
+    kernels: dict[str, str]           # kernel name -> its source
+    wrapper_source: str               # the `call` function
+    externs: list[dict]
+    num_kernels: int                  # launches every call makes (conditional reshape copies excluded)
+    interpret: bool
+
+
+def uses_interpreter(device: str) -> bool:
+    return not device.startswith("cuda")
+
+
+class WrapperBuilder:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.interpret = uses_interpreter(graph.device)
+        self.namer = Namer(reserved=[str(s) for s in graph.symbols])
+        self.sizes = SizeNames(self.namer, list(graph.symbols))
+        self.names: dict[Value, str] = {}
+        self.ir_names: dict[Value, str] = {}
+        self.body: list[str] = []
+        self.kernels: dict[str, str] = {}
+        self._kernel_names: dict[str, str] = {}   # kernel source (unnamed) -> name, to share kernels
+        self.externs: list[dict] = []
+        self.num_kernels = 0
+        self.contiguous: set[Value] = set()   # values known to be contiguous (kernel outputs)
+
+    # ------------------------------------------------------------------ helpers
+    def line(self, text: str, indent: int = 1) -> None:
+        self.body.append("    " * indent + text)
+
+    def op_comment(self, op: Op) -> str:
+        lhs = ", ".join(f"{self.ir_names[r]}: {r.type.format(self.graph.device)}" for r in op.results)
+        operands = ", ".join(self.ir_names[v] for v in op.inputs)
+        return f"# {lhs} = {op.name}{format_attrs(op.name, op.attrs)}" + (f" {operands}" if operands else "")
+
+    def alloc(self, v: Value, name: str, indent: int = 1) -> None:
+        t = v.type
+        device = "DEVICE" if t.device == self.graph.device else repr(t.device)
+        self.line(f"{name} = torch.empty({self.sizes.shape(t.shape)}, dtype={_torch_dtype(t.dtype)}, "
+                  f"device={device})", indent)
+
+    def kernel_name(self, kernel: Kernel, op_name: str) -> str:
+        name = self._kernel_names.get(kernel.source)
+        if name is None:
+            name = self.namer.claim(f"k{len(self._kernel_names)}_{op_name}")
+            self._kernel_names[kernel.source] = name
+            self.kernels[name] = kernel.named(name)
+        return name
+
+    def launch(self, kernel: Kernel, op_name: str, names: dict[Value, str], indent: int = 1) -> None:
+        name = self.kernel_name(kernel, op_name)
+        args = []
+        for p in kernel.params:
+            if p.kind == "tensor":
+                args.append(names[p.value])
+            elif p.kind == "size":
+                args.append(self.sizes.ref(p.expr))
+            else:
+                args.append(f"{names[p.value]}.stride({p.dim})")
+        cfg = kernel.config
+        args.append(f"XBLOCK={cfg.XBLOCK}")
+        if cfg.RBLOCK is not None:
+            args.append(f"RBLOCK={cfg.RBLOCK}")
+        tensors = ", ".join(names[v] for v in kernel.tensors)
+        args.append(f"INDEX_64=needs_int64({tensors})")
+        numel = sympy.sympify(kernel.grid_numel)
+        if numel == 0:
+            self.line("pass  # empty result: nothing to launch", indent)
+            return
+        if numel.is_Integer:
+            programs = str(-(-int(numel) // cfg.XBLOCK))
+        else:
+            programs = f"cdiv({self.sizes.ref(numel)}, {cfg.XBLOCK})"
+        self.line(f"{name}[({programs},)]({', '.join(args)})", indent)
+
+    # ------------------------------------------------------------------ ops
+    def emit(self, op: Op) -> None:
+        comment = self.op_comment(op)
+        self.line(comment)
+        try:
+            self._emit(op)
+        except UnsupportedDtype as e:
+            raise UnsupportedDtype(f"{comment[2:]}: {e}") from None
+
+    def _emit(self, op: Op) -> None:
+        if can_lower(op):
+            self.kernel_op(op, pointwise_kernel([op]))
+        elif op.opdef.kind == "reduction":
+            self.kernel_op(op, reduction_kernel(op))
+        elif op.name in _KERNEL_BUILDERS:
+            self.kernel_op(op, _KERNEL_BUILDERS[op.name](op))
+        elif op.name in _VIEWS:
+            self.view_op(op)
+        elif op.name == "matmul":
+            a, b = (self.names[v] for v in op.inputs)
+            self.line(f"{self.names[op.result]} = torch.matmul({a}, {b})")
+            self.externs.append({"op": "matmul", "target": "aten.matmul",
+                                 "reason": "matmul template not implemented yet"})
+        elif op.name == "extern":
+            self.extern_op(op)
+        else:
+            raise NotImplementedError(f"codegen has no lowering for op {op.name!r}")
+
+    def kernel_op(self, op: Op, kernel: Kernel) -> None:
+        self.alloc(op.result, self.names[op.result])
+        self.contiguous.add(op.result)
+        self.launch(kernel, op.name, self.names)
+        self.num_kernels += 1
+
+    def view_op(self, op: Op) -> None:
+        src, dst = self.names[op.inputs[0]], self.names[op.result]
+        a = op.attrs
+        if op.name == "permute":
+            self.line(f"{dst} = {src}.permute({', '.join(map(str, a['dims']))})")
+        elif op.name == "expand":
+            self.line(f"{dst} = {src}.expand({self.sizes.shape(a['shape'])})")
+        elif op.name == "slice":
+            index = ":, " * a["dim"]
+            step = f":{a['step']}" if a["step"] != 1 else ""
+            self.line(f"{dst} = {src}[{index}{self.sizes.ref(a['start'])}:{self.sizes.ref(a['end'])}{step}]")
+        else:
+            self.reshape_op(op, src, dst)
+
+    def reshape_op(self, op: Op, src: str, dst: str) -> None:
+        """A view when the input's strides allow one (decided at run time, since input layouts are
+        only known then), else a copy kernel to a contiguous buffer and a view of that."""
+        shape = self.sizes.shape(op.result.type.shape)
+        if op.inputs[0] in self.contiguous:  # a buffer this wrapper allocated: always viewable
+            self.line(f"{dst} = {src}.view({shape})")
+            self.contiguous.add(op.result)
+            return
+        self.line(f"{dst} = view_or_none({src}, {shape})")
+        self.line(f"if {dst} is None:  # {src}'s strides allow no view: copy it contiguous, view that")
+        x = op.inputs[0]
+        copy = Op("copy", [x], {}, [TensorType(x.type.dtype, x.type.shape, x.type.device)])
+        self.alloc(copy.result, dst, indent=2)
+        self.launch(pointwise_kernel([copy]), "copy", {x: src, copy.result: dst}, indent=2)
+        self.line(f"{dst} = {dst}.view({shape})", indent=2)
+
+    def extern_op(self, op: Op) -> None:
+        target = op.attrs["target"]
+        fn = resolve_target(target)  # fails now, at compile time, for an unknown target
+        args = [self.literal(a, op) for a in op.attrs["args"]]
+        args += [f"{k}={self.literal(v, op)}" for k, v in sorted(op.attrs["kwargs"].items())]
+        call = f"torch.ops.{target}({', '.join(args)})"
+        results = ", ".join(self.names[r] for r in op.results)
+        outputs = tuple(op.attrs["outputs"])
+        if outputs == (0,) and _returns_one_tensor(fn):
+            self.line(f"{results} = {call}")
+        else:
+            self.line(f"{results}{',' if len(op.results) == 1 else ''} = extern_results({call}, {outputs})")
+        self.externs.append({"op": "extern", "target": target, "reason": op.attrs.get("reason", "")})
+
+    def literal(self, obj, op: Op) -> str:
+        return python_literal(obj, lambda i: self.names[op.inputs[i]], self.sizes.ref)
+
+    # ------------------------------------------------------------------ whole module
+    def build(self) -> GeneratedModule:
+        g = self.graph
+        for v in g.inputs:
+            self.ir_names[v] = f"%{v.name}"
+            self.names[v] = self.namer.claim(v.name)
+        n = 0
+        for op in g.ops:
+            for r in op.results:
+                self.ir_names[r] = f"%{n}"
+                self.names[r] = self.namer.claim(f"buf{n}")
+                n += 1
+        for op in g.ops:
+            self.emit(op)
+        return self._assemble()
+
+    def _assemble(self) -> GeneratedModule:
+        g = self.graph
+        params = ", ".join(["inputs"] + [str(s) for s in g.symbols])
+        head = [f"def call({params}):"]
+        unpack = ", ".join(self.names[v] for v in g.inputs)
+        if g.inputs:
+            head.append(f"    {unpack}{',' if len(g.inputs) == 1 else ''} = inputs")
+        for v in g.inputs:
+            if v.type.device != g.device:  # e.g. a 0-d CPU scalar in a CUDA graph: kernels read device memory
+                head.append(f"    {self.names[v]} = {self.names[v]}.to(DEVICE)")
+        for name, expr in self.sizes.definitions:
+            head.append(f"    {name} = {expr}")
+        outputs = ", ".join(self.names[v] for v in g.outputs)
+        wrapper = "\n".join(head + self.body + [f"    return [{outputs}]"]) + "\n"
+        kernels = "\n\n".join(self.kernels.values())
+        source = "\n\n".join(filter(None, [_header(g, self.interpret), kernels, wrapper]))
+        return GeneratedModule(source, dict(self.kernels), wrapper, self.externs, self.num_kernels,
+                               self.interpret)
+
+
+def generate_module(graph: Graph) -> GeneratedModule:
+    return WrapperBuilder(graph).build()
+
+
+def _torch_dtype(dtype: str) -> str:
+    from ..ir import to_torch
+    return str(to_torch(dtype))  # "torch.float32"
+
+
+def _returns_one_tensor(fn) -> bool:
+    schema = getattr(fn, "_schema", None)
+    return schema is not None and len(schema.returns) == 1 and str(schema.returns[0].type) == "Tensor"
+
+
+def _header(g: Graph, interpret: bool) -> str:
+    mode = "in Triton's interpreter" if interpret else "compiled by Triton"
+    ir = "".join(f"#   {line}\n" for line in str(g).splitlines())
+    return (f"# Generated by ember for graph @{g.name} on {g.device}; kernels run {mode}.\n"
+            f"# IR:\n{ir}"
+            "import torch\n"
+            "import triton\n"
+            "import triton.language as tl\n"
+            "from triton import cdiv\n\n"
+            f"from {runtime.__name__} import (extern_results, helpers_for, libdevice_for, needs_int64,\n"
+            f"    view_or_none)\n\n"
+            f"INTERPRET = {interpret}\n"
+            "helpers = helpers_for(INTERPRET)\n"
+            "libdevice = libdevice_for(INTERPRET)\n"
+            f"DEVICE = torch.device({g.device!r})\n")

@@ -1,0 +1,59 @@
+"""Shared checks for codegen tests: compile a graph, run it, compare with the reference interpreter
+and with eager torch."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from ember.codegen import compile_graph
+from ember.ir import Graph, interpret, parse, verify
+
+
+def random_tensor(shape, dtype: torch.dtype, low=None, high=None, device="cpu") -> torch.Tensor:
+    """Fresh random values: normal floats (or uniform in [low, high)), integers in [low, high)."""
+    return _random(shape, dtype, low, high).to(device)
+
+
+def _random(shape, dtype, low, high) -> torch.Tensor:
+    if dtype == torch.bool:
+        return torch.rand(shape) < 0.5
+    if dtype.is_floating_point:
+        if low is None:
+            return torch.randn(shape).to(dtype)
+        return (torch.rand(shape, dtype=torch.float64) * (high - low) + low).to(dtype)
+    info = torch.iinfo(dtype)
+    lo = info.min if low is None else max(low, info.min)
+    hi = info.max if high is None else min(high, info.max)
+    return torch.randint(lo, hi, shape, dtype=dtype)
+
+
+def assert_same(actual: torch.Tensor, expected: torch.Tensor, what: str = "", **tol) -> None:
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    torch.testing.assert_close(actual, expected, equal_nan=True, msg=lambda m: f"{what}: {m}", **tol)
+
+
+def check_graph(g: Graph, inputs: Sequence[torch.Tensor], eager: Callable | None = None,
+                symbols=None, **tol):
+    """Compile `g`, run it on `inputs`, compare every output with interpret() and with `eager`
+    (a function of the inputs returning the outputs), and return the compiled graph."""
+    verify(g)
+    inputs = [t if t.device.type == g.device.split(":")[0] else t.to(g.device) for t in inputs]
+    compiled = compile_graph(g)
+    got = compiled(list(inputs), symbols)
+    ref = interpret(g, list(inputs), symbols)
+    assert len(got) == len(ref)
+    for i, (a, r) in enumerate(zip(got, ref)):
+        assert tuple(a.shape) == tuple(r.shape), f"output {i}: shape {tuple(a.shape)} != {tuple(r.shape)}"
+        assert_same(a, r, f"output {i} vs interpreter", **tol)
+    if eager is not None:
+        expected = eager(*inputs)
+        expected = list(expected) if isinstance(expected, (tuple, list)) else [expected]
+        for i, (a, e) in enumerate(zip(got, expected)):
+            assert_same(a, e.to(a.device), f"output {i} vs eager", **tol)
+    return compiled
+
+
+def parse_on(device: str, text: str) -> Graph:
+    """Parse IR text written for the CPU as a graph on `device`."""
+    return parse(text.replace('[device="cpu"]', f'[device="{device}"]'))
