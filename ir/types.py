@@ -29,11 +29,64 @@ def as_dim(d) -> Dim:
         raise TypeError(f"bool is not a dimension: {d!r}")
     if isinstance(d, int):
         return sympy.Integer(d)
-    # torch.SymInt: its sympy expression lives on .node.expr
+    # torch.SymInt: its sympy expression lives on .node.expr, written with torch's own sympy
+    # functions (FloorDiv, ModularIndexing, ...) that the IR text cannot spell; normalize them.
     node = getattr(d, "node", None)
     if node is not None and hasattr(node, "expr"):
-        return sympy.sympify(node.expr)
+        return normalize_expr(sympy.sympify(node.expr))
     raise TypeError(f"not a dimension: {d!r}")
+
+
+# torch.utils._sympy.functions -> plain sympy, by class name (no torch import needed here).
+# Each maps the already-normalized arguments to an expression the IR parser reads back.
+_TORCH_SYMPY_FUNCS = {
+    "FloorDiv": lambda a, b: sympy.floor(a / b),
+    "CeilDiv": lambda a, b: sympy.ceiling(a / b),
+    "CleanDiv": lambda a, b: a / b,  # exact division by construction
+    "IntTrueDiv": lambda a, b: a / b,
+    "FloatTrueDiv": lambda a, b: a / b,
+    "ModularIndexing": lambda x, d, m: sympy.Mod(sympy.floor(x / d), m),
+    "PythonMod": sympy.Mod,
+    "Mod": sympy.Mod,
+    "FloorToInt": sympy.floor,
+    "CeilToInt": sympy.ceiling,
+    "ToFloat": lambda x: x,  # the IR keeps scalar values exact; the consumer picks the dtype
+    "Identity": lambda x: x,
+    "PowByNatural": lambda a, b: a ** b,
+    "FloatPow": lambda a, b: a ** b,
+    "Max": sympy.Max,
+    "Min": sympy.Min,
+}
+_PLAIN_FUNCS = (sympy.Add, sympy.Mul, sympy.Pow, sympy.floor, sympy.ceiling, sympy.Mod, sympy.Max,
+                sympy.Min, sympy.Abs)
+
+
+def normalize_expr(e) -> sympy.Expr:
+    """A torch-produced sympy expression rewritten in the functions and symbols the IR text uses.
+
+    Symbols become ember symbols (`symbol(name)`: same name, ember's assumptions, so a parsed
+    graph compares equal); floats become exact rationals (the size grammar has no '.');
+    torch's integer-division functions become floor/ceiling/Mod. Anything else (sqrt of a size,
+    bitwise functions, ...) raises ValueError: the caller decides how to fall back.
+    """
+    e = sympy.sympify(e)
+    if isinstance(e, sympy.Symbol):
+        return symbol(e.name)
+    if isinstance(e, sympy.Float):
+        return sympy.Rational(float(e))
+    if e.is_Number:
+        if not e.is_Rational:
+            raise ValueError(f"size expression {e} is not rational")
+        return e
+    if isinstance(e, (sympy.logic.boolalg.BooleanAtom,)):
+        raise ValueError(f"{e} is a boolean, not a size")
+    args = [normalize_expr(a) for a in e.args]
+    fn = _TORCH_SYMPY_FUNCS.get(type(e).__name__)
+    if fn is not None:
+        return fn(*args)
+    if e.func in _PLAIN_FUNCS:
+        return e.func(*args)
+    raise ValueError(f"size expression {e} uses {type(e).__name__}, which the IR cannot express")
 
 
 def format_dim(d: Dim) -> str:

@@ -1,0 +1,124 @@
+"""One FX graph from AOTAutograd -> a compiled callable: lower, run the passes, generate code, dump.
+
+    lowered  = fx_to_ir(gm)                     # IR graph + binding plan (externs for the rest)
+    report   = run_pipeline(graph, pipeline)    # passes, verified after each one
+    compiled = compile_graph(report.graph)      # Triton kernels + a Python wrapper
+    return CompiledFxGraph(plan, compiled)      # AOT calls it with a boxed list of args
+
+A graph that cannot become IR at all (see fx_to_ir.GraphUnsupported) runs eagerly as the FX
+module itself; the dump's report.json says why.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+import torch
+from torch.utils._python_dispatch import _disable_current_modes
+
+from ..ir import interpret, verify
+from ..options import Options
+from .binding import BindingPlan
+from .dump import Dump
+from .fx_to_ir import GraphUnsupported, fx_to_ir
+
+log = logging.getLogger(__name__)
+
+
+class CompiledFxGraph:
+    """What AOTAutograd runs. `_boxed_call`: AOT passes the argument list itself, not *args.
+    It is an instance attribute on purpose: AOT wraps the backward in `torch._dynamo.disable`,
+    whose functools.wraps copies the instance __dict__ (a class attribute would be lost)."""
+
+    def __init__(self, name: str, plan: BindingPlan, compiled):
+        self.name, self.plan, self.compiled = name, plan, compiled
+        self._boxed_call = True
+
+    def __call__(self, args: list) -> list:
+        inputs, symbols = self.plan.bind(args)
+        outputs = self.compiled(inputs, symbols)
+        return self.plan.build_outputs(outputs, symbols)
+
+
+class EagerFxGraph:
+    """The fallback for graphs ember cannot express: run the FX module (ATen ops) as is."""
+
+    def __init__(self, name: str, gm: torch.fx.GraphModule, reason: str):
+        self.name, self.gm, self.reason = name, gm, reason
+        self._boxed_call = True  # instance attribute: see CompiledFxGraph
+
+    def __call__(self, args: list) -> Any:
+        return self.gm(*args)
+
+
+class _Interpreted:
+    """TEMPORARY: stands in for ember.codegen.compile_graph until codegen lands (remove then).
+
+    Same interface as a codegen result: called with (inputs, symbols), returns the outputs."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.kernels: dict[str, str] = {}
+        self.wrapper_source = "# TEMPORARY: no codegen yet; this graph ran in the reference interpreter\n"
+        self.externs: list[dict] = []
+        self.num_kernels = 0
+
+    def __call__(self, inputs, symbols):
+        return interpret(self.graph, inputs, symbols)
+
+
+def _run_passes(graph, options: Options, dump: Dump):
+    """-> (graph after the pipeline, pass records)."""
+    try:
+        from ..passes import DumpIR, PassContext, run_pipeline
+    except ImportError:  # TEMPORARY: passes/ not there yet; run no passes (remove at integration)
+        log.warning("ember.passes.run_pipeline is not available; skipping the pass pipeline")
+        return graph, []
+    instruments = [DumpIR(str(dump.path))] if dump.enabled else []
+    report = run_pipeline(graph, options.pipeline, PassContext(verify=options.verify, instruments=instruments))
+    return report.graph, list(report.records)
+
+
+def _codegen(graph, options: Options):
+    try:
+        from ..codegen import compile_graph
+    except ImportError:  # TEMPORARY: codegen/ not there yet (remove at integration)
+        log.warning("ember.codegen.compile_graph is not available; using the reference interpreter")
+        return _Interpreted(graph)
+    return compile_graph(graph, options)
+
+
+def compile_fx_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Options,
+                     name: str):
+    """Compile one post-AOT FX graph; returns a boxed callable (list of args -> list of outputs)."""
+    # AOTAutograd calls its compilers with its FakeTensorMode still active. ember works on IR, not
+    # on fake tensors: a pass folding constants or codegen probing a tensor must get real ones.
+    with _disable_current_modes():
+        return _compile(gm, options, name)
+
+
+def _compile(gm: torch.fx.GraphModule, options: Options, name: str):
+    start = time.perf_counter()
+    dump = Dump(options.dump_dir, name)
+    dump.write_text("fx_graph.py", gm.code)
+    try:
+        lowered = fx_to_ir(gm, name, strict=options.strict_lowering)
+    except GraphUnsupported as e:
+        if options.strict_lowering:  # debugging: no silent fallback of any kind
+            raise
+        log.warning("ember: graph %s runs eagerly: %s", name, e)
+        dump.write_report(name=name, fallback=str(e), seconds=time.perf_counter() - start)
+        return EagerFxGraph(name, gm, str(e))
+    graph = lowered.graph
+    if options.verify:
+        verify(graph)
+    dump.write_ir("00.input.ir", graph)
+    input_ops = len(graph.ops)
+    final, records = _run_passes(graph, options, dump)
+    compiled = _codegen(final, options)
+    dump.write_ir("final.ir", final)
+    dump.write_code(compiled)
+    dump.write_report(name=name, graph=final, input_ops=input_ops, compiled=compiled, records=records,
+                      skipped=lowered.skipped, seconds=time.perf_counter() - start)
+    return CompiledFxGraph(name, lowered.plan, compiled)

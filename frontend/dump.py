@@ -1,0 +1,90 @@
+"""The per-graph dump folder: `<dump_dir>/<graph name>/`.
+
+    fx_graph.py        the post-AOT FX graph ember was given (for debugging a lowering)
+    00.input.ir        the IR as lowered, before any pass
+    <after each pass>  written by the passes' DumpIR instrument
+    final.ir           the IR codegen compiled
+    kernels/<name>.py  each generated kernel
+    wrapper.py         the Python wrapper that launches them
+    report.json        graph name, op and kernel counts, every extern and why, the pass records
+
+Every .ir file is canonical IR text that `ember.ir.parse` reads back to an equal graph. With no
+dump dir configured every method is a no-op, so callers never check.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..ir import print_graph
+
+
+def _record(rec: Any) -> dict:
+    """A pass record (dataclass, object or dict) as JSON-able fields."""
+    if isinstance(rec, dict):
+        get = rec.get
+    else:
+        get = lambda k, d=None: getattr(rec, k, d)  # noqa: E731
+    return {"name": get("name"), "changed": get("changed"), "stats": get("stats") or {},
+            "seconds": get("seconds")}
+
+
+def externs_of(graph) -> list[dict]:
+    return [{"target": op.attrs["target"], "reason": op.attrs.get("reason", "")}
+            for op in graph.ops if op.name == "extern"]
+
+
+class Dump:
+    def __init__(self, dump_dir: str | None, name: str):
+        self.enabled = bool(dump_dir)
+        self.path = Path(dump_dir or ".") / name
+        if self.enabled:
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_text(self, rel: str, text: str) -> None:
+        if not self.enabled:
+            return
+        p = self.path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        tmp.replace(p)  # never leave a half-written file behind
+
+    def write_ir(self, rel: str, graph) -> None:
+        if self.enabled:
+            self.write_text(rel, print_graph(graph))
+
+    def write_code(self, compiled) -> None:
+        if not self.enabled:
+            return
+        for kname, source in (getattr(compiled, "kernels", None) or {}).items():
+            self.write_text(f"kernels/{kname}.py", source)
+        self.write_text("wrapper.py", getattr(compiled, "wrapper_source", "") or "")
+
+    def write_report(self, *, name: str, graph=None, input_ops: int | None = None, compiled=None,
+                     records=(), skipped=(), fallback: str | None = None, seconds: float = 0.0) -> None:
+        if not self.enabled:
+            return
+        report = {
+            "graph": name,
+            "fallback": fallback,  # why the graph ran eagerly, or null
+            "device": graph.device if graph is not None else None,
+            "symbols": [str(s) for s in graph.symbols] if graph is not None else [],
+            "op_count": len(graph.ops) if graph is not None else 0,
+            "input_op_count": input_ops,
+            "kernel_count": getattr(compiled, "num_kernels", 0) if compiled is not None else 0,
+            "externs": externs_of(graph) if graph is not None else [],
+            "passes": [_record(r) for r in records],
+            "skipped_nodes": list(skipped),
+            "compile_seconds": round(seconds, 4),
+        }
+        self.write_text("report.json", json.dumps(report, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    return str(o)

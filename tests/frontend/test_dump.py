@@ -1,0 +1,38 @@
+"""EMBER_DUMP_DIR: per graph, the IR before/after every pass, kernels, wrapper and report.json."""
+import json
+
+import torch
+
+from ember.ir import parse
+
+
+def test_dump_folder(dump_dir):
+    torch._dynamo.reset()
+
+    def f(x, w):
+        return torch.sort((x @ w).softmax(-1), -1).values * 2
+
+    x, w = torch.randn(4, 6, requires_grad=True), torch.randn(6, 5)
+    torch.compile(f, backend="ember")(x, w).sum().backward()
+    graphs = sorted(p.name for p in dump_dir.iterdir())
+    assert any(g.endswith("_fw") for g in graphs) and any(g.endswith("_bw") for g in graphs), graphs
+    for name in graphs:
+        folder = dump_dir / name
+        for required in ("00.input.ir", "final.ir", "wrapper.py", "report.json", "fx_graph.py"):
+            assert (folder / required).is_file(), f"{name}/{required} missing"
+        ir_files = sorted(folder.glob("*.ir"))
+        assert len(ir_files) >= 3, "expected the IR after each pass"
+        for p in ir_files:
+            text = p.read_text()
+            body = "\n".join(line for line in text.splitlines() if not line.startswith("//")) + "\n"
+            assert str(parse(text)) == body, f"{p} does not print back identically"
+        report = json.loads((folder / "report.json").read_text())
+        assert report["graph"] == name
+        for key in ("op_count", "kernel_count", "externs", "passes"):
+            assert key in report
+        assert report["kernel_count"] == len(list((folder / "kernels").glob("*.py")))
+        for rec in report["passes"]:
+            assert set(rec) >= {"name", "changed", "stats", "seconds"}
+    fw = json.loads(next(dump_dir.glob("*_fw/report.json")).read_text())
+    assert [e["target"] for e in fw["externs"]] == ["aten.sort.default"]
+    assert "sort" in fw["externs"][0]["reason"]
