@@ -6,6 +6,8 @@ fusion pass will pass several, and nothing here changes.
 """
 from __future__ import annotations
 
+import sympy
+
 from typing import Sequence
 
 from ..ir import Op, Value
@@ -52,7 +54,11 @@ def _emit_op(w: KernelWriter, op: Op, env: dict[Value, str], coords: dict[int, C
     out = op.results[0].type
     cdt = tl_dtype(compute_dtype(out.dtype))
     if op.name == "full":
-        return f"tl.full([XBLOCK], {literal(op.attrs['value'], out.dtype)}, {cdt})"
+        value = op.attrs["value"]
+        if isinstance(value, sympy.Expr) and not value.is_Number:
+            # full[value=s0] (e.g. mean over a dynamic dim divides by its size): a runtime argument.
+            return f"tl.full([XBLOCK], 0, {cdt}) + {w.size(value, 'fill')}"
+        return f"tl.full([XBLOCK], {literal(value, out.dtype)}, {cdt})"
     if op.name == "iota":
         c = coords[op.attrs["dim"]].expr
         return f"tl.full([XBLOCK], 0, {cdt})" if c == "0" else f"{c}.to({cdt})"

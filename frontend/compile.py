@@ -17,7 +17,9 @@ from typing import Any, Sequence
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
-from ..ir import interpret, verify
+from ..codegen import compile_graph
+from ..ir import verify
+from ..passes import DumpIR, PassContext, run_pipeline
 from ..options import Options
 from .binding import BindingPlan
 from .dump import Dump
@@ -52,41 +54,12 @@ class EagerFxGraph:
         return self.gm(*args)
 
 
-class _Interpreted:
-    """TEMPORARY: stands in for ember.codegen.compile_graph until codegen lands (remove then).
-
-    Same interface as a codegen result: called with (inputs, symbols), returns the outputs."""
-
-    def __init__(self, graph):
-        self.graph = graph
-        self.kernels: dict[str, str] = {}
-        self.wrapper_source = "# TEMPORARY: no codegen yet; this graph ran in the reference interpreter\n"
-        self.externs: list[dict] = []
-        self.num_kernels = 0
-
-    def __call__(self, inputs, symbols):
-        return interpret(self.graph, inputs, symbols)
-
-
 def _run_passes(graph, options: Options, dump: Dump):
-    """-> (graph after the pipeline, pass records)."""
-    try:
-        from ..passes import DumpIR, PassContext, run_pipeline
-    except ImportError:  # TEMPORARY: passes/ not there yet; run no passes (remove at integration)
-        log.warning("ember.passes.run_pipeline is not available; skipping the pass pipeline")
-        return graph, []
+    """-> (graph after the pipeline, pass records). DumpIR writes 00.input.ir and one file per pass."""
     instruments = [DumpIR(str(dump.path))] if dump.enabled else []
-    report = run_pipeline(graph, options.pipeline, PassContext(verify=options.verify, instruments=instruments))
+    report = run_pipeline(graph, options.pipeline, PassContext(verify=options.verify, instruments=instruments,
+                                                               options=options))
     return report.graph, list(report.records)
-
-
-def _codegen(graph, options: Options):
-    try:
-        from ..codegen import compile_graph
-    except ImportError:  # TEMPORARY: codegen/ not there yet (remove at integration)
-        log.warning("ember.codegen.compile_graph is not available; using the reference interpreter")
-        return _Interpreted(graph)
-    return compile_graph(graph, options)
 
 
 def compile_fx_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Options,
@@ -113,10 +86,9 @@ def _compile(gm: torch.fx.GraphModule, options: Options, name: str):
     graph = lowered.graph
     if options.verify:
         verify(graph)
-    dump.write_ir("00.input.ir", graph)
     input_ops = len(graph.ops)
     final, records = _run_passes(graph, options, dump)
-    compiled = _codegen(final, options)
+    compiled = compile_graph(final, options)
     dump.write_ir("final.ir", final)
     dump.write_code(compiled)
     dump.write_report(name=name, graph=final, input_ops=input_ops, compiled=compiled, records=records,

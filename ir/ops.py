@@ -317,8 +317,11 @@ def _slice_rule(ts, attrs):
         _fail(f"slice dim {dim} out of range for rank {t.rank}")
     if not isinstance(step, int) or step < 1:
         _fail(f"slice step must be a positive int, got {step!r}")
-    length = sympy.Max(0, sympy.floor((end - start + step - 1) / step))
-    length = sympy.simplify(length)
+    # start <= end is a precondition (the frontend normalizes bounds), so no Max(0, ...): a Max
+    # would make dynamic slices such as x[:, 2:-1] disagree with torch's simpler size expression.
+    if (end - start).is_number and (end - start) < 0:
+        _fail(f"slice end {end} is before start {start}")
+    length = sympy.simplify(sympy.floor((end - start + step - 1) / step))
     shape = list(t.shape)
     shape[dim] = length
     return [t.with_shape(shape)]

@@ -5,6 +5,8 @@ Used two ways: `tests/test_opinfo.py` runs a bounded subset in `make test`, and
 figures recorded in docs/opinfo.md:
   matched  : ember compiled at least one graph and its outputs equal eager's
   lowered  : matched, and no graph of the op needed an ATen extern
+  not-captured: Dynamo handed ember no graph (the op ran eagerly); reported apart, and counted
+                as *not* matched in the headline percentages
 """
 from __future__ import annotations
 
@@ -23,12 +25,21 @@ import torch  # noqa: E402
 
 
 def all_opinfos():
+    """OpInfos that run on CPU in float32 (jiterator ops claim CPU dtypes but are CUDA-only)."""
     from torch.testing._internal.common_methods_invocations import op_db
-    return [o for o in op_db if torch.float32 in o.supported_dtypes("cpu")]
+    return [o for o in op_db if torch.float32 in o.supported_dtypes("cpu") and not o.name.startswith("jiterator")]
 
 
 def opinfo_id(o) -> str:
     return o.name + (f".{o.variant_test_name}" if o.variant_test_name else "")
+
+
+# Ops whose output memory is uninitialized: any values are right, so only shape/dtype/device count.
+UNINITIALIZED = {"empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided", "empty_permuted"}
+
+
+def _meta(t):
+    return (tuple(t.shape), t.dtype, t.device.type) if isinstance(t, torch.Tensor) else t
 
 
 def _clone(obj):
@@ -59,7 +70,10 @@ def run_opinfo(o, sample_index: int = 0) -> dict:
         want = fn(*_clone((s.input, s.args, s.kwargs)))
         compiled = torch.compile(fn, backend="ember", dynamic=False)
         torch.manual_seed(0)
-        got = compiled(*_clone((s.input, s.args, s.kwargs)))
+        # Let Dynamo capture data-dependent ops (item, nonzero, unique, ...) instead of breaking
+        # the graph, so they reach ember (which must then fall back to ATen correctly).
+        with torch._dynamo.config.patch(capture_scalar_outputs=True, capture_dynamic_output_shape_ops=True):
+            got = compiled(*_clone((s.input, s.args, s.kwargs)))
     except Exception as e:  # noqa: BLE001
         return {"id": rid, "status": "error", "externs": [], "detail": "".join(
             traceback.format_exception_only(type(e), e))[-400:]}
@@ -74,7 +88,11 @@ def run_opinfo(o, sample_index: int = 0) -> dict:
     if not reports:
         return {"id": rid, "status": "not-captured", "externs": [], "detail": "Dynamo compiled no graph"}
     try:
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, equal_nan=True)
+        if o.name in UNINITIALIZED:  # the values are undefined in eager too: compare metadata only
+            got, want = (torch.utils._pytree.tree_map(_meta, x) for x in (got, want))
+            assert got == want, f"{got} != {want}"
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, equal_nan=True)
     except Exception as e:  # noqa: BLE001
         return {"id": rid, "status": "mismatch", "externs": externs, "detail": str(e)[:400]}
     return {"id": rid, "status": "lowered" if not externs else "fallback", "externs": externs, "detail": ""}

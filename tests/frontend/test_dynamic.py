@@ -8,27 +8,6 @@ from ember.ir import Builder, TensorType, symbol
 F = torch.nn.functional
 
 
-def _symbolic_full_supported() -> bool:
-    """Do passes + codegen handle `full[value=s0]` (a scalar that is a symbolic size)? Means over a
-    dynamic dim and `x / x.shape[0]` need it; until then those tests skip with this reason."""
-    from ember.codegen import compile_graph
-    from ember.options import DEFAULT_PIPELINE
-    from ember.passes import PassContext, run_pipeline
-    s = symbol("s0")
-    b = Builder("probe")
-    x = b.input("x", TensorType("f32", (s,)))
-    g = b.build([b.op("div", x, b.op("full", result_types=[TensorType("f32", ())], value=s))])
-    try:
-        out = compile_graph(run_pipeline(g, DEFAULT_PIPELINE, PassContext()).graph)([torch.ones(4)], {s: 4})
-        return torch.allclose(out[0], torch.full((4,), 0.25))
-    except Exception:  # noqa: BLE001 - any failure means "not yet"
-        return False
-
-
-needs_symbolic_full = pytest.mark.skipif(not _symbolic_full_supported(),
-                                         reason="passes/codegen do not handle full[value=<symbolic>] yet")
-
-
 class Block(torch.nn.Module):
     def __init__(self, d=8):
         super().__init__()
@@ -67,9 +46,11 @@ def test_dynamic_training(check_grads):
     assert {r["graph"][-3:] for r in reports} == {"_fw", "_bw"}
 
 
-@needs_symbolic_full
 def test_mean_over_dynamic_dim(check_grads):
     def f(x, w):
         y = (x @ w).relu()
         return y.var(1), y[:, : y.shape[1] // 2].mean(-1) / x.shape[0]
-    check_grads(f, torch.randn(3, 6, 4, requires_grad=True), torch.randn(4, 5, requires_grad=True), dynamic=True)
+    # strict=False: the backward's slice_scatter with a floor(s/2) bound stays an extern (sympy cannot
+    # prove the bound in range); the point here is the symbolic divisor in the forward.
+    check_grads(f, torch.randn(3, 6, 4, requires_grad=True), torch.randn(4, 5, requires_grad=True), dynamic=True,
+                strict=False)
