@@ -131,6 +131,14 @@ class _Converter:
         else:
             self.env[node] = obj
 
+    def _scalar(self, val):
+        """A scalar result; one that depends on tensor data (an unbacked symbol from `.item()`,
+        say) cannot be computed from the bound sizes, so any use of it makes the graph unsupported."""
+        s = _scalar_value(val)
+        if isinstance(s, sympy.Expr) and s.free_symbols - self.bound:
+            return _Opaque(f"data-dependent value {s}")
+        return s
+
     def _checked_type(self, val: torch.Tensor, binding: bool = False):
         try:
             t = tensor_type(val)
@@ -155,7 +163,7 @@ class _Converter:
             self.skipped.append(f"{node.name} ({node.target})")  # asserts and other effect-only nodes
             return
         if not isinstance(val, (torch.Tensor, list, tuple)):
-            self.env[node] = _scalar_value(val)
+            self.env[node] = self._scalar(val)
             return
         self.env[node] = self._lower_or_extern(node)
 
@@ -197,7 +205,7 @@ class _Converter:
             return self._check_one(out, val)
         if not isinstance(out, (list, tuple)) or len(out) != len(val):
             raise Unsupported(f"lowering returned {out!r} for a {len(val)}-tuple")
-        return [self._check_one(o, v) if isinstance(v, torch.Tensor) else _scalar_value(v)
+        return [self._check_one(o, v) if isinstance(v, torch.Tensor) else self._scalar(v)
                 for o, v in zip(out, val)]
 
     def _check_one(self, v, val: torch.Tensor) -> Value:
@@ -249,7 +257,7 @@ class _Converter:
         if isinstance(val, torch.Tensor):
             return op.results[0]
         results = iter(op.results)
-        return [next(results) if isinstance(t, torch.Tensor) else _scalar_value(t) for t in vals]
+        return [next(results) if isinstance(t, torch.Tensor) else self._scalar(t) for t in vals]
 
     # ------------------------------------------------------------------ outputs
     def output(self, node: torch.fx.Node) -> None:

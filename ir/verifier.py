@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+import sympy
+
 from .graph import Graph, Value
 from .ops import OPS, TypeError_
 from .types import shapes_equal
@@ -18,6 +20,16 @@ class VerificationError(ValueError):
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _attr_symbols(obj) -> set:
+    if isinstance(obj, sympy.Expr):
+        return set(obj.free_symbols)
+    if isinstance(obj, (list, tuple)):
+        return set().union(*(_attr_symbols(o) for o in obj)) if obj else set()
+    if isinstance(obj, dict):
+        return _attr_symbols(list(obj.values()))
+    return set()
 
 
 def verify(g: Graph) -> None:
@@ -60,6 +72,9 @@ def verify(g: Graph) -> None:
         for v in op.inputs:
             if id(v) not in defined:
                 problems.append(f"{where}: operand {v!r} is used before it is defined (or not in the graph)")
+        attr_syms = _attr_symbols(op.attrs) - declared
+        if attr_syms:
+            problems.append(f"{where}: attributes use undeclared symbols {sorted(map(str, attr_syms))}")
         for r in op.results:
             if r.producer is not op:
                 problems.append(f"{where}: result {r!r} does not point back at its op")

@@ -24,9 +24,24 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import torch  # noqa: E402
 
 
+def _call_unseeded(op, *args, **kwargs):
+    return op(*args, **kwargs)
+
+
+def _unwrap_set_seed():
+    """OpInfo wraps random ops in `wrapper_set_seed`, whose freeze_rng_state makes Dynamo break the
+    graph, so ember would never see them. The sweep seeds before eager and before ember itself,
+    so the wrapper is replaced by a plain call in every module that defines op lambdas with it."""
+    import sys as _sys
+    for name, mod in list(_sys.modules.items()):
+        if name.startswith("torch.testing._internal") and hasattr(mod, "wrapper_set_seed"):
+            mod.wrapper_set_seed = _call_unseeded
+
+
 def all_opinfos():
     """OpInfos that run on CPU in float32 (jiterator ops claim CPU dtypes but are CUDA-only)."""
     from torch.testing._internal.common_methods_invocations import op_db
+    _unwrap_set_seed()
     return [o for o in op_db if torch.float32 in o.supported_dtypes("cpu") and not o.name.startswith("jiterator")]
 
 

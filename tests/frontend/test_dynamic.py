@@ -54,3 +54,20 @@ def test_mean_over_dynamic_dim(check_grads):
     # prove the bound in range); the point here is the symbolic divisor in the forward.
     check_grads(f, torch.randn(3, 6, 4, requires_grad=True), torch.randn(4, 5, requires_grad=True), dynamic=True,
                 strict=False)
+
+
+def test_data_dependent_scalar_runs_eagerly_and_is_right(tmp_path):
+    """`.item()` yields an unbacked symbol no input size binds: ember must not compile a kernel that
+    reads it, but run that graph through ATen and say so in the report."""
+    import json
+    torch._dynamo.reset()
+
+    def f(x):
+        return x.sum().item()
+    x = torch.randn(5)
+    with torch._dynamo.config.patch(capture_scalar_outputs=True):
+        got = torch.compile(f, backend="ember", options={"dump_dir": str(tmp_path)})(x)
+    assert isinstance(got, float)
+    torch.testing.assert_close(got, f(x))
+    reports = [json.loads(p.read_text()) for p in tmp_path.glob("*/report.json")]
+    assert any("data-dependent" in (r.get("fallback") or "") for r in reports), reports

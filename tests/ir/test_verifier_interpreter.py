@@ -68,3 +68,12 @@ def test_docs_op_table_lists_every_op():
     table = [line for line in doc.splitlines() if line.startswith("| ")]
     listed = {w for line in table for w in line.split("|")[2].split()}
     assert set(OPS) <= listed, sorted(set(OPS) - listed)
+
+
+def test_verifier_rejects_undeclared_symbols_in_attributes():
+    u0 = symbol("u0")
+    b = Builder("f")
+    b.op("full", result_types=[TensorType("f32", ())], value=u0)
+    g = b.build([])
+    with pytest.raises(VerificationError, match="undeclared symbols \\['u0'\\]"):
+        verify(g)
