@@ -12,16 +12,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-# pytest exits 5 when nothing is collected/selected (e.g. no tests yet);
-# treat that as success so CI doesn't fail on an empty suite.
 test: $(VENV)/.installed
-	$(PYTEST) -m "not gpu and not slow" tests || test $$? -eq 5
+	$(PYTEST) -m "not gpu and not slow" tests
 
 demo: $(VENV)/.installed
 	$(PY) -m ember.demo
 
+# The whole OpInfo database through ember; prints the figures recorded in docs/opinfo.md.
 opinfo-sweep: $(VENV)/.installed
-	$(PYTEST) -m slow tests/test_opinfo.py
+	TRITON_INTERPRET=1 $(PY) tests/opinfo_sweep.py --out opinfo_results.json
 
 clean:
 	rm -rf $(VENV) *.egg-info build dist .pytest_cache .hypothesis

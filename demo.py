@@ -105,7 +105,9 @@ def main() -> int:
     print(irs[0].read_text())
     _section(f"IR after the passes ({irs[-1].name})")
     print(irs[-1].read_text())
-    kernels = sorted((graph_dir / "kernels").glob("*.py"))
+    # Kernels are named k<N>_<op>; order them by N, the launch order.
+    kernels = sorted((graph_dir / "kernels").glob("*.py"),
+                     key=lambda p: int(p.stem[1:].split("_")[0]) if p.stem[1:].split("_")[0].isdigit() else 1 << 30)
     _section(f"{len(kernels)} Triton kernels; the first three")
     for k in kernels[:3]:
         print(f"# {k.name}\n{k.read_text()}")
