@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from types import ModuleType
 
+from ..atomic_io import write_text_atomic
 from .runtime import interpret_mode
 
 _loaded: dict[Path, ModuleType] = {}
@@ -37,16 +36,7 @@ def write_module(cache_dir: str, source: str) -> tuple[Path, bool]:
             return path, False
     except (OSError, UnicodeDecodeError):
         pass
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(source)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, source)
     return path, True
 
 

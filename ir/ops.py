@@ -17,6 +17,7 @@ import sympy
 import torch
 
 from . import dtypes
+from .externs import ExternArg, fill_extern_args, resolve_target  # noqa: F401 (re-exported)
 from .types import TensorType, broadcast_shapes, dims_equal, shapes_equal, as_dim
 
 TypeRule = Callable[[list[TensorType], dict], "list[TensorType] | None"]
@@ -434,47 +435,6 @@ _register(OpDef("matmul", "matmul", 2, _matmul_rule, lambda xs, a, r: torch.matm
                 doc="[..., M, K] x [..., K, N] -> [..., M, N]"))
 
 # ----------------------------------------------------------------------------- extern
-
-
-def resolve_target(target: str):
-    """'aten.convolution.default' -> torch.ops.aten.convolution.default."""
-    obj: Any = torch.ops
-    for part in target.split("."):
-        try:
-            obj = getattr(obj, part)
-        except (AttributeError, RuntimeError):
-            raise ValueError(f"unknown extern target {target!r}") from None
-    return obj
-
-
-class ExternArg:
-    """A placeholder in an extern's `args`/`kwargs` for its i-th tensor operand (printed `#i`)."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int):
-        self.index = index
-
-    def __eq__(self, other):
-        return isinstance(other, ExternArg) and other.index == self.index
-
-    def __hash__(self):
-        return hash(("ExternArg", self.index))
-
-    def __repr__(self):
-        return f"#{self.index}"
-
-
-def fill_extern_args(obj, inputs):
-    if isinstance(obj, ExternArg):
-        return inputs[obj.index]
-    if isinstance(obj, list):
-        return [fill_extern_args(o, inputs) for o in obj]
-    if isinstance(obj, tuple):
-        return tuple(fill_extern_args(o, inputs) for o in obj)
-    if isinstance(obj, dict):
-        return {k: fill_extern_args(v, inputs) for k, v in obj.items()}
-    return obj
 
 
 def _extern_ref(xs, a, r):

@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic_io import write_text_atomic
 from ..ir import Graph, parse
 
 _HEADER = re.compile(r"^//\s*(pipeline|failing pass|cause):\s?(.*)$")
@@ -45,16 +45,7 @@ def write_reproducer(directory: str | os.PathLike, graph_name: str, ir_text: str
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{graph_name}.{safe_pass}.{digest}.ir"
     # Atomic: a reader (or a concurrent failure in another process) never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".ir")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_text_atomic(path, text)
 
 
 @dataclass
