@@ -17,7 +17,10 @@ import torch
 _TOL = {
     torch.float32: {"kernel": 1e-4, "model": 1e-3, "train": 1e-3},
     torch.float16: {"kernel": 1e-2, "model": 2e-2, "train": 3e-2},
-    torch.bfloat16: {"kernel": 2e-2, "model": 3e-2, "train": 5e-2},
+    # bf16 models: 5e-2, because TorchInductor's own BERT-base pooler output differs from eager's
+    # by 3.1e-2 on the H100 (a tanh over a 12-layer bf16 stack); a threshold that flags the
+    # reference compiler as wrong measures rounding, not bugs. A real bug is O(1).
+    torch.bfloat16: {"kernel": 2e-2, "model": 5e-2, "train": 5e-2},
 }
 
 

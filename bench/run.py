@@ -54,7 +54,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "(--smoke: eager,ember, as Inductor on CPU compiles C++, too slow for the smoke budget)")
     p.add_argument("--ember-options", default=None, help="JSON dict passed as torch.compile(options=...) to ember")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny shapes, Triton interpreter, correctness only")
-    p.add_argument("--warmup", type=int, default=10, help="do_bench warm-up budget, ms (default 10)")
+    # 250 ms, not do_bench's 25: after a compile the GPU has idled and its clocks dropped; a short
+    # warm-up timed the next case's first repetitions at ramping clocks (eager models measured up
+    # to 1.6x slow right after a compile, and at the anchor's figures when timed back to back).
+    p.add_argument("--warmup", type=int, default=250, help="do_bench warm-up budget, ms (default 250)")
     p.add_argument("--rep", type=int, default=100, help="do_bench repetition budget, ms (default 100)")
     p.add_argument("--no-warm", action="store_true", help="skip the second (warm) compile of model cases")
     p.add_argument("--no-profile", action="store_true", help="skip kernel counting with torch.profiler")
