@@ -25,6 +25,9 @@ from .timing import count_kernels, wall
 from .workload import Config, Skip, Workload
 
 
+MODEL_WARMUP_MS = 1500
+
+
 def _free(device: str) -> None:
     # Only the GPU run holds enough memory to matter (80 GB, models up to ~1B parameters); a full
     # gc.collect costs ~0.1 s, which the smoke run's many tiny steps would feel.
@@ -71,7 +74,11 @@ def _first_call(work: Workload, b: Backend, cfg: Config):
 def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config) -> None:
     if cfg.timer is not None:
         grads = work.params() if work.train else None
-        rec["ms"] = cfg.timer(lambda: work.call(fn), grad_to_none=grads)
+        # Whole models are launch-bound in eager: their per-call time kept falling for about a
+        # second of back-to-back calls on the H100 (GPT-2 eager: 13.2 -> 12.0 -> 8.2 ms in one
+        # process), so they get a longer warm-up than single kernels.
+        warmup = MODEL_WARMUP_MS if work.kind in ("model", "train") else None
+        rec["ms"] = cfg.timer(lambda: work.call(fn), grad_to_none=grads, warmup_ms=warmup)
         secs = rec["ms"] * 1e-3
         if work.bytes:
             rec["GBs"] = work.bytes / secs / 1e9

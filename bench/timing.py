@@ -39,7 +39,8 @@ class Timer:
     def __init__(self, warmup_ms: int, rep_ms: int, min_reps: int = 10):
         self.warmup_ms, self.rep_ms, self.min_reps = warmup_ms, rep_ms, min_reps
 
-    def __call__(self, fn: Callable, grad_to_none: list[torch.Tensor] | None = None) -> float:
+    def __call__(self, fn: Callable, grad_to_none: list[torch.Tensor] | None = None,
+                 warmup_ms: int | None = None) -> float:
         from triton.testing import do_bench
         _, one = wall(fn, "cuda")
         rep = max(self.rep_ms, self.min_reps * one * 1e3)
@@ -49,7 +50,7 @@ class Timer:
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return float(do_bench(fn, warmup=self.warmup_ms, rep=rep, grad_to_none=grad_to_none,
+            return float(do_bench(fn, warmup=warmup_ms or self.warmup_ms, rep=rep, grad_to_none=grad_to_none,
                                   return_mode="median"))
         finally:
             if was_enabled:

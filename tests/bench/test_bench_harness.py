@@ -58,7 +58,7 @@ def _case(name="softmax"):
 
 
 def _cfg(tmp_path, **kw):
-    return Config(device="cpu", dtype=torch.float32, timer=lambda fn, grad_to_none=None: (fn(), 0.5)[1],
+    return Config(device="cpu", dtype=torch.float32, timer=lambda fn, grad_to_none=None, warmup_ms=None: (fn(), 0.5)[1],
                   profile=False, errors_dir=str(tmp_path / "errors"), **kw)
 
 
