@@ -36,8 +36,6 @@ class Options:
     dump_dir: str | None = field(default_factory=lambda: os.environ.get("EMBER_DUMP_DIR") or None)
     # Generated code and (later) autotune decisions live here.
     cache_dir: str = field(default_factory=_default_cache_dir)
-    # Let AOTAutograd treat parameters as graph constants (inference only); off by default.
-    freeze: bool = False
     # Raise instead of falling back to an ATen extern when an op has no lowering (for debugging).
     strict_lowering: bool = False
 
@@ -46,7 +44,6 @@ class Options:
         "verify": (bool, "True or False"),
         "dump_dir": ((str, type(None)), "a folder path or None"),
         "cache_dir": (str, "a folder path"),
-        "freeze": (bool, "True or False"),
         "strict_lowering": (bool, "True or False"),
     }
 
@@ -59,7 +56,7 @@ class Options:
             raise OptionsError(f"unknown ember option(s) {unknown}; valid options: {valid}")
         for key, value in given.items():
             types, what = cls._CHECKS[key]
-            if not isinstance(value, types) or (types is not bool and isinstance(value, bool) and key != "verify"):
+            if not isinstance(value, types):
                 raise OptionsError(f"ember option {key!r} must be {what}, got {value!r}")
         opts = cls(**given)
         if "pipeline" in given:
