@@ -18,7 +18,6 @@ import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
 from ..codegen import compile_graph
-from ..ir import verify
 from ..passes import DumpIR, PassContext, run_pipeline
 from ..options import Options
 from .binding import BindingPlan
@@ -83,9 +82,7 @@ def _compile(gm: torch.fx.GraphModule, options: Options, name: str):
         log.warning("ember: graph %s runs eagerly: %s", name, e)
         dump.write_report(name=name, fallback=str(e), seconds=time.perf_counter() - start)
         return EagerFxGraph(name, gm, str(e))
-    graph = lowered.graph
-    if options.verify:
-        verify(graph)
+    graph = lowered.graph  # run_pipeline verifies it first (when options.verify)
     input_ops = len(graph.ops)
     final, records = _run_passes(graph, options, dump)
     compiled = compile_graph(final, options)
