@@ -27,10 +27,6 @@ def wall(fn: Callable, device: str):
     return out, time.perf_counter() - t0
 
 
-STEADY_TOL = 0.03
-STEADY_ROUNDS = 8
-
-
 class Timer:
     """do_bench with warm-up and repetition budgets (ms), median of the repetitions.
 
@@ -44,11 +40,7 @@ class Timer:
         self.warmup_ms, self.rep_ms, self.min_reps = warmup_ms, rep_ms, min_reps
 
     def __call__(self, fn: Callable, grad_to_none: list[torch.Tensor] | None = None,
-                 warmup_ms: int | None = None, steady: bool = False) -> float:
-        """Median ms of `fn`. steady=True repeats do_bench rounds until two consecutive medians
-        agree within STEADY_TOL (at most STEADY_ROUNDS rounds) and returns the last one: on the
-        H100, launch-bound eager models (GPT-2, BERT) took several seconds of calls to settle
-        (GPT-2 rounds: 17.2, 14.0, 15.5, 8.1, 8.6, 8.5, 8.5 ms), longer than any fixed warm-up."""
+                 warmup_ms: int | None = None) -> float:
         from triton.testing import do_bench
         _, one = wall(fn, "cuda")
         rep = max(self.rep_ms, self.min_reps * one * 1e3)
@@ -58,17 +50,8 @@ class Timer:
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            def round_(warm: int) -> float:
-                return float(do_bench(fn, warmup=warm, rep=rep, grad_to_none=grad_to_none,
-                                      return_mode="median"))
-            last = round_(warmup_ms or self.warmup_ms)
-            for _ in range(STEADY_ROUNDS - 1 if steady else 0):
-                now = round_(self.warmup_ms)
-                settled = abs(now - last) <= STEADY_TOL * last
-                last = now
-                if settled:
-                    break
-            return last
+            return float(do_bench(fn, warmup=warmup_ms or self.warmup_ms, rep=rep, grad_to_none=grad_to_none,
+                                  return_mode="median"))
         finally:
             if was_enabled:
                 gc.enable()

@@ -58,7 +58,7 @@ def _case(name="softmax"):
 
 
 def _cfg(tmp_path, **kw):
-    return Config(device="cpu", dtype=torch.float32, timer=lambda fn, grad_to_none=None, warmup_ms=None, steady=False: (fn(), 0.5)[1],
+    return Config(device="cpu", dtype=torch.float32, timer=lambda fn, grad_to_none=None, warmup_ms=None: (fn(), 0.5)[1],
                   profile=False, errors_dir=str(tmp_path / "errors"), **kw)
 
 
@@ -206,21 +206,3 @@ def test_timed_suite_end_to_end_with_a_stand_in_timer(tmp_path):
     assert len(suite.failures(results)) == 6  # wrong + boom, for each of the three cases
     md = (tmp_path / "results.md").read_text()
     assert "| gpt2 |" in md and "| attention |" in md and "Ceilings measured in this run" in md
-
-
-def test_steady_timing_stops_when_two_rounds_agree(monkeypatch):
-    """Timer(steady=True) repeats do_bench rounds until consecutive medians agree within 3%."""
-    import triton.testing
-    from bench import timing
-    medians = iter([17.2, 14.0, 15.5, 8.1, 8.3, 99.0])
-    calls = []
-
-    def fake_do_bench(fn, warmup, rep, grad_to_none, return_mode):
-        calls.append(warmup)
-        return next(medians)
-    monkeypatch.setattr(triton.testing, "do_bench", fake_do_bench)
-    monkeypatch.setattr(timing, "wall", lambda fn, device: (None, 0.001))
-    t = timing.Timer(warmup_ms=250, rep_ms=100)
-    assert t(lambda: None, warmup_ms=1500, steady=True) == 8.3
-    assert calls == [1500, 250, 250, 250, 250]
-    assert t(lambda: None) == 99.0  # not steady: one round
