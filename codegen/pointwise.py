@@ -11,7 +11,7 @@ import sympy
 from typing import Sequence
 
 from ..ir import Op, Value
-from ..ir.types import TensorType
+from ..ir.types import TensorType, broadcast_shapes, shapes_equal
 from .kernel_writer import Coord, Kernel, KernelWriter
 from .launch_heuristics import choose_launch
 from .pointwise_ops import lower_pointwise
@@ -80,3 +80,29 @@ def pointwise_kernel(ops: Sequence[Op], outputs: Sequence[Value] | None = None) 
         w.store(v, "xindex", env[v], compute_dtype(v.type.dtype), "xmask")
     numel = TensorType("f32", shape).numel
     return w.finish(choose_launch("pointwise", numel), numel)
+
+
+def fused_pointwise_kernel(body) -> Kernel | None:
+    """One kernel for a region body (ir `fused` op) that is a pointwise chain over one iteration
+    space: every op lowerable here with one result of the outputs' shape, every output computed
+    by the body (not a parameter passed through) and yielded once. None otherwise: the wrapper
+    then emits the body op by op."""
+    outs = list(body.outputs)
+    if not outs or not body.ops or len(set(outs)) != len(outs) or any(v.producer is None for v in outs):
+        return None
+    shape = outs[0].type.shape
+    for op in body.ops:
+        if not can_lower(op) or len(op.results) != 1:
+            return None
+        # A constant is the same at every element, so any shape that broadcasts to the iteration
+        # space is fine; everything else (iota's coordinates above all) must span it exactly.
+        if not shapes_equal(op.result.type.shape, shape) and not (op.name == "full" and _broadcasts_to(op.result.type.shape, shape)):
+            return None
+    return pointwise_kernel(body.ops, outs)
+
+
+def _broadcasts_to(small, shape) -> bool:
+    try:
+        return shapes_equal(broadcast_shapes(small, shape), shape)
+    except ValueError:
+        return False
