@@ -28,7 +28,7 @@ from .kernel_writer import Kernel
 from .naming import Namer, SizeNames
 from .pointwise import can_lower, fused_pointwise_kernel, pointwise_kernel
 from .python_literals import python_literal
-from .reduction import reduction_kernel
+from .reduction import fused_reduction_kernel, reduction_kernel
 from .triton_types import UnsupportedDtype
 
 _KERNEL_BUILDERS = {"index": index_kernel, "gather": gather_kernel, "concat": concat_kernel,
@@ -156,7 +156,10 @@ class WrapperBuilder:
         body = op.attrs["body"]
         for v, outer in zip(body.inputs, op.inputs):
             self.names[v], self.ir_names[v] = self.names[outer], f"%{v.name}"
-        kernel = fused_pointwise_kernel(body)
+        try:
+            kernel = fused_pointwise_kernel(body) or fused_reduction_kernel(body)
+        except UnsupportedDtype:
+            kernel = None  # op by op below, where the failing op is named
         if kernel is not None:
             names = dict(self.names)
             for v, r in zip(body.outputs, op.results):
