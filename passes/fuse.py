@@ -9,6 +9,8 @@ never written to memory. This first version does vertical fusion only:
 - `full` constants are not members: each region gets its own copy of the constants it reads (a
   constant costs nothing inside a kernel and a launch outside one).
 - A member's value used outside the region (or returned) becomes a region result.
+- A reduction joins the group that computes its input when that group feeds nothing else (a
+  prologue: the reduction kernel computes its input tile by tile).
 - Legality: merging two groups must not create a cycle, i.e. no path may leave the group and
   come back into it (networkx reachability on the graph with groups contracted). Ops with side
   effects (mutating or random externs, asserts) are ordering barriers, and ops that read or produce
@@ -95,11 +97,41 @@ def _form_groups(g: Graph, dag: nx.DiGraph, written: set[Value]) -> tuple[dict[i
             a, b = group[index[id(p)]], group[i]
             if a == b or _merge_creates_cycle(cg, a, b):
                 continue
-            nx.contracted_nodes(cg, a, b, self_loops=False, copy=False)
-            for j in members.pop(b):
-                group[j] = a
-                members[a].append(j)
+            _contract(cg, group, members, a, b)
+    _absorb_reductions(g, cg, group, members, written)
     return group, cg
+
+
+def _contract(cg: nx.DiGraph, group: dict[int, int], members: dict[int, list[int]], a: int, b: int) -> None:
+    nx.contracted_nodes(cg, a, b, self_loops=False, copy=False)
+    for j in members.pop(b):
+        group[j] = a
+        members[a].append(j)
+
+
+def _absorb_reductions(g: Graph, cg: nx.DiGraph, group: dict[int, int], members: dict[int, list[int]],
+                       written: set[Value]) -> None:
+    """A reduction joins the pointwise group computing its input (its prologue) when that group
+    feeds nothing else: the reduction kernel then computes the input tile by tile and it never
+    reaches memory. A group whose values are also used elsewhere stays a pointwise region (its
+    values would have to be stored from inside the reduction's tiles)."""
+    index = {id(op): i for i, op in enumerate(g.ops)}
+    users = g.users()
+    returned = set(g.outputs)
+    for i, op in enumerate(g.ops):
+        if op.opdef.kind != "reduction" or len(op.results) != 1 or op.result.type.device != g.device \
+                or op.result in written or op.inputs[0] in written:
+            continue
+        p = op.inputs[0].producer
+        if p is None or not _is_member(p, g, written):
+            continue
+        a, b = group[index[id(p)]], group[i]
+        inside = {id(g.ops[j]) for j in members[a]} | {id(op)}
+        if any(r in returned or any(id(u) not in inside for u in users.get(r, []))
+               for j in members[a] for r in g.ops[j].results):
+            continue
+        if a != b and not _merge_creates_cycle(cg, a, b):
+            _contract(cg, group, members, a, b)
 
 
 def _build_region(g: Graph, ops: list[Op], users: dict[Value, list[Op]], written: set[Value],

@@ -115,3 +115,34 @@ def test_fused_random_graphs_match_the_interpreter():
         for got, want in zip(compiled(inputs), interpret(g, inputs)):
             torch.testing.assert_close(got, want, equal_nan=True, atol=1e-5, rtol=1e-5)
     assert total > 5
+
+
+PROLOGUE = """\
+func @f[s0](%x: f32[s0,40], %b: f32[40]) -> (f32[s0], i64[s0]) [device="cpu"] {
+  %0: f32[s0,40] = sub %x, %b
+  %1: f32[s0,40] = mul %0, %0
+  %2: f32[s0] = reduce_sum[axes=(1,), keepdim=False] %1
+  %3: f32[s0,40] = neg %x
+  %4: i64[s0] = argmax[axes=(1,), keepdim=False] %3
+  return %2, %4
+}
+"""
+
+
+def test_pointwise_prologue_and_reduction_are_one_kernel(device):
+    g = parse_on(device, PROLOGUE)
+    assert run_pipeline(g, "fuse")["fuse"].stats == {"regions": 2, "ops_fused": 5}
+    x, b = random_tensor((6, 40), torch.float32), random_tensor((40,), torch.float32)
+    compiled = check_graph(g, [x, b], lambda x, b: (((x - b) ** 2).sum(1), (-x).argmax(1)))
+    assert compiled.num_kernels == 2
+
+
+def test_prologue_into_a_looped_reduction(device, monkeypatch):
+    from ember.codegen import launch_heuristics
+    monkeypatch.setattr(launch_heuristics, "PERSISTENT_REDUCTION_MAX", 4)  # loops in chunks of 4
+    g = parse_on(device, PROLOGUE)
+    run_pipeline(g, "fuse")
+    x, b = random_tensor((5, 40), torch.float32), random_tensor((40,), torch.float32)
+    compiled = check_graph(g, [x, b], lambda x, b: (((x - b) ** 2).sum(1), (-x).argmax(1)))
+    assert compiled.num_kernels == 2
+    assert all("for roffset" in src for src in compiled.kernels.values())

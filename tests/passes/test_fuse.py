@@ -60,6 +60,8 @@ def test_value_used_outside_becomes_an_extra_result():
 
 
 def test_a_reduction_in_between_splits_the_chain():
+    # The exp/neg prologue joins the reduction; what follows the reduction is another region
+    # (reductions into pointwise consumers are not fused yet).
     run_golden("fuse", """
         func @f(%x: f32[4,8]) -> (f32[4]) {
           %0: f32[4,8] = exp %x
@@ -71,20 +73,20 @@ def test_a_reduction_in_between_splits_the_chain():
         }
         """, """
         func @f(%x: f32[4,8]) -> (f32[4]) [device="cpu"] {
-          %0: f32[4,8] = fused[name="fused0"] %x {
+          %0: f32[4] = fused[name="fused0"] %x {
             ^(%in0: f32[4,8]):
             %0: f32[4,8] = exp %in0
             %1: f32[4,8] = neg %0
-            yield %1
+            %2: f32[4] = reduce_sum[axes=(1,), keepdim=False] %1
+            yield %2
           }
-          %1: f32[4] = reduce_sum[axes=(1,), keepdim=False] %0
-          %2: f32[4] = fused[name="fused1"] %1 {
+          %1: f32[4] = fused[name="fused1"] %0 {
             ^(%in0: f32[4]):
             %0: f32[4] = relu %in0
             %1: f32[4] = sqrt %0
             yield %1
           }
-          return %2
+          return %1
         }
         """)
 
@@ -183,3 +185,39 @@ def test_random_graphs_do_fuse():
     if not _FUSED:
         pytest.skip("run together with test_fuse_keeps_values_on_random_graphs")
     assert sum(_FUSED) > 10, _FUSED
+
+
+def test_pointwise_prologue_joins_its_reduction():
+    rec = run_golden("fuse", """
+        func @f[s0](%x: f32[s0,8], %b: f32[8]) -> (f32[s0]) {
+          %0: f32[s0,8] = sub %x, %b
+          %1: f32[s0,8] = mul %0, %0
+          %2: f32[s0] = reduce_sum[axes=(1,), keepdim=False] %1
+          return %2
+        }
+        """, """
+        func @f[s0](%x: f32[s0,8], %b: f32[8]) -> (f32[s0]) [device="cpu"] {
+          %0: f32[s0] = fused[name="fused0"] %x, %b {
+            ^(%in0: f32[s0,8], %in1: f32[8]):
+            %0: f32[s0,8] = sub %in0, %in1
+            %1: f32[s0,8] = mul %0, %0
+            %2: f32[s0] = reduce_sum[axes=(1,), keepdim=False] %1
+            yield %2
+          }
+          return %0
+        }
+        """)
+    assert rec.stats == {"regions": 1, "ops_fused": 3}
+
+
+def test_softmax_exp_feeds_both_the_sum_and_the_div_so_only_pointwise_parts_fuse():
+    # exp is read by the reduction and by div: it cannot be a prologue (it must reach memory),
+    # and exp+div cannot fuse (the reduction sits between them).
+    run_golden("fuse", """
+        func @f(%x: f32[4,8]) -> (f32[4,8]) {
+          %0: f32[4,8] = exp %x
+          %1: f32[4,1] = reduce_sum[axes=(1,), keepdim=True] %0
+          %2: f32[4,8] = div %0, %1
+          return %2
+        }
+        """, None)
