@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_PIPELINE = "canonicalize,cse,dce"
+DEFAULT_PIPELINE = "canonicalize,cse,dce,fuse"
 
 
 def _default_cache_dir() -> str:

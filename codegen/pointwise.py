@@ -11,7 +11,7 @@ import sympy
 from typing import Sequence
 
 from ..ir import Op, Value
-from ..ir.types import TensorType
+from ..ir.types import TensorType, broadcast_shapes, shapes_equal
 from .kernel_writer import Coord, Kernel, KernelWriter
 from .launch_heuristics import choose_launch
 from .pointwise_ops import lower_pointwise
@@ -40,7 +40,7 @@ def broadcast_coords(value: Value, coords: dict[int, Coord], rank: int) -> list[
     return [coords[lead + d] for d in range(value.type.rank)]
 
 
-def _region_inputs(ops: Sequence[Op]) -> list[Value]:
+def region_inputs(ops: Sequence[Op]) -> list[Value]:
     produced = {r for op in ops for r in op.results}
     seen: list[Value] = []
     for op in ops:
@@ -50,18 +50,21 @@ def _region_inputs(ops: Sequence[Op]) -> list[Value]:
     return seen
 
 
-def _emit_op(w: KernelWriter, op: Op, env: dict[Value, str], coords: dict[int, Coord]) -> str:
+def emit_op(w: KernelWriter, op: Op, env: dict[Value, str], coords: dict[int, Coord]) -> str:
+    """The Triton expression for one pointwise op (or `full`/`iota`) over the writer's block,
+    whose dims `coords` index (a reduction prologue has [XBLOCK, RBLOCK] blocks)."""
     out = op.results[0].type
     cdt = tl_dtype(compute_dtype(out.dtype))
+    block = w.block_shape
     if op.name == "full":
         value = op.attrs["value"]
         if isinstance(value, sympy.Expr) and not value.is_Number:
             # full[value=s0] (e.g. mean over a dynamic dim divides by its size): a runtime argument.
-            return f"tl.full([XBLOCK], 0, {cdt}) + {w.size(value, 'fill')}"
-        return f"tl.full([XBLOCK], {literal(value, out.dtype)}, {cdt})"
+            return f"tl.full({block}, 0, {cdt}) + {w.size(value, 'fill')}"
+        return f"tl.full({block}, {literal(value, out.dtype)}, {cdt})"
     if op.name == "iota":
         c = coords[op.attrs["dim"]].expr
-        return f"tl.full([XBLOCK], 0, {cdt})" if c == "0" else f"{c}.to({cdt})"
+        return f"tl.full({block}, 0, {cdt})" if c == "0" else f"{c}.to({cdt})"
     data = op.inputs[1:] if op.name == "where" else op.inputs
     return lower_pointwise(op.name, [env[v] for v in op.inputs], data[0].type.dtype, op.attrs)
 
@@ -72,11 +75,37 @@ def pointwise_kernel(ops: Sequence[Op], outputs: Sequence[Value] | None = None) 
     w = KernelWriter("pointwise", "pointwise: " + ", ".join(op.name for op in ops))
     coords = iteration_prelude(w, shape)
     env: dict[Value, str] = {}
-    for v in _region_inputs(ops):
+    for v in region_inputs(ops):
         env[v] = w.load(v, broadcast_coords(v, coords, len(shape)), "xmask")
     for op in ops:
-        env[op.results[0]] = w.assign("t", _emit_op(w, op, env, coords), op.name)
+        env[op.results[0]] = w.assign("t", emit_op(w, op, env, coords), op.name)
     for v in outputs:
         w.store(v, "xindex", env[v], compute_dtype(v.type.dtype), "xmask")
     numel = TensorType("f32", shape).numel
     return w.finish(choose_launch("pointwise", numel), numel)
+
+
+def fused_pointwise_kernel(body) -> Kernel | None:
+    """One kernel for a region body (ir `fused` op) that is a pointwise chain over one iteration
+    space: every op lowerable here with one result of the outputs' shape, every output computed
+    by the body (not a parameter passed through) and yielded once. None otherwise: the wrapper
+    then emits the body op by op."""
+    outs = list(body.outputs)
+    if not outs or not body.ops or len(set(outs)) != len(outs) or any(v.producer is None for v in outs):
+        return None
+    shape = outs[0].type.shape
+    for op in body.ops:
+        if not can_lower(op) or len(op.results) != 1:
+            return None
+        # A constant is the same at every element, so any shape that broadcasts to the iteration
+        # space is fine; everything else (iota's coordinates above all) must span it exactly.
+        if not shapes_equal(op.result.type.shape, shape) and not (op.name == "full" and _broadcasts_to(op.result.type.shape, shape)):
+            return None
+    return pointwise_kernel(body.ops, outs)
+
+
+def _broadcasts_to(small, shape) -> bool:
+    try:
+        return shapes_equal(broadcast_shapes(small, shape), shape)
+    except ValueError:
+        return False

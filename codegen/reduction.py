@@ -13,10 +13,13 @@ same-dtype sum); bool reductions run on 0/1 integers (sum/max = any, prod/min = 
 """
 from __future__ import annotations
 
-from ..ir import Op
-from ..ir.types import TensorType
+from typing import Sequence
+
+from ..ir import Op, Value
+from ..ir.types import TensorType, shapes_equal
 from .kernel_writer import Coord, Kernel, KernelWriter
 from .launch_heuristics import LaunchConfig, choose_launch
+from .pointwise import broadcast_coords, can_lower, emit_op, region_inputs, _broadcasts_to
 from .triton_types import compute_dtype, highest, literal, lowest, tl_dtype
 
 BIG_INDEX = 2**62  # the index of a masked-out lane in argmax/argmin: loses every tie
@@ -39,7 +42,9 @@ def _combine(op_name: str) -> str:
             "reduce_min": "helpers.minimum"}[op_name]
 
 
-def reduction_kernel(op: Op, config: LaunchConfig | None = None) -> Kernel:
+def reduction_kernel(op: Op, config: LaunchConfig | None = None, prologue: Sequence[Op] = ()) -> Kernel:
+    """`prologue`: pointwise ops (a fused region's body, in order) that compute the reduced input
+    from the region's inputs; they run on each loaded tile, so that input never goes to memory."""
     x = op.inputs[0]
     out = op.results[0]
     shape = x.type.shape
@@ -53,7 +58,8 @@ def reduction_kernel(op: Op, config: LaunchConfig | None = None) -> Kernel:
     ident = _identity(op.name, acc)
 
     strategy = "persistent" if config.persistent else "looped"
-    w = KernelWriter("reduction", f"{op.name} over axes {tuple(axes)}, {strategy}", axes=("x", "r"))
+    what = f"{', '.join(p.name for p in prologue)} into " if prologue else ""
+    w = KernelWriter("reduction", f"{what}{op.name} over axes {tuple(axes)}, {strategy}", axes=("x", "r"))
     xn, rn = w.size(xnumel, "xnumel"), w.size(rnumel, "rnumel")
     start = w.program_start()
     w.line(f"xindex = {start} + tl.arange(0, XBLOCK)[:, None]")
@@ -68,7 +74,10 @@ def reduction_kernel(op: Op, config: LaunchConfig | None = None) -> Kernel:
         rcoords = w.decompose(rindex, [(d, shape[d]) for d in axes], "r", "r", "rsize")
         coords: dict[int, Coord] = {**xcoords, **rcoords}
         w.line("mask = xmask & rmask")
-        v = w.load(x, [coords[d] for d in range(len(shape))], "mask")
+        if prologue:
+            v = _prologue(w, prologue, x, coords, len(shape))
+        else:
+            v = w.load(x, [coords[d] for d in range(len(shape))], "mask")
         if acc != compute_dtype(x.type.dtype):
             v = w.assign("v", f"{v}.to({tl_dtype(acc)})")
         return w.assign("v", f"tl.where(mask, {v}, {ident})", "masked lanes hold the identity"), rindex
@@ -111,3 +120,36 @@ def reduction_kernel(op: Op, config: LaunchConfig | None = None) -> Kernel:
 
 def _reduce_call(combine: str, value: str) -> str:
     return f"tl.reduce({value}, 1, {combine}, keep_dims=True)"
+
+
+def _prologue(w: KernelWriter, ops: Sequence[Op], x: Value, coords: dict[int, Coord], rank: int) -> str:
+    """Load the region's inputs for this tile (broadcast into the reduced input's shape) and
+    compute `x` from them. Masked-off lanes compute on unspecified data; the caller replaces them
+    with the identity before reducing."""
+    env: dict[Value, str] = {}
+    for v in region_inputs(ops):
+        env[v] = w.load(v, broadcast_coords(v, coords, rank), "mask")
+    for op in ops:
+        env[op.results[0]] = w.assign("t", emit_op(w, op, env, coords), op.name)
+    return env[x]
+
+
+def fused_reduction_kernel(body) -> Kernel | None:
+    """One kernel for a region body (ir `fused` op) that is a pointwise prologue feeding one
+    reduction, the body's only output; every prologue op spans the reduced input's shape (`full`
+    may broadcast into it). None otherwise."""
+    if not body.ops or body.ops[-1].opdef.kind != "reduction" or len(body.outputs) != 1:
+        return None
+    red, prologue = body.ops[-1], body.ops[:-1]
+    if body.outputs[0] is not red.results[0]:
+        return None
+    x = red.inputs[0]
+    if not prologue or x.producer not in prologue:
+        return None
+    shape = x.type.shape
+    for op in prologue:
+        if not can_lower(op) or len(op.results) != 1:
+            return None
+        if not shapes_equal(op.result.type.shape, shape) and not (op.name == "full" and _broadcasts_to(op.result.type.shape, shape)):
+            return None
+    return reduction_kernel(red, prologue=prologue)

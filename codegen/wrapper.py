@@ -26,9 +26,9 @@ from . import runtime
 from .data_movement import concat_kernel, gather_kernel, index_kernel, pad_kernel
 from .kernel_writer import Kernel
 from .naming import Namer, SizeNames
-from .pointwise import can_lower, pointwise_kernel
+from .pointwise import can_lower, fused_pointwise_kernel, pointwise_kernel
 from .python_literals import python_literal
-from .reduction import reduction_kernel
+from .reduction import fused_reduction_kernel, reduction_kernel
 from .triton_types import UnsupportedDtype
 
 _KERNEL_BUILDERS = {"index": index_kernel, "gather": gather_kernel, "concat": concat_kernel,
@@ -139,6 +139,8 @@ class WrapperBuilder:
                                  "reason": "matmul template not implemented yet"})
         elif op.name == "extern":
             self.extern_op(op)
+        elif op.name == "fused":
+            self.region_op(op)
         else:
             raise NotImplementedError(f"codegen has no lowering for op {op.name!r}")
 
@@ -147,6 +149,35 @@ class WrapperBuilder:
         self.contiguous.add(op.result)
         self.launch(kernel, op.name, self.names)
         self.num_kernels += 1
+
+    def region_op(self, op: Op) -> None:
+        """A fused region: one kernel when its body is a pointwise chain over one iteration space,
+        else its body's ops emitted one by one (correct, just unfused)."""
+        body = op.attrs["body"]
+        for v, outer in zip(body.inputs, op.inputs):
+            self.names[v], self.ir_names[v] = self.names[outer], f"%{v.name}"
+        try:
+            kernel = fused_pointwise_kernel(body) or fused_reduction_kernel(body)
+        except UnsupportedDtype:
+            kernel = None  # op by op below, where the failing op is named
+        if kernel is not None:
+            names = dict(self.names)
+            for v, r in zip(body.outputs, op.results):
+                self.alloc(r, self.names[r])
+                self.contiguous.add(r)
+                names[v] = self.names[r]
+            self.launch(kernel, op.attrs.get("name") or "fused", names)
+            self.num_kernels += 1
+            return
+        for n, inner in enumerate(r for bop in body.ops for r in bop.results):
+            self.ir_names[inner] = f"%{n}"
+            self.names[inner] = self.namer.claim(f"{self.names[op.results[0]]}_{n}")
+        for bop in body.ops:
+            self.emit(bop)
+        for v, r in zip(body.outputs, op.results):
+            self.line(f"{self.names[r]} = {self.names[v]}")
+            if v in self.contiguous:
+                self.contiguous.add(r)
 
     def view_op(self, op: Op) -> None:
         src, dst = self.names[op.inputs[0]], self.names[op.result]

@@ -6,7 +6,8 @@
     final.ir           the IR codegen compiled
     kernels/<name>.py  each generated kernel
     wrapper.py         the Python wrapper that launches them
-    report.json        graph name, op and kernel counts, every extern and why, the pass records
+    report.json        graph name, op and kernel counts, every extern and why, the pass records,
+                       every fused region (its ops, operand and result counts)
 
 Every .ir file is canonical IR text that `ember.ir.parse` reads back to an equal graph. With no
 dump dir configured every method is a no-op, so callers never check.
@@ -35,6 +36,13 @@ def _record(rec: Any) -> dict:
 def externs_of(graph) -> list[dict]:
     return [{"target": op.attrs["target"], "reason": op.attrs.get("reason", "")}
             for op in graph.ops if op.name == "extern"]
+
+
+def regions_of(graph) -> list[dict]:
+    """The fusion report: one entry per `fused` region, with its ops in body order."""
+    return [{"name": op.attrs.get("name", ""), "ops": [b.name for b in op.attrs["body"].ops],
+             "inputs": len(op.inputs), "outputs": len(op.results)}
+            for op in graph.ops if op.name == "fused"]
 
 
 class Dump:
@@ -77,6 +85,7 @@ class Dump:
             "input_op_count": input_ops,
             "kernel_count": getattr(compiled, "num_kernels", 0) if compiled is not None else 0,
             "externs": externs_of(graph) if graph is not None else [],
+            "fusion": regions_of(graph) if graph is not None else [],
             "passes": [_record(r) for r in records],
             "skipped_nodes": list(skipped),
             "compile_seconds": round(seconds, 4),

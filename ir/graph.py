@@ -133,7 +133,8 @@ class Graph:
         for v in self.inputs:
             mapping[v] = g.add_input(v.name, v.type)
         for op in self.ops:
-            new = Op(op.name, [mapping[v] for v in op.inputs], op.attrs, [r.type for r in op.results])
+            attrs = {k: (v.copy() if isinstance(v, Graph) else v) for k, v in op.attrs.items()}  # region bodies
+            new = Op(op.name, [mapping[v] for v in op.inputs], attrs, [r.type for r in op.results])
             g.ops.append(new)
             for a, b in zip(op.results, new.results):
                 mapping[a] = b

@@ -68,7 +68,10 @@ def interpret(g: Graph, inputs: Sequence[torch.Tensor], symbols: dict | None = N
     for op in g.ops:
         results = [(to_torch(r.type.dtype), concretize(tuple(r.type.shape), env), r.type.device)
                    for r in op.results]
-        out = get_op(op.name).reference([vals[v] for v in op.inputs], concretize(op.attrs, env), results)
+        if op.name == "fused":  # a region: run its body with the function's symbol values
+            out = tuple(interpret(op.attrs["body"], [vals[v] for v in op.inputs], env))
+        else:
+            out = get_op(op.name).reference([vals[v] for v in op.inputs], concretize(op.attrs, env), results)
         outs = out if isinstance(out, tuple) else (out,)
         if len(outs) != len(op.results):
             raise RuntimeError(f"{op.name} produced {len(outs)} results, expected {len(op.results)}")

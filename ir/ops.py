@@ -40,7 +40,7 @@ class Attr:
 @dataclass(frozen=True)
 class OpDef:
     name: str
-    kind: str  # unary | binary | ternary | cast | constant | reduction | view | index | matmul | extern
+    kind: str  # unary | binary | ternary | cast | constant | reduction | view | index | matmul | extern | region
     arity: int | None  # None: variadic (at least one operand)
     type_rule: TypeRule
     reference: Reference
@@ -453,6 +453,34 @@ _register(OpDef("extern", "extern", None, lambda ts, a: None, _extern_ref,
                                        required=False, default=(0,)),
                        "reason": Attr("why ember did not lower it", required=False, default="")},
                 doc="calls an ATen op; always correct, reported in the dump"))
+
+
+# ----------------------------------------------------------------------------- regions
+
+
+def _fused_rule(ts, attrs):
+    # The region is isolated from above: its body sees only its own inputs, which must have the
+    # operands' types; its results are exactly the body's outputs.
+    body = attrs["body"]
+    if len(ts) != len(body.inputs):
+        _fail(f"fused takes {len(body.inputs)} operands (its body's inputs), got {len(ts)}")
+    for i, (t, v) in enumerate(zip(ts, body.inputs)):
+        if t.dtype != v.type.dtype or t.device != v.type.device or not shapes_equal(t.shape, v.type.shape):
+            _fail(f"operand {i} has type {t}, the body's input %{v.name} is {v.type}")
+    return [v.type for v in body.outputs]
+
+
+def _fused_ref(xs, a, r):
+    from .interpreter import interpret  # the interpreter imports this table
+    outs = interpret(a["body"], xs)
+    return tuple(outs) if len(outs) != 1 else outs[0]
+
+
+_register(OpDef("fused", "region", None, _fused_rule, _fused_ref,
+                attrs={"body": Attr("the nested Graph: its inputs are the operands, its outputs the results"),
+                       "name": Attr("the region's name, for reports and kernel names", required=False,
+                                    default="")},
+                doc="a group of ops codegen emits together; printed as a block"))
 
 
 def attrs_with_defaults(op: OpDef, attrs: dict) -> dict:

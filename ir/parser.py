@@ -301,83 +301,12 @@ def parse(text: str) -> Graph:
             raise cur.error(f"input %{pname} declared twice", pos)
         env[pname] = g.add_input(pname, mk(t, cur, pos))
 
-    def lookup(at: _Line, start: int, vname: str) -> Value:
-        try:
-            return env[vname]
-        except KeyError:
-            raise at.error(f"use of undefined value %{vname}", start) from None
-
     body = lines[1:]
     if not body or body[-1][1].strip() != "}":
         raise IRParseError("missing closing '}'", (body[-1][0] if body else lineno), 1)
-    returned = False
-    for lineno, text in body[:-1]:
-        cur = _Line(text, lineno, symbols)
-        if returned:
-            raise cur.error("nothing may follow 'return'")
-        if cur.peek("return"):
-            cur.expect("return")
-            outs = []
-            while not cur.at_end():
-                start = cur.pos
-                outs.append(lookup(cur, start, cur.value_name()))
-                if not cur.accept(","):
-                    break
-            if not cur.at_end():
-                raise cur.error("unexpected text after return values")
-            g.outputs = outs
-            returned = True
-            continue
-        results = []
-        while True:
-            start = cur.pos
-            rname = cur.value_name()
-            if rname in env:
-                raise cur.error(f"value %{rname} defined twice", start)
-            cur.expect(":")
-            tpos = cur.pos
-            results.append((rname, mk(cur.type(), cur, tpos), start))
-            if not cur.accept(","):
-                break
-        cur.expect("=")
-        start = cur.pos
-        opname = cur.ident("an op name")
-        if opname not in OPS:
-            raise cur.error(f"unknown op {opname!r}", start + (len(cur.text[start:]) - len(cur.text[start:].lstrip())))
-        attrs = cur.attrs()
-        operands = []
-        while not cur.at_end():
-            vstart = cur.pos
-            operands.append(lookup(cur, vstart, cur.value_name()))
-            if not cur.accept(","):
-                break
-        if not cur.at_end():
-            raise cur.error("unexpected text after operands")
-        opdef = OPS[opname]
-        missing = [k for k, a in opdef.attrs.items() if a.required and k not in attrs]
-        extra = [k for k in attrs if k not in opdef.attrs]
-        if missing or extra:
-            what = "; ".join(([f"missing attribute(s) {missing}"] if missing else [])
-                             + ([f"unknown attribute(s) {extra}"] if extra else []))
-            raise cur.error(f"{opname}: {what}; valid: {sorted(opdef.attrs) or 'none'}", start)
-        if opdef.arity is not None and len(operands) != opdef.arity:
-            raise cur.error(f"{opname} takes {opdef.arity} operand(s), got {len(operands)}", start)
-        attrs = attrs_with_defaults(opdef, attrs)
-        stated = [t for _, t, _ in results]
-        try:
-            types = infer_result_types(opname, operands, attrs, stated)
-        except (TypeError_, ValueError, TypeError, KeyError) as e:
-            raise cur.error(f"{opname}: {e}", start) from None
-        if len(types) != len(stated) or any(a.dtype != b.dtype or a.device != b.device or not shapes_equal(a.shape, b.shape)
-                                            for a, b in zip(types, stated)):
-            raise cur.error(f"{opname}: stated result type(s) {[str(t) for t in stated]} differ "
-                            f"from the inferred {[str(t) for t in types]}", results[0][2])
-        op = Op(opname, operands, attrs, stated)
-        g.ops.append(op)
-        for (rname, _, _), v in zip(results, op.results):
-            env[rname] = v
-    if not returned:
-        raise IRParseError("missing 'return'", body[-1][0], 1)
+    i = _parse_block(body, 0, len(body) - 1, g, env, symbols, mk, "return")
+    if i != len(body) - 1:
+        raise IRParseError("nothing may follow 'return'", body[i][0], 1)
     if len(ret_types) != len(g.outputs):
         raise IRParseError(f"header declares {len(ret_types)} results, return gives {len(g.outputs)}", lines[0][0], 1)
     head_cur = _Line(lines[0][1], lines[0][0], symbols)
@@ -386,3 +315,129 @@ def parse(text: str) -> Graph:
         if declared.dtype != v.type.dtype or not shapes_equal(declared.shape, v.type.shape):
             raise head_cur.error(f"declared result type {declared} differs from returned {v.type}", pos)
     return g
+
+
+def _operand_list(cur: _Line, env: dict[str, Value], stop: str | None = None) -> list[Value]:
+    out = []
+    while not cur.at_end() and not (stop and cur.peek(stop)):
+        start = cur.pos
+        vname = cur.value_name()
+        if vname not in env:
+            raise cur.error(f"use of undefined value %{vname}", start)
+        out.append(env[vname])
+        if not cur.accept(","):
+            break
+    return out
+
+
+def _parse_block(lines, i: int, end: int, g: Graph, env: dict[str, Value], symbols, mk, terminator: str) -> int:
+    """Parse op lines from lines[i] up to and including the `terminator` line (`return` for the
+    function, `yield` for a region body) into `g`; return the index after the terminator. `end`
+    bounds the search (the function's closing brace)."""
+    while i < end:
+        lineno, text = lines[i]
+        cur = _Line(text, lineno, symbols)
+        if cur.peek(terminator):
+            cur.expect(terminator)
+            g.outputs = _operand_list(cur, env)
+            if not cur.at_end():
+                raise cur.error(f"unexpected text after {terminator} values")
+            return i + 1
+        for other in ("return", "yield", "}"):
+            if other != terminator and cur.peek(other) and not cur.peek("%"):
+                raise cur.error(f"expected an op or {terminator!r}, found {other!r}")
+        i = _parse_op(lines, i, end, cur, g, env, symbols, mk)
+    last = lines[min(i, len(lines) - 1)][0]
+    raise IRParseError(f"missing {terminator!r}", last, 1)
+
+
+def _parse_op(lines, i: int, end: int, cur: _Line, g: Graph, env: dict[str, Value], symbols, mk) -> int:
+    results = []
+    while True:
+        start = cur.pos
+        rname = cur.value_name()
+        if rname in env:
+            raise cur.error(f"value %{rname} defined twice", start)
+        cur.expect(":")
+        tpos = cur.pos
+        results.append((rname, mk(cur.type(), cur, tpos), start))
+        if not cur.accept(","):
+            break
+    cur.expect("=")
+    start = cur.pos
+    opname = cur.ident("an op name")
+    if opname not in OPS:
+        raise cur.error(f"unknown op {opname!r}", start + (len(cur.text[start:]) - len(cur.text[start:].lstrip())))
+    attrs = cur.attrs()
+    operands = _operand_list(cur, env, stop="{")
+    opdef = OPS[opname]
+    i += 1
+    if opdef.kind == "region":
+        cur.expect("{")
+        if not cur.at_end():
+            raise cur.error("unexpected text after '{'")
+        if "body" in attrs:
+            raise cur.error("a region's body is written as a block, not an attribute", start)
+        attrs["body"], i = _parse_region(lines, i, end, g, symbols, mk, cur)
+    elif not cur.at_end():
+        raise cur.error("unexpected text after operands")
+    missing = [k for k, a in opdef.attrs.items() if a.required and k not in attrs]
+    extra = [k for k in attrs if k not in opdef.attrs]
+    if missing or extra:
+        what = "; ".join(([f"missing attribute(s) {missing}"] if missing else [])
+                         + ([f"unknown attribute(s) {extra}"] if extra else []))
+        raise cur.error(f"{opname}: {what}; valid: {sorted(opdef.attrs) or 'none'}", start)
+    if opdef.arity is not None and len(operands) != opdef.arity:
+        raise cur.error(f"{opname} takes {opdef.arity} operand(s), got {len(operands)}", start)
+    attrs = attrs_with_defaults(opdef, attrs)
+    stated = [t for _, t, _ in results]
+    try:
+        types = infer_result_types(opname, operands, attrs, stated)
+    except (TypeError_, ValueError, TypeError, KeyError) as e:
+        raise cur.error(f"{opname}: {e}", start) from None
+    if len(types) != len(stated) or any(a.dtype != b.dtype or a.device != b.device or not shapes_equal(a.shape, b.shape)
+                                        for a, b in zip(types, stated)):
+        raise cur.error(f"{opname}: stated result type(s) {[str(t) for t in stated]} differ "
+                        f"from the inferred {[str(t) for t in types]}", results[0][2])
+    op = Op(opname, operands, attrs, stated)
+    g.ops.append(op)
+    for (rname, _, _), v in zip(results, op.results):
+        env[rname] = v
+    return i
+
+
+def _parse_region(lines, i: int, end: int, outer: Graph, symbols, mk, opener: _Line) -> tuple[Graph, int]:
+    """A region body: `^(%a: type, ...):`, op lines, `yield ...`, `}`. The body is isolated from
+    above (it sees only its own parameters) and shares the function's symbols and device."""
+    if i >= end:
+        raise opener.error("expected '^(...):' on the line after '{'")
+    lineno, text = lines[i]
+    cur = _Line(text, lineno, symbols)
+    cur.expect("^")
+    cur.expect("(")
+    body = Graph(outer.name, outer.device)
+    body.symbols = outer.symbols
+    env: dict[str, Value] = {}
+    while not cur.peek(")"):
+        start = cur.pos
+        pname = cur.value_name()
+        if pname.isdigit():
+            raise cur.error("region parameters need a name that starts with a letter", start)
+        if pname in env:
+            raise cur.error(f"parameter %{pname} declared twice", start)
+        cur.expect(":")
+        tpos = cur.pos
+        v = Value(mk(cur.type(), cur, tpos), None, 0, pname)
+        body.inputs.append(v)
+        env[pname] = v
+        if not cur.accept(","):
+            break
+    cur.expect(")")
+    cur.expect(":")
+    if not cur.at_end():
+        raise cur.error("unexpected text after the region's parameters")
+    i = _parse_block(lines, i + 1, end, body, env, symbols, mk, "yield")
+    if i >= end or lines[i][1].strip() != "}":
+        at = lines[min(i, len(lines) - 1)]
+        raise IRParseError("expected '}' closing the region", at[0], 1)
+    return body, i + 1

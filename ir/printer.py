@@ -60,28 +60,23 @@ def format_attr(v) -> str:
 
 def format_attrs(op_name: str, attrs: dict) -> str:
     spec = get_op(op_name).attrs
+    # A region's body is not an attribute value: it prints as a block after the operands.
     shown = {k: v for k, v in attrs.items()
-             if not (k in spec and not spec[k].required and v == spec[k].default)}
+             if not (k in spec and not spec[k].required and v == spec[k].default) and not isinstance(v, Graph)}
     if not shown:
         return ""
     return "[" + ", ".join(f"{k}={format_attr(shown[k])}" for k in sorted(shown)) + "]"
 
 
-def print_graph(g: Graph) -> str:
-    names: dict[Value, str] = {}
-    for v in g.inputs:
-        names[v] = f"%{v.name}"
+def _print_ops(ops, names: dict[Value, str], dev: str, indent: str) -> list[str]:
+    """One line per op (a region's body nested as a block); numbering starts at %0 per block."""
     counter = 0
-    body: list[str] = []
-    dev = g.device
+    lines: list[str] = []
 
     def ref(v: Value) -> str:
-        try:
-            return names[v]
-        except KeyError:
-            return "%<undefined>"
+        return names.get(v, "%<undefined>")
 
-    for op in g.ops:
+    for op in ops:
         lhs = []
         for r in op.results:
             names[r] = f"%{counter}"
@@ -89,9 +84,31 @@ def print_graph(g: Graph) -> str:
             lhs.append(f"{names[r]}: {r.type.format(dev)}")
         operands = ", ".join(ref(v) for v in op.inputs)
         rhs = op.name + format_attrs(op.name, op.attrs) + (f" {operands}" if operands else "")
-        body.append(f"  {', '.join(lhs)} = {rhs}")
-    body.append("  return " + ", ".join(ref(v) for v in g.outputs) if g.outputs else "  return")
+        body = op.attrs.get("body") if op.name == "fused" else None
+        if body is None:
+            lines.append(f"{indent}{', '.join(lhs)} = {rhs}")
+            continue
+        lines.append(f"{indent}{', '.join(lhs)} = {rhs} {{")
+        inner = indent + "  "
+        body_names = {v: f"%{v.name}" for v in body.inputs}
+        params = ", ".join(f"%{v.name}: {v.type.format(dev)}" for v in body.inputs)
+        lines.append(f"{inner}^({params}):")
+        lines += _print_ops(body.ops, body_names, dev, inner)
+        yields = ", ".join(body_names.get(v, "%<undefined>") for v in body.outputs)
+        lines.append(f"{inner}yield {yields}" if yields else f"{inner}yield")
+        lines.append(f"{indent}}}")
+    return lines
 
+
+def print_graph(g: Graph) -> str:
+    names: dict[Value, str] = {v: f"%{v.name}" for v in g.inputs}
+    dev = g.device
+    body = _print_ops(g.ops, names, dev, "  ")
+
+    def ref(v: Value) -> str:
+        return names.get(v, "%<undefined>")
+
+    body.append("  return " + ", ".join(ref(v) for v in g.outputs) if g.outputs else "  return")
     syms = f"[{', '.join(str(s) for s in g.symbols)}]" if g.symbols else ""
     args = ", ".join(f"%{v.name}: {v.type.format(dev)}" for v in g.inputs)
     rets = ", ".join(v.type.format(dev) for v in g.outputs)

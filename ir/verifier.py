@@ -91,6 +91,9 @@ def verify(g: Graph) -> None:
                     for a, b in zip(inferred, got)):
                 problems.append(f"{where}: result types {[str(t) for t in got]} differ from the "
                                 f"type rule's {[str(t) for t in inferred]}")
+        body = op.attrs.get("body") if opdef.kind == "region" else None
+        if body is not None:
+            problems += _region_problems(g, body, where)
         for r in op.results:
             defined.add(id(r))
     for v in g.outputs:
@@ -98,3 +101,22 @@ def verify(g: Graph) -> None:
             problems.append(f"output {v!r} is not defined in the graph")
     if problems:
         raise VerificationError(f"graph @{g.name} is invalid:\n  " + "\n  ".join(problems))
+
+
+def _region_problems(g: Graph, body, where: str) -> list[str]:
+    """A region body is verified as a graph of its own (isolated from above: an operand from the
+    enclosing function is "used before it is defined"), under the function's symbols."""
+    if not isinstance(body, Graph):
+        return [f"{where}: attribute 'body' is {type(body).__name__}, not a Graph"]
+    problems = []
+    if body.device != g.device:
+        problems.append(f"{where}: body device {body.device!r} differs from the function's {g.device!r}")
+    extra = set(body.symbols) - set(g.symbols)
+    if extra:
+        problems.append(f"{where}: body declares symbols {sorted(map(str, extra))} the function does not")
+    try:
+        verify(body)
+    except VerificationError as e:
+        inner = str(e).split("\n", 1)[1] if "\n" in str(e) else str(e)
+        problems.append(f"{where}: body is invalid:\n  " + inner.replace("\n", "\n  "))
+    return problems

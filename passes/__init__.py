@@ -16,7 +16,7 @@ from .reproducer import read_reproducer, run_reproducer
 from .fingerprint import pipeline_fingerprint
 
 # Built-in passes register themselves on import.
-from . import canonicalize as _canonicalize, cse as _cse, dce as _dce  # noqa: E402,F401
+from . import canonicalize as _canonicalize, cse as _cse, dce as _dce, fuse as _fuse  # noqa: E402,F401
 
 __all__ = ["graph_pass", "PassResult", "PassContext", "PassSpec", "parse_pipeline", "format_pipeline",
            "run_pipeline", "PipelineReport", "PassRecord", "PassFailedError", "UnknownPassError",

@@ -20,7 +20,7 @@ from .rewrite import Rewriter, VIEW_OPS, _torch_dtype
 # Elements: evaluating larger constants at compile time costs more than it saves.
 FOLD_LIMIT = 4096
 
-_NOT_FOLDABLE = frozenset({"full", "iota", "extern"})
+_NOT_FOLDABLE = frozenset({"full", "iota", "extern", "fused"})  # a region may have several results
 
 
 def fold_constant(op: Op, rw: Rewriter) -> Value | None:

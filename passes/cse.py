@@ -34,7 +34,8 @@ def cse(g: Graph, ctx: PassContext) -> PassResult:
     kept: list[Op] = []
     for op in g.ops:
         op.inputs = [subst.get(v, v) for v in op.inputs]
-        pure = not (is_mutating(op) or is_nondeterministic(op))
+        # A region is opaque here: its body is not a comparable attribute, so it is never merged.
+        pure = not (is_mutating(op) or is_nondeterministic(op) or op.opdef.kind == "region")
         touches_written = any(v in written for v in op.inputs) or any(r in written for r in op.results)
         if pure and not touches_written:
             key = _key(op, op.inputs)

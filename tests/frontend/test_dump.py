@@ -36,3 +36,5 @@ def test_dump_folder(dump_dir):
     fw = json.loads(next(dump_dir.glob("*_fw/report.json")).read_text())
     assert [e["target"] for e in fw["externs"]] == ["aten.sort.default"]
     assert "sort" in fw["externs"][0]["reason"]
+    # The fusion report: softmax's pointwise parts run in fused regions.
+    assert fw["fusion"] and all(r["ops"] and r["outputs"] >= 1 for r in fw["fusion"]), fw["fusion"]

@@ -59,7 +59,7 @@ def test_every_op_has_a_type_rule_and_reference():
     for name, op in OPS.items():
         assert callable(op.type_rule) and callable(op.reference), name
         assert op.kind in {"unary", "binary", "ternary", "cast", "constant", "reduction", "view",
-                           "index", "matmul", "extern"}, name
+                           "index", "matmul", "extern", "region"}, name
 
 
 def test_docs_op_table_lists_every_op():

@@ -1,0 +1,223 @@
+"""fuse: pointwise producer-consumer chains become `fused` regions; golden IR plus values."""
+import pytest
+
+from ember.ir import parse, print_graph, verify
+from ember.passes import run_pipeline
+
+from pass_testing import assert_same_values, run_golden
+from random_graphs import random_graph
+
+_FUSED: list[int] = []
+
+
+def test_fuses_a_pointwise_chain_with_broadcast_input_and_constant():
+    rec = run_golden("fuse", """
+        func @f[s0](%x: f32[s0,128], %b: f32[128]) -> (f32[s0,128]) {
+          %0: f32[] = full[value=0.5]
+          %1: f32[s0,128] = add %x, %b
+          %2: f32[s0,128] = mul %1, %0
+          %3: f32[s0,128] = relu %2
+          return %3
+        }
+        """, """
+        func @f[s0](%x: f32[s0,128], %b: f32[128]) -> (f32[s0,128]) [device="cpu"] {
+          %0: f32[s0,128] = fused[name="fused0"] %x, %b {
+            ^(%in0: f32[s0,128], %in1: f32[128]):
+            %0: f32[s0,128] = add %in0, %in1
+            %1: f32[] = full[value=0.5]
+            %2: f32[s0,128] = mul %0, %1
+            %3: f32[s0,128] = relu %2
+            yield %3
+          }
+          return %0
+        }
+        """)
+    assert rec.stats == {"regions": 1, "ops_fused": 3}
+
+
+def test_value_used_outside_becomes_an_extra_result():
+    run_golden("fuse", """
+        func @f[s0](%x: f32[s0,8]) -> (f32[s0], f32[s0,8]) {
+          %0: f32[s0,8] = exp %x
+          %1: f32[s0,8] = neg %0
+          %2: f32[s0] = reduce_sum[axes=(1,), keepdim=False] %0
+          %3: f32[s0,8] = sigmoid %1
+          return %2, %3
+        }
+        """, """
+        func @f[s0](%x: f32[s0,8]) -> (f32[s0], f32[s0,8]) [device="cpu"] {
+          %0: f32[s0,8], %1: f32[s0,8] = fused[name="fused0"] %x {
+            ^(%in0: f32[s0,8]):
+            %0: f32[s0,8] = exp %in0
+            %1: f32[s0,8] = neg %0
+            %2: f32[s0,8] = sigmoid %1
+            yield %0, %2
+          }
+          %2: f32[s0] = reduce_sum[axes=(1,), keepdim=False] %0
+          return %2, %1
+        }
+        """)
+
+
+def test_a_reduction_in_between_splits_the_chain():
+    # The exp/neg prologue joins the reduction; what follows the reduction is another region
+    # (reductions into pointwise consumers are not fused yet).
+    run_golden("fuse", """
+        func @f(%x: f32[4,8]) -> (f32[4]) {
+          %0: f32[4,8] = exp %x
+          %1: f32[4,8] = neg %0
+          %2: f32[4] = reduce_sum[axes=(1,), keepdim=False] %1
+          %3: f32[4] = relu %2
+          %4: f32[4] = sqrt %3
+          return %4
+        }
+        """, """
+        func @f(%x: f32[4,8]) -> (f32[4]) [device="cpu"] {
+          %0: f32[4] = fused[name="fused0"] %x {
+            ^(%in0: f32[4,8]):
+            %0: f32[4,8] = exp %in0
+            %1: f32[4,8] = neg %0
+            %2: f32[4] = reduce_sum[axes=(1,), keepdim=False] %1
+            yield %2
+          }
+          %1: f32[4] = fused[name="fused1"] %0 {
+            ^(%in0: f32[4]):
+            %0: f32[4] = relu %in0
+            %1: f32[4] = sqrt %0
+            yield %1
+          }
+          return %1
+        }
+        """)
+
+
+def test_different_iteration_shapes_do_not_fuse():
+    rec = run_golden("fuse", """
+        func @f[s0](%x: f32[s0], %y: f32[4,s0]) -> (f32[4,s0]) {
+          %0: f32[s0] = exp %x
+          %1: f32[4,s0] = add %0, %y
+          return %1
+        }
+        """, None)
+    assert rec.stats == {"regions": 0, "ops_fused": 0}
+
+
+def test_no_fusion_through_an_outside_op_that_would_make_a_cycle():
+    # %0 -> matmul -> %2 and %0 -> %2: fusing %0 with %2 would need the matmul both before and
+    # after the region. Only the cycle-free part fuses.
+    run_golden("fuse", """
+        func @f(%x: f32[4,4]) -> (f32[4,4]) {
+          %0: f32[4,4] = exp %x
+          %1: f32[4,4] = matmul %0, %x
+          %2: f32[4,4] = add %0, %1
+          %3: f32[4,4] = relu %2
+          return %3
+        }
+        """, """
+        func @f(%x: f32[4,4]) -> (f32[4,4]) [device="cpu"] {
+          %0: f32[4,4] = exp %x
+          %1: f32[4,4] = matmul %0, %x
+          %2: f32[4,4] = fused[name="fused0"] %0, %1 {
+            ^(%in0: f32[4,4], %in1: f32[4,4]):
+            %0: f32[4,4] = add %in0, %in1
+            %1: f32[4,4] = relu %0
+            yield %1
+          }
+          return %2
+        }
+        """)
+
+
+def test_region_moves_past_an_independent_op_to_stay_in_order():
+    # neg(%x) is between the two exps but independent of the chain: the graph is re-ordered.
+    run_golden("fuse", """
+        func @f(%x: f32[4], %y: f32[8]) -> (f32[4], f32[8]) {
+          %0: f32[4] = exp %x
+          %1: f32[8] = neg %y
+          %2: f32[8] = cos %1
+          %3: f32[4] = sin %0
+          return %3, %2
+        }
+        """, """
+        func @f(%x: f32[4], %y: f32[8]) -> (f32[4], f32[8]) [device="cpu"] {
+          %0: f32[8] = fused[name="fused0"] %y {
+            ^(%in0: f32[8]):
+            %0: f32[8] = neg %in0
+            %1: f32[8] = cos %0
+            yield %1
+          }
+          %1: f32[4] = fused[name="fused1"] %x {
+            ^(%in0: f32[4]):
+            %0: f32[4] = exp %in0
+            %1: f32[4] = sin %0
+            yield %1
+          }
+          return %1, %0
+        }
+        """)
+
+
+def test_values_an_extern_writes_are_not_fused():
+    run_golden("fuse", """
+        func @f(%x: f32[4], %y: f32[4]) -> (f32[4]) {
+          %0: f32[4] = neg %y
+          %1: f32[4] = extern[target="aten.copy_.default", args=[#0, #1]] %x, %0
+          %2: f32[4] = exp %x
+          return %2
+        }
+        """, None)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fuse_keeps_values_on_random_graphs(seed):
+    g = random_graph(seed)
+    run_pipeline(g, "canonicalize,cse,dce")
+    before = g.copy()
+    report = run_pipeline(g, "fuse")
+    verify(g)
+    text = print_graph(g)
+    assert print_graph(parse(text)) == text
+    assert_same_values(before, g, seeds=(seed, seed + 1000))
+    _FUSED.append(report["fuse"].stats["regions"])
+
+
+def test_random_graphs_do_fuse():
+    if not _FUSED:
+        pytest.skip("run together with test_fuse_keeps_values_on_random_graphs")
+    assert sum(_FUSED) > 10, _FUSED
+
+
+def test_pointwise_prologue_joins_its_reduction():
+    rec = run_golden("fuse", """
+        func @f[s0](%x: f32[s0,8], %b: f32[8]) -> (f32[s0]) {
+          %0: f32[s0,8] = sub %x, %b
+          %1: f32[s0,8] = mul %0, %0
+          %2: f32[s0] = reduce_sum[axes=(1,), keepdim=False] %1
+          return %2
+        }
+        """, """
+        func @f[s0](%x: f32[s0,8], %b: f32[8]) -> (f32[s0]) [device="cpu"] {
+          %0: f32[s0] = fused[name="fused0"] %x, %b {
+            ^(%in0: f32[s0,8], %in1: f32[8]):
+            %0: f32[s0,8] = sub %in0, %in1
+            %1: f32[s0,8] = mul %0, %0
+            %2: f32[s0] = reduce_sum[axes=(1,), keepdim=False] %1
+            yield %2
+          }
+          return %0
+        }
+        """)
+    assert rec.stats == {"regions": 1, "ops_fused": 3}
+
+
+def test_softmax_exp_feeds_both_the_sum_and_the_div_so_only_pointwise_parts_fuse():
+    # exp is read by the reduction and by div: it cannot be a prologue (it must reach memory),
+    # and exp+div cannot fuse (the reduction sits between them).
+    run_golden("fuse", """
+        func @f(%x: f32[4,8]) -> (f32[4,8]) {
+          %0: f32[4,8] = exp %x
+          %1: f32[4,1] = reduce_sum[axes=(1,), keepdim=True] %0
+          %2: f32[4,8] = div %0, %1
+          return %2
+        }
+        """, None)
