@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_PIPELINE = "canonicalize,cse,dce,fuse"
+# `fuse` is opt-in (options={"pipeline": "canonicalize,cse,dce,fuse"}) until its kernels have been
+# run on the H100: so far they are checked only through Triton's CPU interpreter.
+DEFAULT_PIPELINE = "canonicalize,cse,dce"
 
 
 def _default_cache_dir() -> str:

@@ -96,3 +96,22 @@ def test_mlp_training_step_gradients_match_eager():
     torch.nn.functional.cross_entropy(torch.compile(comp, backend="ember")(x), y).backward()
     for (n, a), (_, b) in zip(eager.named_parameters(), comp.named_parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_forward_with_fusion_matches_eager(name, tmp_path):
+    """The opt-in `fuse` pass on whole models: same outputs, fewer kernels than without it."""
+    model = MODELS[name]().eval()
+    ids = token_ids(2, 8)
+    kernels = {}
+    for i, pipeline in enumerate(("canonicalize,cse,dce", "canonicalize,cse,dce,fuse")):
+        torch._dynamo.reset()
+        dump = tmp_path / str(i)
+        with torch.no_grad():
+            got = outputs_of(name, torch.compile(model, backend="ember",
+                                                 options={"pipeline": pipeline, "dump_dir": str(dump)})(ids))
+            want = outputs_of(name, model(ids))
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+        kernels[pipeline] = sum(r["kernel_count"] for r in _reports(dump).values())
+    assert kernels["canonicalize,cse,dce,fuse"] < kernels["canonicalize,cse,dce"], kernels
