@@ -7,7 +7,9 @@
     kernels/<name>.py  each generated kernel
     wrapper.py         the Python wrapper that launches them
     report.json        graph name, op and kernel counts, every extern and why, the pass records,
-                       every fused region (its ops, operand and result counts)
+                       every fused region (its ops, operand and result counts), and every pair
+                       fuse left unfused with its reason (`fusion_rejected`)
+    fusion.txt         the same fusion report as tables (frontend/fusion_report.py)
 
 Every .ir file is canonical IR text that `ember.ir.parse` reads back to an equal graph. With no
 dump dir configured every method is a no-op, so callers never check.
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ir import print_graph
+from .fusion_report import fusion_text, rejected_of
 
 
 def _record(rec: Any) -> dict:
@@ -76,6 +79,8 @@ class Dump:
                      records=(), skipped=(), fallback: str | None = None, seconds: float = 0.0) -> None:
         if not self.enabled:
             return
+        regions = regions_of(graph) if graph is not None else []
+        rejected = rejected_of(records)
         report = {
             "graph": name,
             "fallback": fallback,  # why the graph ran eagerly, or null
@@ -85,12 +90,15 @@ class Dump:
             "input_op_count": input_ops,
             "kernel_count": getattr(compiled, "num_kernels", 0) if compiled is not None else 0,
             "externs": externs_of(graph) if graph is not None else [],
-            "fusion": regions_of(graph) if graph is not None else [],
+            "fusion": regions,
+            "fusion_rejected": rejected,
             "passes": [_record(r) for r in records],
             "skipped_nodes": list(skipped),
             "compile_seconds": round(seconds, 4),
         }
         self.write_text("report.json", json.dumps(report, indent=2, default=_json_default) + "\n")
+        if graph is not None:  # a graph that fell back before the passes has nothing to report
+            self.write_text("fusion.txt", fusion_text(name, regions, rejected))
 
 
 def _json_default(o):

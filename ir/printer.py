@@ -100,6 +100,14 @@ def _print_ops(ops, names: dict[Value, str], dev: str, indent: str) -> list[str]
     return lines
 
 
+def value_names(g: Graph) -> dict[Value, str]:
+    """Each top-level value's name as print_graph writes it ("%12"), so reports (e.g. fuse's
+    rejected pairs) can point at lines of the dumped IR. Same numbering code as the printer."""
+    names: dict[Value, str] = {v: f"%{v.name}" for v in g.inputs}
+    _print_ops(g.ops, names, g.device, "")
+    return names
+
+
 def print_graph(g: Graph) -> str:
     names: dict[Value, str] = {v: f"%{v.name}" for v in g.inputs}
     dev = g.device

@@ -18,6 +18,7 @@ never written to memory. This first version does vertical fusion only:
 
 The pass then re-orders the graph topologically (stable: every op keeps its place unless a region
 must move), placing each region where its last member was. Stats: `regions`, `ops_fused`.
+Details: `rejected`, every candidate pair left unfused with a reason code (passes/fuse_reasons.py).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..ir import Graph, Op, Value
 from ..ir.types import shapes_equal
 from .context import PassContext
 from .effects import has_side_effects, is_mutating, is_nondeterministic, mutated_values
+from .fuse_reasons import Rejections
 from .registry import PassResult, graph_pass
 
 _MEMBER_KINDS = ("unary", "binary", "ternary", "cast")
@@ -84,9 +86,31 @@ def _merge_creates_cycle(cg: nx.DiGraph, a: int, b: int) -> bool:
         cg.add_edge(a, b, **data)
 
 
-def _form_groups(g: Graph, dag: nx.DiGraph, written: set[Value]) -> tuple[dict[int, int], nx.DiGraph]:
+def _cycle_via(cg: nx.DiGraph, a: int, b: int) -> int:
+    """The first group on a path a -> ... -> b other than the direct edge (for the report; only
+    called when _merge_creates_cycle said there is one)."""
+    data = cg.edges[a, b]
+    cg.remove_edge(a, b)
+    try:
+        return nx.shortest_path(cg, a, b)[1]
+    finally:
+        cg.add_edge(a, b, **data)
+
+
+def _shape_detail(pi: int, ci: int, p: Op, c: Op, dev: str):
+    return lambda L, n: (f"{L(pi)} iterates over {p.result.type.format(dev)}, "
+                         f"{L(ci)} over {c.result.type.format(dev)}")
+
+
+def _cycle_detail(pi: int, ci: int, via: int):
+    return lambda L, n: f"{L(pi)} also reaches {L(ci)} through {L(via)}, which stays outside"
+
+
+def _form_groups(g: Graph, dag: nx.DiGraph, written: set[Value],
+                 rejected: Rejections) -> tuple[dict[int, int], nx.DiGraph]:
     """Greedy, in graph order: each member joins its member producers' groups when the shapes
-    agree and no cycle results. Returns op index -> group id, and the contracted graph."""
+    agree and no cycle results. Returns op index -> group id, and the contracted graph; notes
+    why each member pair it turned down stays apart."""
     index = {id(op): i for i, op in enumerate(g.ops)}
     group = {i: i for i in range(len(g.ops))}
     members = {i: [i] for i in range(len(g.ops))}
@@ -96,13 +120,20 @@ def _form_groups(g: Graph, dag: nx.DiGraph, written: set[Value]) -> tuple[dict[i
             continue
         for v in op.inputs:
             p = v.producer
-            if p is None or not _is_member(p, g, written) or not shapes_equal(p.result.type.shape, op.result.type.shape):
+            if p is None or not _is_member(p, g, written):
                 continue
-            a, b = group[index[id(p)]], group[i]
-            if a == b or _merge_creates_cycle(cg, a, b):
+            pi = index[id(p)]
+            if not shapes_equal(p.result.type.shape, op.result.type.shape):
+                rejected.note(pi, i, "shape-mismatch", _shape_detail(pi, i, p, op, g.device))
+                continue
+            a, b = group[pi], group[i]
+            if a == b:
+                continue
+            if _merge_creates_cycle(cg, a, b):
+                rejected.note(pi, i, "would-create-cycle", _cycle_detail(pi, i, _cycle_via(cg, a, b)))
                 continue
             _contract(cg, group, members, a, b)
-    _absorb_reductions(g, cg, group, members, written)
+    _absorb_reductions(g, cg, group, members, written, rejected)
     return group, cg
 
 
@@ -114,7 +145,7 @@ def _contract(cg: nx.DiGraph, group: dict[int, int], members: dict[int, list[int
 
 
 def _absorb_reductions(g: Graph, cg: nx.DiGraph, group: dict[int, int], members: dict[int, list[int]],
-                       written: set[Value]) -> None:
+                       written: set[Value], rejected: Rejections) -> None:
     """A reduction joins the pointwise group computing its input (its prologue) when that group
     feeds nothing else: the reduction kernel then computes the input tile by tile and it never
     reaches memory. A group whose values are also used elsewhere stays a pointwise region (its
@@ -129,13 +160,30 @@ def _absorb_reductions(g: Graph, cg: nx.DiGraph, group: dict[int, int], members:
         p = op.inputs[0].producer
         if p is None or not _is_member(p, g, written):
             continue
-        a, b = group[index[id(p)]], group[i]
+        pi = index[id(p)]
+        a, b = group[pi], group[i]
         inside = {id(g.ops[j]) for j in members[a]} | {id(op)}
-        if any(r in returned or any(id(u) not in inside for u in users.get(r, []))
-               for j in members[a] for r in g.ops[j].results):
+        escaping = next((r for j in members[a] for r in g.ops[j].results
+                         if r in returned or any(id(u) not in inside for u in users.get(r, []))), None)
+        if escaping is not None:
+            _note_escape(rejected, index, pi, i, escaping, users, inside)
             continue
-        if a != b and not _merge_creates_cycle(cg, a, b):
-            _contract(cg, group, members, a, b)
+        if a != b:
+            if _merge_creates_cycle(cg, a, b):
+                rejected.note(pi, i, "would-create-cycle", _cycle_detail(pi, i, _cycle_via(cg, a, b)))
+            else:
+                _contract(cg, group, members, a, b)
+
+
+def _note_escape(rejected: Rejections, index: dict[int, int], pi: int, ci: int,
+                 escaping: Value, users: dict[Value, list[Op]], inside: set[int]) -> None:
+    """Why a prologue group cannot join reduction ci: one of its values is used outside it. (A
+    group never holds two reductions: the first joins only if nothing else reads the group, and a
+    second reduction reading it would be such a reader.)"""
+    user = next((index[id(u)] for u in users.get(escaping, []) if id(u) not in inside), None)
+    where = (lambda L: f"is also read by {L(user)}") if user is not None else (lambda L: "is returned")
+    rejected.note(pi, ci, "reduction-has-other-users",
+                  lambda L, n: f"{n.get(escaping, '%?')} from the group computing {L(ci)}'s input {where(L)}")
 
 
 def _build_region(g: Graph, ops: list[Op], users: dict[Value, list[Op]], written: set[Value],
@@ -179,7 +227,10 @@ def _build_region(g: Graph, ops: list[Op], users: dict[Value, list[Op]], written
 def fuse(g: Graph, ctx: PassContext) -> PassResult:
     written = mutated_values(g)
     dag = _dependency_graph(g)
-    group, cg = _form_groups(g, dag, written)
+    rejected = Rejections()
+    group, cg = _form_groups(g, dag, written, rejected)
+    # Before anything moves: the report names ops as the pass's input prints them.
+    details = {"rejected": rejected.report(g, group, written)}
     by_group: dict[int, list[int]] = {}
     for i in range(len(g.ops)):
         by_group.setdefault(group[i], []).append(i)
@@ -208,7 +259,7 @@ def fuse(g: Graph, ctx: PassContext) -> PassResult:
         n_regions += 1
         n_fused += len(ops)
     if not regions:
-        return PassResult(changed=False, stats={"regions": 0, "ops_fused": 0})
+        return PassResult(changed=False, stats={"regions": 0, "ops_fused": 0}, details=details)
     # Stable topological order of the contracted graph: each group sits at its last member's place.
     position = {gid: max(i) for gid, i in by_group.items()}
     order = nx.lexicographical_topological_sort(cg, key=lambda gid: position[gid])
@@ -224,4 +275,4 @@ def fuse(g: Graph, ctx: PassContext) -> PassResult:
     # Constants copied into regions and now unused outside: drop them rather than launch them.
     used = {v for op in new_ops for v in op.inputs} | set(g.outputs)
     g.ops = [op for op in new_ops if not (op in cloned_from and op.result not in used)]
-    return PassResult(changed=True, stats={"regions": n_regions, "ops_fused": n_fused})
+    return PassResult(changed=True, stats={"regions": n_regions, "ops_fused": n_fused}, details=details)

@@ -2,7 +2,7 @@
 
 For each pass, in order: skip it if the context disables it; call the instruments' before hooks;
 run it; check it returned a PassResult; run the verifier (ctx.verify); record name, changed,
-stats and seconds; call the after hooks. A pass that raises, returns something else, or leaves a
+stats, details and seconds; call the after hooks. A pass that raises, returns something else, or leaves a
 graph the verifier rejects stops the pipeline with PassFailedError, which names the pass and the
 cause, points at a reproducer file, and puts the caller's graph back as it was (so the caller can
 fall back, e.g. to eager), with a copy in `err.input_graph`.
@@ -33,6 +33,7 @@ class PassRecord:
     index: int = 0  # position in the pipeline, from 1 (the dump's NN)
     options: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False  # disabled by the PassContext
+    details: dict[str, Any] = field(default_factory=dict)  # the pass's PassResult.details
 
 
 @dataclass
@@ -166,7 +167,7 @@ def _run(g: Graph, steps, text: str, ctx: PassContext) -> PipelineReport:
             ctx._restore_pass(saved)
         want_ir = ctx.keep_ir or any(inst.wants_ir(spec.name) for inst in ctx.instruments)
         record = PassRecord(spec.name, result.changed, dict(result.stats), seconds,
-                            print_graph(g) if want_ir else None, index, opts)
+                            print_graph(g) if want_ir else None, index, opts, details=dict(result.details))
         records.append(record)
         for inst in ctx.instruments:
             inst.after_pass(g, record)

@@ -22,10 +22,13 @@ OPTION_TYPES = (bool, int, float, str)
 
 @dataclass(frozen=True)
 class PassResult:
-    """What a pass reports: whether it changed the graph, and counters for the dump/report."""
+    """What a pass reports: whether it changed the graph, counters for the dump/report, and
+    optional JSON-able `details` (e.g. fuse's rejected pairs) that are too rich for a counter."""
 
     changed: bool
     stats: dict[str, int | float] = field(default_factory=dict)
+    # Defaulted so passes that have nothing to explain keep returning PassResult(changed, stats).
+    details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         # A truthy non-bool (e.g. a count) is easy to return by accident and hides intent.
@@ -34,6 +37,8 @@ class PassResult:
         for k, v in self.stats.items():
             if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise TypeError(f"PassResult.stats must map str -> int|float, got {k!r}: {v!r}")
+        if not isinstance(self.details, dict) or not all(isinstance(k, str) for k in self.details):
+            raise TypeError(f"PassResult.details must be a dict with str keys, got {self.details!r}")
 
 
 @dataclass(frozen=True)

@@ -39,3 +39,19 @@ def test_dump_folder(dump_dir):
     assert "sort" in fw["externs"][0]["reason"]
     # The fusion report: softmax's pointwise parts run in fused regions.
     assert fw["fusion"] and all(r["ops"] and r["outputs"] >= 1 for r in fw["fusion"]), fw["fusion"]
+    # ...and the pairs it left apart say why: the matmul and the sort extern bound the regions.
+    rejected = fw["fusion_rejected"]
+    assert all(set(r) >= {"producer", "consumer", "reason", "detail", "ir"} for r in rejected), rejected
+    boundary = {(r["reason"], op) for r in rejected for op in (r["producer"], r["consumer"])}
+    assert any(reason == "not-fusible-op" and op.endswith("= matmul") for reason, op in boundary), rejected
+    assert any(reason == "not-fusible-op" and op.endswith("= extern[aten.sort.default]")
+               for reason, op in boundary), rejected
+    folder = next(dump_dir.glob("*_fw"))
+    for r in rejected:  # the names are lines of the IR file the entry points at
+        ir_text = (folder / r["ir"]).read_text()
+        for op in (r["producer"], r["consumer"]):
+            value, name = op.split(" = ")
+            lines = [ln.strip() for ln in ir_text.splitlines() if ln.startswith(f"  {value}:")]
+            assert len(lines) == 1 and f"= {name.split('[')[0]}" in lines[0], (op, r["ir"], lines)
+    table = (folder / "fusion.txt").read_text()
+    assert "fused regions" in table and "rejected pairs" in table and "not-fusible-op" in table, table

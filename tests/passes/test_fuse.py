@@ -10,6 +10,11 @@ from random_graphs import random_graph
 _FUSED: list[int] = []
 
 
+def _rejected(rec) -> list[tuple[str, str, str]]:
+    """The fusion report's rejected pairs as (producer, consumer, reason code)."""
+    return [(r["producer"], r["consumer"], r["reason"]) for r in rec.details["rejected"]]
+
+
 def test_fuses_a_pointwise_chain_with_broadcast_input_and_constant():
     rec = run_golden("fuse", """
         func @f[s0](%x: f32[s0,128], %b: f32[128]) -> (f32[s0,128]) {
@@ -33,10 +38,11 @@ def test_fuses_a_pointwise_chain_with_broadcast_input_and_constant():
         }
         """)
     assert rec.stats == {"regions": 1, "ops_fused": 3}
+    assert _rejected(rec) == []  # the constant is copied in, not a candidate pair
 
 
 def test_value_used_outside_becomes_an_extra_result():
-    run_golden("fuse", """
+    rec = run_golden("fuse", """
         func @f[s0](%x: f32[s0,8]) -> (f32[s0], f32[s0,8]) {
           %0: f32[s0,8] = exp %x
           %1: f32[s0,8] = neg %0
@@ -57,12 +63,15 @@ def test_value_used_outside_becomes_an_extra_result():
           return %2, %1
         }
         """)
+    # sigmoid's value (%3 of the input) leaves the exp group, so it cannot be a prologue.
+    assert _rejected(rec) == [("%0 = exp", "%2 = reduce_sum", "reduction-has-other-users")]
+    assert "%3" in rec.details["rejected"][0]["detail"]
 
 
 def test_a_reduction_in_between_splits_the_chain():
     # The exp/neg prologue joins the reduction; what follows the reduction is another region
     # (reductions into pointwise consumers are not fused yet).
-    run_golden("fuse", """
+    rec = run_golden("fuse", """
         func @f(%x: f32[4,8]) -> (f32[4]) {
           %0: f32[4,8] = exp %x
           %1: f32[4,8] = neg %0
@@ -89,6 +98,7 @@ def test_a_reduction_in_between_splits_the_chain():
           return %1
         }
         """)
+    assert _rejected(rec) == [("%2 = reduce_sum", "%3 = relu", "reduction-epilogue")]
 
 
 def test_different_iteration_shapes_do_not_fuse():
@@ -100,12 +110,14 @@ def test_different_iteration_shapes_do_not_fuse():
         }
         """, None)
     assert rec.stats == {"regions": 0, "ops_fused": 0}
+    assert _rejected(rec) == [("%0 = exp", "%1 = add", "shape-mismatch")]
+    assert "f32[s0]" in rec.details["rejected"][0]["detail"] and "f32[4,s0]" in rec.details["rejected"][0]["detail"]
 
 
 def test_no_fusion_through_an_outside_op_that_would_make_a_cycle():
     # %0 -> matmul -> %2 and %0 -> %2: fusing %0 with %2 would need the matmul both before and
     # after the region. Only the cycle-free part fuses.
-    run_golden("fuse", """
+    rec = run_golden("fuse", """
         func @f(%x: f32[4,4]) -> (f32[4,4]) {
           %0: f32[4,4] = exp %x
           %1: f32[4,4] = matmul %0, %x
@@ -126,6 +138,10 @@ def test_no_fusion_through_an_outside_op_that_would_make_a_cycle():
           return %2
         }
         """)
+    assert _rejected(rec) == [("%0 = exp", "%1 = matmul", "not-fusible-op"),
+                              ("%0 = exp", "%2 = add", "would-create-cycle"),
+                              ("%1 = matmul", "%2 = add", "not-fusible-op")]
+    assert "through %1 = matmul" in rec.details["rejected"][1]["detail"]
 
 
 def test_region_moves_past_an_independent_op_to_stay_in_order():
@@ -158,7 +174,7 @@ def test_region_moves_past_an_independent_op_to_stay_in_order():
 
 
 def test_values_an_extern_writes_are_not_fused():
-    run_golden("fuse", """
+    rec = run_golden("fuse", """
         func @f(%x: f32[4], %y: f32[4]) -> (f32[4]) {
           %0: f32[4] = neg %y
           %1: f32[4] = extern[target="aten.copy_.default", args=[#0, #1]] %x, %0
@@ -166,6 +182,19 @@ def test_values_an_extern_writes_are_not_fused():
           return %2
         }
         """, None)
+    assert _rejected(rec) == [("%0 = neg", "%1 = extern[aten.copy_.default]", "not-fusible-op")]
+
+
+def test_a_value_an_extern_writes_is_reported_as_the_reason():
+    rec = run_golden("fuse", """
+        func @f(%x: f32[4], %y: f32[4]) -> (f32[4]) {
+          %0: f32[4] = neg %y
+          %1: f32[4] = extern[target="aten.copy_.default", args=[#0, #1]] %0, %x
+          %2: f32[4] = exp %0
+          return %2
+        }
+        """, None)
+    assert ("%0 = neg", "%2 = exp", "written-by-extern") in _rejected(rec)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -208,12 +237,13 @@ def test_pointwise_prologue_joins_its_reduction():
         }
         """)
     assert rec.stats == {"regions": 1, "ops_fused": 3}
+    assert _rejected(rec) == []
 
 
 def test_softmax_exp_feeds_both_the_sum_and_the_div_so_only_pointwise_parts_fuse():
     # exp is read by the reduction and by div: it cannot be a prologue (it must reach memory),
     # and exp+div cannot fuse (the reduction sits between them).
-    run_golden("fuse", """
+    rec = run_golden("fuse", """
         func @f(%x: f32[4,8]) -> (f32[4,8]) {
           %0: f32[4,8] = exp %x
           %1: f32[4,1] = reduce_sum[axes=(1,), keepdim=True] %0
@@ -221,3 +251,6 @@ def test_softmax_exp_feeds_both_the_sum_and_the_div_so_only_pointwise_parts_fuse
           return %2
         }
         """, None)
+    assert _rejected(rec) == [("%0 = exp", "%1 = reduce_sum", "reduction-has-other-users"),
+                              ("%0 = exp", "%2 = div", "would-create-cycle"),
+                              ("%1 = reduce_sum", "%2 = div", "reduction-epilogue")]

@@ -107,6 +107,9 @@ def test_registration_rules(fresh_registry):
         graph_pass("has space")
     with pytest.raises(TypeError, match="changed must be a bool"):
         PassResult(changed=3)
+    with pytest.raises(TypeError, match="details must be a dict"):
+        PassResult(changed=False, details=[("why", "not")])
+    assert PassResult(False).details == {}  # passes that explain nothing need not say so
     assert set(list_passes()) >= {"canonicalize", "cse", "dce"}
 
 

@@ -1,0 +1,53 @@
+"""The dump's fusion report: what `fuse` put in each region and why it left other pairs apart.
+
+report.json gets `fusion` (regions, from the final graph) and `fusion_rejected` (from the fuse
+pass records' details); fusion.txt shows both as text tables. Rejected pairs name ops as the
+fuse pass's *input* IR prints them ("%3 = exp"): fuse re-numbers everything, so each entry also
+says which dump file (`ir`) those names are lines of.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _get(rec: Any, key: str, default=None):
+    return rec.get(key, default) if isinstance(rec, dict) else getattr(rec, key, default)
+
+
+def rejected_of(records) -> list[dict]:
+    """Every fuse run's rejected pairs, each with the IR file its op names refer to: the file the
+    DumpIR instrument wrote just before fuse ran (skipped passes write none)."""
+    out: list[dict] = []
+    before = "00.input.ir"
+    for rec in records:
+        if _get(rec, "skipped", False):
+            continue
+        if _get(rec, "name") == "fuse":
+            for r in (_get(rec, "details") or {}).get("rejected", []):
+                out.append({**r, "ir": before})
+        before = f"{_get(rec, 'index', 0):02d}.{_get(rec, 'name')}.ir"
+    return out
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+
+
+def fusion_text(name: str, regions: list[dict], rejected: list[dict]) -> str:
+    """fusion.txt: the regions (as in final.ir), then the rejected pairs with their reasons."""
+    lines = [f"fusion report for {name}", "", f"fused regions ({len(regions)}, named as in final.ir):"]
+    if regions:
+        lines += _table(["region", "inputs", "outputs", "ops"],
+                        [[r["name"], str(r["inputs"]), str(r["outputs"]), ", ".join(r["ops"])] for r in regions])
+    else:
+        lines.append("  (none)")
+    files = sorted({r["ir"] for r in rejected})
+    lines += ["", f"rejected pairs ({len(rejected)}" + (f", named as in {', '.join(files)}" if files else "") + "):"]
+    if rejected:
+        lines += _table(["producer", "consumer", "reason", "detail"],
+                        [[r["producer"], r["consumer"], r["reason"], r["detail"]] for r in rejected])
+    else:
+        lines.append("  (none)")
+    return "\n".join(lines) + "\n"
