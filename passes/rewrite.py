@@ -49,6 +49,13 @@ class Rewriter:
         op = v.producer
         return op if op is not None and (name is None or op.name == name) else None
 
+    def chained(self, op: Op, names) -> Op | None:
+        """For `f(g(x))` chains: the op producing `op`'s first operand, when `op` is named in
+        `names` (a str or a collection) and that producer has the same name as `op`."""
+        if op.name != names and op.name not in (() if isinstance(names, str) else names):
+            return None
+        return self.producer(op.inputs[0], op.name)
+
     def constant(self, v: Value) -> Any:
         """The fill value of a `full` op, rounded as its dtype stores it (so full[value=1.5] of
         i32 is 1, and a value that rounds to 1.0 in f16 is 1.0); None if `v` is not a `full`

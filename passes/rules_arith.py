@@ -86,9 +86,7 @@ _INVOLUTIONS = ("neg", "bitwise_not", "logical_not")
 
 def double_involution(op: Op, rw: Rewriter) -> Value | None:
     """f(f(x)) -> x for neg, bitwise_not, and logical_not of a bool."""
-    if op.name not in _INVOLUTIONS:
-        return None
-    inner = rw.producer(op.inputs[0], op.name)
+    inner = rw.chained(op, _INVOLUTIONS)
     if inner is None:
         return None
     x = inner.inputs[0]
@@ -126,9 +124,7 @@ def exact_cast(src: str, dst: str) -> bool:
 
 
 def cast_chain(op: Op, rw: Rewriter) -> Value | None:
-    if op.name != "cast":
-        return None
-    inner = rw.producer(op.inputs[0], "cast")
+    inner = rw.chained(op, "cast")
     if inner is None:
         return None
     x = inner.inputs[0]

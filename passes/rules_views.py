@@ -34,9 +34,7 @@ def view_noop(op: Op, rw: Rewriter) -> Value | None:
 
 
 def reshape_chain(op: Op, rw: Rewriter) -> Value | None:
-    if op.name != "reshape":
-        return None
-    inner = rw.producer(op.inputs[0], "reshape")
+    inner = rw.chained(op, "reshape")
     if inner is None:
         return None
     x = inner.inputs[0]
@@ -46,9 +44,7 @@ def reshape_chain(op: Op, rw: Rewriter) -> Value | None:
 
 
 def permute_chain(op: Op, rw: Rewriter) -> Value | None:
-    if op.name != "permute":
-        return None
-    inner = rw.producer(op.inputs[0], "permute")
+    inner = rw.chained(op, "permute")
     if inner is None:
         return None
     x = inner.inputs[0]
