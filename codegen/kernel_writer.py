@@ -181,14 +181,19 @@ class KernelWriter:
             axes.add(c.axis)
         return " + ".join(terms), axes
 
-    def load(self, value: Value, dim_coords: list[Coord | None], mask: str, comment: str = "") -> str:
+    def load(self, value: Value, dim_coords: list[Coord | None], mask: str, comment: str = "",
+             axes: tuple[str, ...] | None = None) -> str:
+        """Load `value` at the given per-dim coordinates as a block over `axes` (default: all
+        of the kernel's; a row kernel loads per-row values as [XBLOCK, 1] with axes ("x",))."""
+        want = axes or self.axes
         ptr = self.tensor(value, "in")
-        off, axes = self.offset(value, dim_coords)
+        off, used = self.offset(value, dim_coords)
         addr = f"{ptr} + ({off})" if off else ptr
-        if axes != set(self.axes):
+        if used != set(want):
             # The address does not vary along every block axis (a broadcast input): give it the
             # block's shape so the load returns a full block like every other value.
-            addr = f"tl.broadcast_to({addr}, {self.block_shape})"
+            shape = "[" + ", ".join(f"{a.upper()}BLOCK" if a in want else "1" for a in self.axes) + "]"
+            addr = f"tl.broadcast_to({addr}, {shape})"
         expr = f"tl.load({addr}, mask={mask})"
         if compute_dtype(value.type.dtype) != value.type.dtype:
             expr += f".to({tl_dtype(compute_dtype(value.type.dtype))})"

@@ -13,11 +13,12 @@ import sympy
 # A reduction whose reduced extent is at most this many elements is done by one block per output
 # row holding the whole extent ("persistent"); longer ones loop over RBLOCK-sized chunks. Tests
 # lower it to exercise the looped path on tiny inputs.
-PERSISTENT_REDUCTION_MAX = 1024
+PERSISTENT_REDUCTION_MAX = 4096
 
 POINTWISE_BLOCK = 1024      # elements per program for pointwise and data-movement kernels
-LOOPED_RBLOCK = 128         # chunk of the reduced extent per loop iteration
+LOOPED_RBLOCK = 1024        # chunk of the reduced extent per loop iteration
 REDUCTION_TILE = 4096       # XBLOCK * RBLOCK upper bound, keeps register use bounded
+ELEMENTS_PER_THREAD = 8     # a bf16 thread then reads 16 bytes: one vectorized load
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class LaunchConfig:
     XBLOCK: int
     RBLOCK: int | None = None   # reductions only
     persistent: bool = False    # reductions only: whole reduced extent in one block
+    num_warps: int = 4
 
 
 def _concrete(n: sympy.Expr) -> int | None:
@@ -36,11 +38,15 @@ def next_power_of_2(n: int) -> int:
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
+def warps_for(block_elements: int) -> int:
+    """Enough warps that each thread holds about ELEMENTS_PER_THREAD elements (1 to 16)."""
+    return max(1, min(16, block_elements // (32 * ELEMENTS_PER_THREAD)))
+
+
 def pointwise_config(numel: sympy.Expr) -> LaunchConfig:
     n = _concrete(numel)
-    if n is None:
-        return LaunchConfig(POINTWISE_BLOCK)
-    return LaunchConfig(min(POINTWISE_BLOCK, next_power_of_2(n)))
+    block = POINTWISE_BLOCK if n is None else min(POINTWISE_BLOCK, next_power_of_2(n))
+    return LaunchConfig(block, num_warps=warps_for(block))
 
 
 def reduction_config(xnumel: sympy.Expr, rnumel: sympy.Expr) -> LaunchConfig:
@@ -56,7 +62,7 @@ def reduction_config(xnumel: sympy.Expr, rnumel: sympy.Expr) -> LaunchConfig:
     xblock = max(1, REDUCTION_TILE // rblock)
     if x_cap is not None:
         xblock = min(xblock, x_cap)
-    return LaunchConfig(xblock, rblock, persistent)
+    return LaunchConfig(xblock, rblock, persistent, warps_for(xblock * rblock))
 
 
 def choose_launch(kind: str, xnumel: sympy.Expr, rnumel: sympy.Expr | None = None) -> LaunchConfig:

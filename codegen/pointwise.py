@@ -94,12 +94,17 @@ def fused_pointwise_kernel(body) -> Kernel | None:
     if not outs or not body.ops or len(set(outs)) != len(outs) or any(v.producer is None for v in outs):
         return None
     shape = outs[0].type.shape
+    if not all(shapes_equal(v.type.shape, shape) for v in outs):
+        return None
     for op in body.ops:
         if not can_lower(op) or len(op.results) != 1:
             return None
-        # A constant is the same at every element, so any shape that broadcasts to the iteration
-        # space is fine; everything else (iota's coordinates above all) must span it exactly.
-        if not shapes_equal(op.result.type.shape, shape) and not (op.name == "full" and _broadcasts_to(op.result.type.shape, shape)):
+        # An op of a smaller shape that broadcasts into the iteration space (a bias cast to f32)
+        # is recomputed per element: its operands broadcast into the space the same way (numpy
+        # broadcasting is transitive). iota's coordinates are those of its own shape, so it must
+        # span the space exactly.
+        if not shapes_equal(op.result.type.shape, shape) and \
+                (op.name == "iota" or not _broadcasts_to(op.result.type.shape, shape)):
             return None
     return pointwise_kernel(body.ops, outs)
 

@@ -42,9 +42,9 @@ def _combine(op_name: str) -> str:
             "reduce_min": "helpers.minimum"}[op_name]
 
 
-def reduction_kernel(op: Op, config: LaunchConfig | None = None, prologue: Sequence[Op] = ()) -> Kernel:
-    """`prologue`: pointwise ops (a fused region's body, in order) that compute the reduced input
-    from the region's inputs; they run on each loaded tile, so that input never goes to memory."""
+def reduction_kernel(op: Op, config: LaunchConfig | None = None) -> Kernel:
+    """One reduction op alone. A reduction fused with the ops around it is a row kernel
+    (codegen/row_kernel.py), which shares this module's accumulation rules."""
     x = op.inputs[0]
     out = op.results[0]
     shape = x.type.shape
@@ -58,8 +58,7 @@ def reduction_kernel(op: Op, config: LaunchConfig | None = None, prologue: Seque
     ident = _identity(op.name, acc)
 
     strategy = "persistent" if config.persistent else "looped"
-    what = f"{', '.join(p.name for p in prologue)} into " if prologue else ""
-    w = KernelWriter("reduction", f"{what}{op.name} over axes {tuple(axes)}, {strategy}", axes=("x", "r"))
+    w = KernelWriter("reduction", f"{op.name} over axes {tuple(axes)}, {strategy}", axes=("x", "r"))
     xn, rn = w.size(xnumel, "xnumel"), w.size(rnumel, "rnumel")
     start = w.program_start()
     w.line(f"xindex = {start} + tl.arange(0, XBLOCK)[:, None]")
@@ -74,10 +73,7 @@ def reduction_kernel(op: Op, config: LaunchConfig | None = None, prologue: Seque
         rcoords = w.decompose(rindex, [(d, shape[d]) for d in axes], "r", "r", "rsize")
         coords: dict[int, Coord] = {**xcoords, **rcoords}
         w.line("mask = xmask & rmask")
-        if prologue:
-            v = _prologue(w, prologue, x, coords, len(shape))
-        else:
-            v = w.load(x, [coords[d] for d in range(len(shape))], "mask")
+        v = w.load(x, [coords[d] for d in range(len(shape))], "mask")
         if acc != compute_dtype(x.type.dtype):
             v = w.assign("v", f"{v}.to({tl_dtype(acc)})")
         return w.assign("v", f"tl.where(mask, {v}, {ident})", "masked lanes hold the identity"), rindex
@@ -120,36 +116,3 @@ def reduction_kernel(op: Op, config: LaunchConfig | None = None, prologue: Seque
 
 def _reduce_call(combine: str, value: str) -> str:
     return f"tl.reduce({value}, 1, {combine}, keep_dims=True)"
-
-
-def _prologue(w: KernelWriter, ops: Sequence[Op], x: Value, coords: dict[int, Coord], rank: int) -> str:
-    """Load the region's inputs for this tile (broadcast into the reduced input's shape) and
-    compute `x` from them. Masked-off lanes compute on unspecified data; the caller replaces them
-    with the identity before reducing."""
-    env: dict[Value, str] = {}
-    for v in region_inputs(ops):
-        env[v] = w.load(v, broadcast_coords(v, coords, rank), "mask")
-    for op in ops:
-        env[op.results[0]] = w.assign("t", emit_op(w, op, env, coords), op.name)
-    return env[x]
-
-
-def fused_reduction_kernel(body) -> Kernel | None:
-    """One kernel for a region body (ir `fused` op) that is a pointwise prologue feeding one
-    reduction, the body's only output; every prologue op spans the reduced input's shape (`full`
-    may broadcast into it). None otherwise."""
-    if not body.ops or body.ops[-1].opdef.kind != "reduction" or len(body.outputs) != 1:
-        return None
-    red, prologue = body.ops[-1], body.ops[:-1]
-    if body.outputs[0] is not red.results[0]:
-        return None
-    x = red.inputs[0]
-    if not prologue or x.producer not in prologue:
-        return None
-    shape = x.type.shape
-    for op in prologue:
-        if not can_lower(op) or len(op.results) != 1:
-            return None
-        if not shapes_equal(op.result.type.shape, shape) and not (op.name == "full" and _broadcasts_to(op.result.type.shape, shape)):
-            return None
-    return reduction_kernel(red, prologue=prologue)

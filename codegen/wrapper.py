@@ -28,7 +28,8 @@ from .kernel_writer import Kernel
 from .naming import Namer, SizeNames
 from .pointwise import can_lower, fused_pointwise_kernel, pointwise_kernel
 from .python_literals import python_literal
-from .reduction import fused_reduction_kernel, reduction_kernel
+from .reduction import reduction_kernel
+from .row_kernel import fused_row_kernel
 from .triton_types import UnsupportedDtype
 
 _KERNEL_BUILDERS = {"index": index_kernel, "gather": gather_kernel, "concat": concat_kernel,
@@ -104,6 +105,7 @@ class WrapperBuilder:
             args.append(f"RBLOCK={cfg.RBLOCK}")
         tensors = ", ".join(names[v] for v in kernel.tensors)
         args.append(f"INDEX_64=needs_int64({tensors})")
+        args.append(f"num_warps={cfg.num_warps}")
         numel = sympy.sympify(kernel.grid_numel)
         if numel == 0:
             self.line("pass  # empty result: nothing to launch", indent)
@@ -151,13 +153,13 @@ class WrapperBuilder:
         self.num_kernels += 1
 
     def region_op(self, op: Op) -> None:
-        """A fused region: one kernel when its body is a pointwise chain over one iteration space,
-        else its body's ops emitted one by one (correct, just unfused)."""
+        """A fused region: one kernel when its body is a pointwise chain over one iteration space
+        or a row kernel's domain, else its body's ops emitted one by one (correct, just unfused)."""
         body = op.attrs["body"]
         for v, outer in zip(body.inputs, op.inputs):
             self.names[v], self.ir_names[v] = self.names[outer], f"%{v.name}"
         try:
-            kernel = fused_pointwise_kernel(body) or fused_reduction_kernel(body)
+            kernel = fused_pointwise_kernel(body) or fused_row_kernel(body)
         except UnsupportedDtype:
             kernel = None  # op by op below, where the failing op is named
         if kernel is not None:

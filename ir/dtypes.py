@@ -56,3 +56,8 @@ def is_int(name: str) -> bool:
 def is_low_precision(name: str) -> bool:
     """Float types that kernels upcast to f32 for arithmetic."""
     return name in ("f16", "bf16", "f8e4m3", "f8e5m2")
+
+
+def itemsize(name: str) -> int:
+    """Bytes per element (bool counts as one byte, as torch stores it)."""
+    return to_torch(name).itemsize

@@ -1,43 +1,34 @@
-"""fuse: group producer-consumer chains of pointwise ops into `fused` regions (ir/ops.py).
+"""fuse: group ops into `fused` regions (ir/ops.py), each of which codegen turns into one kernel.
 
-A region becomes one Triton kernel (codegen/pointwise.py), so every value that stays inside it is
-never written to memory. This first version does vertical fusion only:
+Every value that stays inside a region is never written to memory. passes/fuse_groups.py decides
+the groups (vertical fusion of producer-consumer chains, reductions with their prologues and
+epilogues, then horizontal fusion of groups reading the same input), within iteration domains
+(passes/fuse_domains.py) and under a bytes-saved cost model with a kernel-size cap. This module
+builds the regions:
 
-- Members are pointwise ops (unary, binary, ternary, cast) and `iota`, all with the same result
-  shape: that shape is the region's iteration space. Operands may broadcast into it (a bias
-  `[128]` read by an `[s0,128]` op is a region input). Shapes compare symbolically.
 - `full` constants are not members: each region gets its own copy of the constants it reads (a
   constant costs nothing inside a kernel and a launch outside one).
 - A member's value used outside the region (or returned) becomes a region result.
-- A reduction joins the group that computes its input when that group feeds nothing else (a
-  prologue: the reduction kernel computes its input tile by tile).
-- Legality: merging two groups must not create a cycle, i.e. no path may leave the group and
-  come back into it (networkx reachability on the graph with groups contracted). Ops with side
-  effects (mutating or random externs, asserts) are ordering barriers, and ops that read or produce
-  a value an extern writes never fuse.
+- A reduction alone stays a plain op (codegen's reduction kernel); anything with two or more
+  members becomes a region.
+- Ops with side effects (mutating or random externs, asserts) are ordering barriers in the
+  dependency graph, and ops that read or produce a value an extern writes never fuse.
 
 The pass then re-orders the graph topologically (stable: every op keeps its place unless a region
-must move), placing each region where its last member was. Stats: `regions`, `ops_fused`.
-Details: `rejected`, every candidate pair left unfused with a reason code (passes/fuse_reasons.py).
+must move), placing each region where its last member was. Stats: `regions`, `ops_fused`,
+`bytes_saved` (the cost model's estimate). Details: `rejected`, every candidate pair left unfused
+with a reason code (passes/fuse_reasons.py), and `bytes_saved` per region name.
 """
 from __future__ import annotations
 
 import networkx as nx
 
 from ..ir import Graph, Op, Value
-from ..ir.types import shapes_equal
 from .context import PassContext
 from .effects import has_side_effects, is_mutating, is_nondeterministic, mutated_values
+from .fuse_groups import GroupBuilder, is_candidate
 from .fuse_reasons import Rejections
 from .registry import PassResult, graph_pass
-
-_MEMBER_KINDS = ("unary", "binary", "ternary", "cast")
-
-
-def _is_member(op: Op, g: Graph, written: set[Value]) -> bool:
-    pointwise = op.opdef.kind in _MEMBER_KINDS or op.name == "iota"
-    return (pointwise and len(op.results) == 1 and op.result.type.device == g.device
-            and op.result not in written and not any(v in written for v in op.inputs))
 
 
 def _is_constant(v: Value, g: Graph, written: set[Value]) -> bool:
@@ -70,120 +61,6 @@ def _dependency_graph(g: Graph) -> nx.DiGraph:
             if last_barrier is not None:
                 dag.add_edge(last_barrier, i)
     return dag
-
-
-def _merge_creates_cycle(cg: nx.DiGraph, a: int, b: int) -> bool:
-    """Would contracting groups a and b (a feeds b) close a cycle? Only if b is also reachable
-    from a through some third group: a path a -> c -> ... -> b. The contracted graph is a DAG, so
-    b never reaches a; one search without the direct edge answers it."""
-    if not cg.has_edge(a, b):
-        return nx.has_path(cg, a, b) or nx.has_path(cg, b, a)  # not a producer-consumer pair
-    data = cg.edges[a, b]
-    cg.remove_edge(a, b)
-    try:
-        return nx.has_path(cg, a, b)
-    finally:
-        cg.add_edge(a, b, **data)
-
-
-def _cycle_via(cg: nx.DiGraph, a: int, b: int) -> int:
-    """The first group on a path a -> ... -> b other than the direct edge (for the report; only
-    called when _merge_creates_cycle said there is one)."""
-    data = cg.edges[a, b]
-    cg.remove_edge(a, b)
-    try:
-        return nx.shortest_path(cg, a, b)[1]
-    finally:
-        cg.add_edge(a, b, **data)
-
-
-def _shape_detail(pi: int, ci: int, p: Op, c: Op, dev: str):
-    return lambda L, n: (f"{L(pi)} iterates over {p.result.type.format(dev)}, "
-                         f"{L(ci)} over {c.result.type.format(dev)}")
-
-
-def _cycle_detail(pi: int, ci: int, via: int):
-    return lambda L, n: f"{L(pi)} also reaches {L(ci)} through {L(via)}, which stays outside"
-
-
-def _form_groups(g: Graph, dag: nx.DiGraph, written: set[Value],
-                 rejected: Rejections) -> tuple[dict[int, int], nx.DiGraph]:
-    """Greedy, in graph order: each member joins its member producers' groups when the shapes
-    agree and no cycle results. Returns op index -> group id, and the contracted graph; notes
-    why each member pair it turned down stays apart."""
-    index = {id(op): i for i, op in enumerate(g.ops)}
-    group = {i: i for i in range(len(g.ops))}
-    members = {i: [i] for i in range(len(g.ops))}
-    cg = dag.copy()
-    for i, op in enumerate(g.ops):
-        if not _is_member(op, g, written):
-            continue
-        for v in op.inputs:
-            p = v.producer
-            if p is None or not _is_member(p, g, written):
-                continue
-            pi = index[id(p)]
-            if not shapes_equal(p.result.type.shape, op.result.type.shape):
-                rejected.note(pi, i, "shape-mismatch", _shape_detail(pi, i, p, op, g.device))
-                continue
-            a, b = group[pi], group[i]
-            if a == b:
-                continue
-            if _merge_creates_cycle(cg, a, b):
-                rejected.note(pi, i, "would-create-cycle", _cycle_detail(pi, i, _cycle_via(cg, a, b)))
-                continue
-            _contract(cg, group, members, a, b)
-    _absorb_reductions(g, cg, group, members, written, rejected)
-    return group, cg
-
-
-def _contract(cg: nx.DiGraph, group: dict[int, int], members: dict[int, list[int]], a: int, b: int) -> None:
-    nx.contracted_nodes(cg, a, b, self_loops=False, copy=False)
-    for j in members.pop(b):
-        group[j] = a
-        members[a].append(j)
-
-
-def _absorb_reductions(g: Graph, cg: nx.DiGraph, group: dict[int, int], members: dict[int, list[int]],
-                       written: set[Value], rejected: Rejections) -> None:
-    """A reduction joins the pointwise group computing its input (its prologue) when that group
-    feeds nothing else: the reduction kernel then computes the input tile by tile and it never
-    reaches memory. A group whose values are also used elsewhere stays a pointwise region (its
-    values would have to be stored from inside the reduction's tiles)."""
-    index = {id(op): i for i, op in enumerate(g.ops)}
-    users = g.users()
-    returned = set(g.outputs)
-    for i, op in enumerate(g.ops):
-        if op.opdef.kind != "reduction" or len(op.results) != 1 or op.result.type.device != g.device \
-                or op.result in written or op.inputs[0] in written:
-            continue
-        p = op.inputs[0].producer
-        if p is None or not _is_member(p, g, written):
-            continue
-        pi = index[id(p)]
-        a, b = group[pi], group[i]
-        inside = {id(g.ops[j]) for j in members[a]} | {id(op)}
-        escaping = next((r for j in members[a] for r in g.ops[j].results
-                         if r in returned or any(id(u) not in inside for u in users.get(r, []))), None)
-        if escaping is not None:
-            _note_escape(rejected, index, pi, i, escaping, users, inside)
-            continue
-        if a != b:
-            if _merge_creates_cycle(cg, a, b):
-                rejected.note(pi, i, "would-create-cycle", _cycle_detail(pi, i, _cycle_via(cg, a, b)))
-            else:
-                _contract(cg, group, members, a, b)
-
-
-def _note_escape(rejected: Rejections, index: dict[int, int], pi: int, ci: int,
-                 escaping: Value, users: dict[Value, list[Op]], inside: set[int]) -> None:
-    """Why a prologue group cannot join reduction ci: one of its values is used outside it. (A
-    group never holds two reductions: the first joins only if nothing else reads the group, and a
-    second reduction reading it would be such a reader.)"""
-    user = next((index[id(u)] for u in users.get(escaping, []) if id(u) not in inside), None)
-    where = (lambda L: f"is also read by {L(user)}") if user is not None else (lambda L: "is returned")
-    rejected.note(pi, ci, "reduction-has-other-users",
-                  lambda L, n: f"{n.get(escaping, '%?')} from the group computing {L(ci)}'s input {where(L)}")
 
 
 def _build_region(g: Graph, ops: list[Op], users: dict[Value, list[Op]], written: set[Value],
@@ -223,12 +100,13 @@ def _build_region(g: Graph, ops: list[Op], users: dict[Value, list[Op]], written
     return fused, escaping, constants
 
 
-@graph_pass("fuse", options={}, description="group pointwise producer-consumer chains into fused regions")
+@graph_pass("fuse", options={}, description="group pointwise chains, reductions with their prologues and epilogues, and independent ops reading the same input into fused regions")
 def fuse(g: Graph, ctx: PassContext) -> PassResult:
     written = mutated_values(g)
     dag = _dependency_graph(g)
     rejected = Rejections()
-    group, cg = _form_groups(g, dag, written, rejected)
+    groups = GroupBuilder(g, dag, written, rejected).build()
+    group, cg = groups.group, groups.cg
     # Before anything moves: the report names ops as the pass's input prints them.
     details = {"rejected": rejected.report(g, group, written)}
     by_group: dict[int, list[int]] = {}
@@ -239,12 +117,14 @@ def fuse(g: Graph, ctx: PassContext) -> PassResult:
     regions: dict[int, Op] = {}
     subst: dict[Value, Value] = {}
     n_regions = n_fused = 0
+    bytes_saved: dict[str, int] = {}
     cloned_from: set[Op] = set()
     for gid in sorted(by_group, key=lambda k: max(by_group[k])):
         idx = by_group[gid]
         ops = [g.ops[i] for i in idx]
         consts = {v.producer for op in ops for v in op.inputs if _is_constant(v, g, written)}
-        if not _is_member(ops[0], g, written) or len(ops) + len(consts) < 2:
+        if not is_candidate(ops[0], g, written) or len(ops) + len(consts) < 2 or \
+                (len(ops) == 1 and ops[0].opdef.kind == "reduction"):
             continue
         name = f"fused{n_regions}"
         while name in taken:
@@ -256,10 +136,12 @@ def fuse(g: Graph, ctx: PassContext) -> PassResult:
         regions[gid] = fused
         subst.update(zip(escaping, fused.results))
         cloned_from |= consts
+        bytes_saved[name] = groups.saved.get(gid, 0)
         n_regions += 1
         n_fused += len(ops)
     if not regions:
-        return PassResult(changed=False, stats={"regions": 0, "ops_fused": 0}, details=details)
+        return PassResult(changed=False, stats={"regions": 0, "ops_fused": 0, "bytes_saved": 0},
+                          details=details)
     # Stable topological order of the contracted graph: each group sits at its last member's place.
     position = {gid: max(i) for gid, i in by_group.items()}
     order = nx.lexicographical_topological_sort(cg, key=lambda gid: position[gid])
@@ -275,4 +157,6 @@ def fuse(g: Graph, ctx: PassContext) -> PassResult:
     # Constants copied into regions and now unused outside: drop them rather than launch them.
     used = {v for op in new_ops for v in op.inputs} | set(g.outputs)
     g.ops = [op for op in new_ops if not (op in cloned_from and op.result not in used)]
-    return PassResult(changed=True, stats={"regions": n_regions, "ops_fused": n_fused}, details=details)
+    details["bytes_saved"] = bytes_saved
+    stats = {"regions": n_regions, "ops_fused": n_fused, "bytes_saved": sum(bytes_saved.values())}
+    return PassResult(changed=True, stats=stats, details=details)

@@ -1,7 +1,7 @@
 """Why `fuse` left a producer->consumer pair in separate kernels: the fusion report's rejections.
 
-fuse notes a reason at each decision it takes against a pair of candidates (shapes, cycles, a
-reduction's other users); every other edge that crosses a group boundary is classified afterwards
+fuse notes a reason at each decision it takes against a pair of candidates (domains, roles,
+cycles, the size cap); every other edge that crosses a group boundary is classified afterwards
 from the two ops alone (an op that is never fused, a value an extern writes, a reduction's
 output). Pairs where neither op could ever be in a region (matmul -> extern) are not candidates
 and are not listed, nor are `full` constants (regions copy them in).
@@ -19,12 +19,12 @@ from ..ir.printer import value_names
 
 # code -> what it means; docs/passes.md lists the same codes.
 REASONS = {
-    "shape-mismatch": "producer and consumer iterate over different shapes",
+    "shape-mismatch": "producer and consumer iterate over domains no one kernel walks",
+    "role-mismatch": "a value computed once per row would be needed once per element",
+    "kernel-size-cap": "the merged kernel would exceed the cap on ops or inputs",
     "would-create-cycle": "a path leaves the would-be region and comes back through another op",
     "not-fusible-op": "one of the two ops is never put in a region (matmul, extern, view, index, ...)",
     "written-by-extern": "an extern writes one of the values in place, so its ops stay unfused",
-    "reduction-has-other-users": "the reduction's prologue group has values needed outside it",
-    "reduction-epilogue": "a reduction's result is not fused into its consumers (not implemented)",
     "not-considered": "the pass has no rule that fuses along this edge",
 }
 
@@ -105,6 +105,4 @@ def _classify(g: Graph, pi: int, ci: int, written: set[Value]):
         if op.result.type.device != g.device:
             return "not-fusible-op", lambda L, n, i=i, d=op.result.type.device: (
                 f"{L(i)} runs on {d}, not the graph's device {g.device}")
-    if p.opdef.kind == "reduction":
-        return "reduction-epilogue", lambda L, n: f"{L(pi)} is a reduction; its consumers get their own kernel"
     return "not-considered", lambda L, n: f"no fusion rule covers {L(pi)} feeding {L(ci)}"

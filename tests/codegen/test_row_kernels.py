@@ -1,0 +1,180 @@
+"""Row kernels (codegen/row_kernel.py): a fused region with reductions is one kernel, persistent or
+looped, and computes what eager torch computes. Graphs go through the real fuse pass, so these
+also check that the pass builds regions the row kernel can run."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ember.codegen import launch_heuristics
+from ember.passes import run_pipeline
+
+from codegen_check import check_graph, parse_on, random_tensor
+
+
+@pytest.fixture(params=["persistent", "looped"])
+def strategy(request, monkeypatch):
+    if request.param == "looped":
+        # Loop in chunks of 4 over reduced extents of a few dozen: several iterations, a ragged
+        # last chunk.
+        monkeypatch.setattr(launch_heuristics, "PERSISTENT_REDUCTION_MAX", 4)
+        monkeypatch.setattr(launch_heuristics, "LOOPED_RBLOCK", 4)
+    return request.param
+
+
+def _fused(device, text, regions=1):
+    g = parse_on(device, text)
+    run_pipeline(g, "fuse")
+    assert sum(op.name == "fused" for op in g.ops) == regions, g
+    return g
+
+
+def _one_kernel(compiled, strategy):
+    assert compiled.num_kernels == 1, compiled.kernels
+    (src,) = compiled.kernels.values()
+    assert ("for roffset" in src) == (strategy == "looped"), src
+
+
+SOFTMAX = """\
+func @f[s0](%x: bf16[s0,37]) -> (bf16[s0,37]) [device="cpu"] {
+  %0: f32[s0,37] = cast[dtype="f32"] %x
+  %1: f32[s0,1] = reduce_max[axes=(1,), keepdim=True] %0
+  %2: f32[s0,37] = sub %0, %1
+  %3: f32[s0,37] = exp %2
+  %4: f32[s0,1] = reduce_sum[axes=(1,), keepdim=True] %3
+  %5: f32[s0,37] = div %3, %4
+  %6: bf16[s0,37] = cast[dtype="bf16"] %5
+  return %6
+}
+"""
+
+
+def test_softmax(device, strategy):
+    g = _fused(device, SOFTMAX)
+    x = random_tensor((5, 37), torch.bfloat16) * 4
+    compiled = check_graph(g, [x], lambda x: torch.softmax(x.float(), -1).to(torch.bfloat16), atol=1e-2, rtol=1e-2)
+    _one_kernel(compiled, strategy)
+
+
+LAYER_NORM = """\
+func @f(%x: f32[6,24], %w: f32[24], %b: f32[24]) -> (f32[6,24], f32[6,1], f32[6]) [device="cpu"] {
+  %0: f32[6,1] = reduce_sum[axes=(1,), keepdim=True] %x
+  %1: f32[] = full[value=24.0]
+  %2: f32[6,1] = div %0, %1
+  %3: f32[6,24] = sub %x, %2
+  %4: f32[6,24] = mul %3, %3
+  %5: f32[6,1] = reduce_sum[axes=(1,), keepdim=True] %4
+  %6: f32[6,1] = div %5, %1
+  %7: f32[] = full[value=1e-05]
+  %8: f32[6,1] = add %6, %7
+  %9: f32[6,1] = rsqrt %8
+  %10: f32[6,24] = mul %3, %9
+  %11: f32[6,24] = mul %10, %w
+  %12: f32[6,24] = add %11, %b
+  %13: f32[6] = reduce_sum[axes=(1,), keepdim=False] %4
+  return %12, %9, %13
+}
+"""
+
+
+def test_layer_norm_with_row_outputs(device, strategy):
+    g = _fused(device, LAYER_NORM)
+    x, w, b = (random_tensor(s, torch.float32) for s in ((6, 24), (24,), (24,)))
+
+    def eager(x, w, b):
+        mean = x.mean(1, keepdim=True)
+        var = ((x - mean) ** 2).mean(1, keepdim=True)
+        return F.layer_norm(x, (24,), w, b), torch.rsqrt(var + 1e-5), ((x - mean) ** 2).sum(1)
+
+    _one_kernel(check_graph(g, [x, w, b], eager, atol=1e-5, rtol=1e-5), strategy)
+
+
+RMS_NORM = """\
+func @f[s0](%x: bf16[s0,40], %w: bf16[40]) -> (bf16[s0,40]) [device="cpu"] {
+  %0: f32[s0,40] = cast[dtype="f32"] %x
+  %1: f32[s0,40] = mul %0, %0
+  %2: f32[s0,1] = reduce_sum[axes=(1,), keepdim=True] %1
+  %3: f32[] = full[value=40.0]
+  %4: f32[s0,1] = div %2, %3
+  %5: f32[] = full[value=1e-06]
+  %6: f32[s0,1] = add %4, %5
+  %7: f32[s0,1] = rsqrt %6
+  %8: f32[s0,40] = mul %0, %7
+  %9: f32[40] = cast[dtype="f32"] %w
+  %10: f32[s0,40] = mul %8, %9
+  %11: bf16[s0,40] = cast[dtype="bf16"] %10
+  return %11
+}
+"""
+
+
+def test_rms_norm_with_symbolic_rows(device, strategy):
+    g = _fused(device, RMS_NORM)
+    for rows in (3, 9):
+        x, w = random_tensor((rows, 40), torch.bfloat16), random_tensor((40,), torch.bfloat16)
+
+        def eager(x, w):
+            xf = x.float()
+            return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6) * w.float()).to(torch.bfloat16)
+
+        _one_kernel(check_graph(g, [x, w], eager, atol=2e-2, rtol=2e-2), strategy)
+
+
+MIDDLE_AXES = """\
+func @f(%x: f32[3,5,4,6]) -> (f32[3,5,4,6], i64[3,1,4,6]) [device="cpu"] {
+  %0: f32[3,1,1,6] = reduce_max[axes=(1, 2), keepdim=True] %x
+  %1: f32[3,5,4,6] = sub %x, %0
+  %2: f32[3,5,4,6] = exp %1
+  %3: f32[3,1,1,6] = reduce_sum[axes=(1, 2), keepdim=True] %2
+  %4: f32[3,5,4,6] = div %2, %3
+  %5: f32[3,5,4,6] = neg %x
+  %6: i64[3,1,4,6] = argmax[axes=(1,), keepdim=True] %5
+  return %4, %6
+}
+"""
+
+
+def test_reduction_over_middle_axes_and_unfusible_argmax(device, strategy):
+    # A softmax over dims (1, 2) of a 4-d tensor: rows are (dim 0, dim 3), not contiguous. The
+    # argmax reduces another axis set: it and its neg prologue are a second region.
+    g = _fused(device, MIDDLE_AXES, regions=2)
+    x = random_tensor((3, 5, 4, 6), torch.float32)
+
+    def eager(x):
+        return torch.softmax(x.flatten(1, 2), 1).view(3, 5, 4, 6), (-x).argmax(1, keepdim=True)
+
+    compiled = check_graph(g, [x], eager, atol=1e-5, rtol=1e-5)
+    assert compiled.num_kernels == 2
+
+
+ARG_AND_INDEX = """\
+func @f(%x: f32[5,30], %y: i8[5,30]) -> (i64[5], f32[5,30], i8[5]) [device="cpu"] {
+  %0: i64[5] = argmin[axes=(1,), keepdim=False] %x
+  %1: f32[5,30] = iota[dim=1]
+  %2: f32[5,30] = mul %x, %1
+  %3: f32[5,1] = reduce_min[axes=(1,), keepdim=True] %2
+  %4: f32[5,30] = sub %2, %3
+  %5: i8[5] = reduce_sum[axes=(1,), keepdim=False] %y
+  return %0, %4, %5
+}
+"""
+
+
+def test_argmin_iota_and_integer_sum_that_wraps(device, strategy):
+    g = _fused(device, ARG_AND_INDEX)
+    x = random_tensor((5, 30), torch.float32)
+    y = random_tensor((5, 30), torch.int8, low=-100, high=100)
+
+    def eager(x, y):
+        z = x * torch.arange(30, dtype=torch.float32)
+        return x.argmin(1), z - z.amin(1, keepdim=True), y.sum(1, dtype=torch.int8)
+
+    compiled = check_graph(g, [x, y], eager)
+    # The i8 sum reads nothing the rest reads: no bytes saved by merging it, so its own kernel.
+    assert compiled.num_kernels == 2
+
+
+def test_strided_input_rows(device, strategy):
+    g = _fused(device, LAYER_NORM)
+    x = random_tensor((24, 6), torch.float32).t()  # columns are rows: stride (1, 6)
+    w, b = random_tensor((24,), torch.float32), random_tensor((24,), torch.float32)
+    check_graph(g, [x, w, b], atol=1e-5, rtol=1e-5)
