@@ -1,3 +1,23 @@
-"""The autotuner (search spaces, do_bench timing, persistent decision cache) arrives with the
-matmul/attention templates issue; until then codegen picks launch configurations with the fixed
-heuristic in codegen/launch_heuristics.py."""
+"""The autotuner and its persistent cache (groundwork: codegen does not call it yet).
+
+    key = TuningKey.make(kernel_hash, shapes, dtypes, device, pipeline_fingerprint)
+    choice = tune(key, candidates, cache=TuningCache(options.cache_dir))
+
+- keys.py: TuningKey (kernel source hash, bucketed shapes, dtypes, device name, Triton and torch
+  versions, pipeline fingerprint) and its stable sha256 digest.
+- cache.py: TuningCache, one JSON file per key under <cache_dir>/tuning/, atomic writes, damaged or
+  foreign files reported once and rebuilt; export/import of tuning/ and code/ as an archive.
+- archive.py: reading untrusted .tar.gz/.zip archives safely.
+- tuner.py: tune(): cache hit, else the heuristic choice on the CPU interpreter, else timing
+  (do_bench) of every candidate, library ones included, within a time budget.
+Until the matmul/attention templates use it, codegen picks launch configurations with the fixed
+heuristic in codegen/launch_heuristics.py. See docs/autotune.md.
+"""
+from .archive import ArchiveError
+from .cache import Entry, ImportReport, TuningCache
+from .keys import CPU_INTERPRETER, TuningKey, device_name, shape_bucket
+from .tuner import STATS, Candidate, Choice, TuningStats, default_timer, do_bench_median, tune
+
+__all__ = ["ArchiveError", "Entry", "ImportReport", "TuningCache", "CPU_INTERPRETER", "TuningKey",
+           "device_name", "shape_bucket", "STATS", "Candidate", "Choice", "TuningStats",
+           "default_timer", "do_bench_median", "tune"]

@@ -1,0 +1,200 @@
+"""tune(): pick the fastest of a kernel's candidates once per TuningKey, and remember it.
+
+    choice = tune(key, [Candidate("lib", {}, run=lib_fn, is_library=True),
+                        Candidate("b64", {"BLOCK": 64}, run=fn64), ...], cache=TuningCache(dir))
+
+In order:
+  1. Cache hit: the stored decision is returned and nothing is timed. A stored name that is no
+     longer among the candidates, or whose config changed, is treated as a miss (the search space
+     moved under the same key), so a hit can never pick a kernel that is not offered.
+  2. No timer (the CPU interpreter, where times say nothing about a GPU): the `heuristic`
+     choice (default: the first candidate; callers list their preferred default first). It is
+     not stored: it costs nothing to recompute, a changed heuristic takes effect at once, and the
+     cache then holds only measured decisions.
+  3. Otherwise every candidate is timed (`timer(run) -> ms`, default triton.testing.do_bench's
+     median). Library candidates and the heuristic choice are timed first and always, even when
+     the budget is spent, so the winner is never slower than the library nor than the untuned
+     default. The rest are timed until `budget_s` is spent; the fastest wins (ties go to the
+     library, then to list order) and is stored with all timings, failures and what the budget
+     skipped. A decision cut short by the budget is still a hit later: the budget exists to bound
+     compile time, and retuning at every start would pay it every time.
+A candidate that raises while being timed (a config that does not fit in shared memory, ...) is
+recorded as failed and left out; only if all fail does tune() raise.
+
+A budget per compile: compute a deadline once and pass each kernel what is left of it,
+`budget_s=max(0.0, deadline - time.perf_counter())`.
+
+Progress: nothing is printed for a quick tune; once a tune has run longer than `progress_after_s`
+(1 s), the lines so far and one line per further candidate go to `progress` (default: stderr).
+Several processes may tune the same key at once; each stores a complete decision and the last
+write wins (see cache.py).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .cache import TuningCache
+from .keys import CPU_INTERPRETER, TuningKey
+
+Timer = Callable[[Callable[[], Any]], float]
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)  # JSON-able: it is stored and compared
+    run: Callable[[], Any] | None = None  # launches the kernel once on real inputs
+    is_library: bool = False  # cuBLAS, cuSPARSELt, ...: always timed
+
+
+@dataclass(frozen=True)
+class Choice:
+    candidate: Candidate
+    source: str  # "cache", "benchmark" or "heuristic"
+    timings_ms: dict[str, float]
+
+    @property
+    def name(self) -> str:
+        return self.candidate.name
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.candidate.config
+
+
+@dataclass
+class TuningStats:
+    """Counters, for tests and reports: cache lookups, choices made without timing, timer calls."""
+    hits: int = 0
+    misses: int = 0
+    heuristic: int = 0
+    benchmarks: int = 0
+    skipped: int = 0  # candidates left untimed because the budget was spent
+
+
+STATS = TuningStats()  # what tune() counts into unless given its own
+
+
+def do_bench_median(fn: Callable[[], Any]) -> float:
+    import triton.testing  # lazy: the cache and the CLI must not need Triton
+    return float(triton.testing.do_bench(fn, return_mode="median"))
+
+
+def default_timer(key: TuningKey) -> Timer | None:
+    """do_bench on a GPU; None (heuristic choice) on the CPU interpreter."""
+    return None if key.device == CPU_INTERPRETER else do_bench_median
+
+
+def first_candidate(candidates: Sequence[Candidate]) -> Candidate:
+    return candidates[0]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+_AUTO: Any = object()
+
+
+def _as_stored(config: dict[str, Any]) -> Any:
+    """The config as it reads back from JSON (tuples become lists), for comparing with a hit."""
+    return json.loads(json.dumps(config, sort_keys=True))
+
+
+def tune(key: TuningKey, candidates: Sequence[Candidate], *, cache: TuningCache | None = None,
+         timer: Timer | None = _AUTO, budget_s: float | None = None,
+         heuristic: Callable[[Sequence[Candidate]], Candidate] | None = None,
+         progress: Callable[[str], None] | None = None, stats: TuningStats | None = None,
+         clock: Callable[[], float] = time.perf_counter, progress_after_s: float = 1.0) -> Choice:
+    """Choose a candidate for key (see the module docstring). cache=None: nothing is persisted.
+    timer: default do_bench on a GPU key, None on a "cpu-interpreter" key."""
+    stats = stats if stats is not None else STATS
+    candidates = list(candidates)
+    if not candidates:
+        raise ValueError("tune: no candidates")
+    by_name = {c.name: c for c in candidates}
+    if len(by_name) != len(candidates):
+        raise ValueError(f"tune: candidate names repeat: {[c.name for c in candidates]}")
+
+    if cache is not None:
+        decision = cache.get(key) or {}
+        name, timings = decision.get("name"), decision.get("timings_ms")
+        hit = by_name.get(name) if isinstance(name, str) else None  # a decision is any JSON dict
+        if hit is not None and _as_stored(hit.config) == decision.get("config"):
+            stats.hits += 1
+            return Choice(hit, "cache", dict(timings) if isinstance(timings, dict) else {})
+        stats.misses += 1
+
+    pick = (heuristic or first_candidate)(candidates)
+    if by_name.get(getattr(pick, "name", None)) is not pick:
+        raise ValueError(f"tune: the heuristic returned {pick!r}, not one of the candidates")
+    if timer is _AUTO:
+        timer = default_timer(key)
+    if timer is None:
+        stats.heuristic += 1
+        return Choice(pick, "heuristic", {})
+
+    # Must-time candidates first, so a budget spent early can only cut optional ones.
+    must = [c for c in candidates if c.is_library] + ([] if pick.is_library else [pick])
+    order = must + [c for c in candidates if not (c.is_library or c is pick)]
+    start = clock()
+    timings: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    skipped: list[str] = []
+    shown = _Progress(progress or _stderr, clock, start, progress_after_s)
+    for i, cand in enumerate(order, 1):
+        if i > len(must) and budget_s is not None and clock() - start >= budget_s:
+            skipped = [c.name for c in order[i - 1:]]
+            stats.skipped += len(skipped)
+            shown(f"ember autotune {key.kernel[:12]}: time budget of {budget_s:g} s spent; "
+                  f"{len(skipped)} candidate(s) not timed")
+            break
+        stats.benchmarks += 1
+        try:
+            ms = float(timer(cand.run))
+            if not (math.isfinite(ms) and ms >= 0):
+                raise ValueError(f"the timer returned {ms}")
+        except Exception as e:  # noqa: BLE001 - one bad config must not fail the compile
+            failed[cand.name] = f"{type(e).__name__}: {e}"
+            shown(f"ember autotune {key.kernel[:12]} [{i}/{len(order)}] {cand.name}: failed ({e})")
+            continue
+        timings[cand.name] = ms
+        shown(f"ember autotune {key.kernel[:12]} [{i}/{len(order)}] {cand.name} "
+              f"{cand.config}: {ms:.4f} ms")
+
+    if not timings:
+        raise RuntimeError(f"tune: every candidate failed for {key.summary()}: {failed}")
+    rank = {c.name: i for i, c in enumerate(candidates)}
+    best = min((by_name[n] for n in timings),
+               key=lambda c: (timings[c.name], not c.is_library, rank[c.name]))
+    shown(f"ember autotune {key.kernel[:12]}: chose {best.name} ({timings[best.name]:.4f} ms)")
+    if cache is not None:
+        cache.put(key, {"name": best.name, "config": best.config, "is_library": best.is_library,
+                        "timings_ms": timings, "failed": failed, "skipped": skipped,
+                        "budget_s": budget_s, "tune_s": round(clock() - start, 6)})
+    return Choice(best, "benchmark", timings)
+
+
+class _Progress:
+    """Holds lines back until the tune has run for `after_s`, then shows them and all later ones."""
+
+    def __init__(self, sink: Callable[[str], None], clock: Callable[[], float], start: float,
+                 after_s: float):
+        self.sink, self.clock, self.start, self.after_s = sink, clock, start, after_s
+        self.held: list[str] | None = []  # None once lines are shown as they come
+
+    def __call__(self, line: str) -> None:
+        if self.held is None:
+            self.sink(line)
+        elif self.clock() - self.start > self.after_s:
+            for held in self.held:
+                self.sink(held)
+            self.held = None
+            self.sink(line)
+        else:
+            self.held.append(line)

@@ -1,0 +1,149 @@
+"""tune() with a fake timer and a fake clock: what is timed, what is chosen, what is stored."""
+import pytest
+
+from ember.autotune import (CPU_INTERPRETER, Candidate, TuningCache, TuningStats, default_timer,
+                            do_bench_median, tune)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeTimer:
+    """Returns scripted milliseconds per candidate; each call advances the clock by `cost_s`."""
+
+    def __init__(self, times, clock=None, cost_s=0.0):
+        self.times, self.clock, self.cost_s, self.calls = dict(times), clock, cost_s, []
+
+    def __call__(self, fn):
+        name = fn()  # each candidate's run returns its name (see cands)
+        self.calls.append(name)
+        if self.clock is not None:
+            self.clock.now += self.cost_s
+        t = self.times[name]
+        if isinstance(t, Exception):
+            raise t
+        return t
+
+
+def cands(*names, library=("cublas",)):
+    return [Candidate(n, {"BLOCK": 16 * (i + 1)}, run=lambda n=n: n, is_library=n in library)
+            for i, n in enumerate(names)]
+
+
+TIMES = {"cublas": 1.0, "b16": 1.5, "b32": 0.7, "b64": 0.9}
+
+
+def test_fastest_is_chosen_library_timed_and_stored(tmp_path, make_key):
+    cache, stats, timer = TuningCache(tmp_path), TuningStats(), FakeTimer(TIMES)
+    choice = tune(make_key(), cands("b16", "b32", "b64", "cublas"), cache=cache, timer=timer,
+                  stats=stats, progress=lambda line: None)
+    assert (choice.name, choice.config, choice.source) == ("b32", {"BLOCK": 32}, "benchmark")
+    assert sorted(timer.calls) == sorted(TIMES)
+    assert timer.calls[:2] == ["cublas", "b16"]  # library and the heuristic pick first
+    stored = cache.get(make_key())
+    assert stored["name"] == "b32" and stored["timings_ms"] == TIMES and stored["skipped"] == []
+    assert (stats.misses, stats.hits, stats.benchmarks) == (1, 0, 4)
+
+
+def test_second_tune_with_the_same_key_benchmarks_nothing(tmp_path, make_key):
+    cache = TuningCache(tmp_path)
+    tune(make_key(), cands("b16", "b32", "cublas"), cache=cache, timer=FakeTimer(TIMES))
+    stats, timer = TuningStats(), FakeTimer(TIMES)
+    choice = tune(make_key(), cands("b16", "b32", "cublas"), cache=cache, timer=timer, stats=stats)
+    assert (choice.name, choice.source, timer.calls) == ("b32", "cache", [])
+    assert (stats.hits, stats.misses, stats.benchmarks) == (1, 0, 0)
+    assert choice.candidate.run() == "b32"  # the caller gets the live candidate back
+
+
+def test_library_wins_when_fastest_and_on_ties(make_key):
+    assert tune(make_key(), cands("b16", "cublas"), timer=FakeTimer({"b16": 2.0, "cublas": 1.0})).name == "cublas"
+    assert tune(make_key(), cands("b16", "cublas"), timer=FakeTimer({"b16": 1.0, "cublas": 1.0})).name == "cublas"
+
+
+def test_cpu_interpreter_uses_the_heuristic_and_stores_nothing(tmp_path, make_key):
+    cache, stats = TuningCache(tmp_path), TuningStats()
+    key = make_key(device=CPU_INTERPRETER)
+    assert default_timer(key) is None and default_timer(make_key()) is do_bench_median
+    pick_b32 = lambda cs: next(c for c in cs if c.name == "b32")  # noqa: E731
+    for _ in range(2):  # deterministic: same answer each time, nothing timed or stored
+        choice = tune(key, cands("b16", "b32", "cublas"), cache=cache, heuristic=pick_b32, stats=stats)
+        assert (choice.name, choice.source) == ("b32", "heuristic")
+    assert tune(key, cands("b16", "b32"), cache=cache).name == "b16"  # default: the first one
+    assert cache.entries() == []
+    assert (stats.heuristic, stats.benchmarks) == (2, 0)
+
+
+def test_budget_stops_early_but_always_times_library_and_heuristic(tmp_path, make_key):
+    clock, cache, stats = FakeClock(), TuningCache(tmp_path), TuningStats()
+    timer = FakeTimer({**TIMES, "b128": 0.1, "b256": 0.1}, clock, cost_s=1.0)
+    names = ("b16", "b32", "b64", "b128", "b256", "cublas")
+    choice = tune(make_key(), cands(*names), cache=cache, timer=timer, budget_s=2.5, clock=clock,
+                  stats=stats, progress=lambda line: None)
+    # cublas and b16 (the heuristic pick) take 2 s, b32 fits before 2.5 s, the rest are skipped.
+    assert timer.calls == ["cublas", "b16", "b32"]
+    assert choice.name == "b32"
+    assert cache.get(make_key())["skipped"] == ["b64", "b128", "b256"]
+    assert stats.skipped == 3
+    # A zero budget still races the library against the heuristic choice.
+    timer0 = FakeTimer(TIMES, FakeClock())
+    assert tune(make_key(), cands("b16", "b32", "cublas"), timer=timer0, budget_s=0.0).name == "cublas"
+    assert timer0.calls == ["cublas", "b16"]
+
+
+def test_progress_only_for_long_tunes(make_key):
+    lines = []
+    tune(make_key(), cands("b16", "b32", "cublas"), timer=FakeTimer(TIMES, FakeClock(), cost_s=0.1),
+         clock=FakeClock(), progress=lines.append)
+    assert lines == []
+    clock = FakeClock()
+    tune(make_key(), cands("b16", "b32", "b64", "cublas"), timer=FakeTimer(TIMES, clock, cost_s=0.6),
+         clock=clock, progress=lines.append)
+    # Held back until 1 s had passed, then everything: 4 candidates and the choice.
+    assert len(lines) == 5 and "[1/4] cublas" in lines[0] and "chose b32" in lines[-1]
+
+
+def test_failing_candidate_is_left_out(tmp_path, make_key):
+    cache = TuningCache(tmp_path)
+    times = {**TIMES, "b32": RuntimeError("out of shared memory")}
+    choice = tune(make_key(), cands("b16", "b32", "b64", "cublas"), cache=cache, timer=FakeTimer(times),
+                  progress=lambda line: None)
+    assert choice.name == "b64"
+    assert "out of shared memory" in cache.get(make_key())["failed"]["b32"]
+    with pytest.raises(RuntimeError, match="every candidate failed"):
+        tune(make_key(), cands("b16"), timer=FakeTimer({"b16": ValueError("bad")}), progress=lambda line: None)
+
+
+def test_stored_choice_no_longer_offered_is_a_miss(tmp_path, make_key):
+    cache = TuningCache(tmp_path)
+    tune(make_key(), cands("b16", "b32", "cublas"), cache=cache, timer=FakeTimer(TIMES))
+    # b32 gone from the search space: retune instead of returning a kernel nobody offered.
+    timer = FakeTimer(TIMES)
+    assert tune(make_key(), cands("b16", "cublas"), cache=cache, timer=timer).name == "cublas"
+    assert timer.calls == ["cublas", "b16"]
+    # Same name, other config: also retuned.
+    changed = [Candidate("b16", {"BLOCK": 999}, run=lambda: "b16"), *cands("cublas")]
+    timer = FakeTimer(TIMES)
+    assert tune(make_key(), changed, cache=cache, timer=timer).source == "benchmark"
+    assert timer.calls == ["cublas", "b16"]
+
+
+def test_bad_arguments(make_key):
+    with pytest.raises(ValueError, match="no candidates"):
+        tune(make_key(), [], timer=FakeTimer({}))
+    with pytest.raises(ValueError, match="repeat"):
+        tune(make_key(), cands("b16", "b16"), timer=FakeTimer(TIMES))
+    with pytest.raises(ValueError, match="heuristic returned"):
+        tune(make_key(), cands("b16"), timer=FakeTimer(TIMES), heuristic=lambda cs: Candidate("x"))
+
+
+def test_hand_edited_decision_is_a_miss_not_a_crash(tmp_path, make_key):
+    cache = TuningCache(tmp_path)
+    cache.put(make_key(), {"name": ["b16"], "config": 3, "timings_ms": "fast"})
+    timer = FakeTimer(TIMES)
+    assert tune(make_key(), cands("b16", "cublas"), cache=cache, timer=timer).source == "benchmark"
+    assert cache.get(make_key())["name"] == "cublas"
