@@ -180,8 +180,11 @@ class GroupBuilder:
 
     # ------------------------------------------------------------------ legality and cost
     def _bad_edge(self, a: int, b: int, dom: Domain) -> tuple[int, int] | None:
-        """A producer -> consumer pair between groups a and b that one kernel of `dom` cannot
-        carry, or None. Roles: a value is full, row or rowdrop in `dom` (fuse_domains)."""
+        """A producer -> consumer pair inside the merged group that one kernel of `dom` cannot
+        carry, or None. Roles: a value is full, row, rowdrop or bcast in `dom` (fuse_domains).
+        Edges already inside a or b are checked again: a merge can change roles (a [1,8,1] mask
+        feeding a [1,8,32] op is per element in a pointwise domain, but in a domain reducing a
+        [2,8,32] over axis 0 the consumer becomes a row op and the mask a per-element value)."""
         g = self.g
         inside = {*self.gr.members[a], *self.gr.members[b]}
         for ci in inside:
@@ -191,7 +194,7 @@ class GroupBuilder:
                 if p is None:
                     continue
                 pi = self.index[id(p)]
-                if pi not in inside or (self.gr.group[pi] == self.gr.group[ci]):
+                if pi not in inside:
                     continue
                 have = dom.role(v.type.shape)
                 want = "full" if c.opdef.kind == "reduction" else dom.role(c.result.type.shape)

@@ -165,7 +165,7 @@ def test_argmin_iota_and_integer_sum_that_wraps(device, strategy):
     y = random_tensor((5, 30), torch.int8, low=-100, high=100)
 
     def eager(x, y):
-        z = x * torch.arange(30, dtype=torch.float32)
+        z = x * torch.arange(30, dtype=torch.float32, device=x.device)
         return x.argmin(1), z - z.amin(1, keepdim=True), y.sum(1, dtype=torch.int8)
 
     compiled = check_graph(g, [x, y], eager)

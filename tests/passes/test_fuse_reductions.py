@@ -189,3 +189,31 @@ def test_size_cap_splits_a_long_chain():
     assert sizes == [5, fuse_groups.MAX_GROUP_OPS]
     assert [r["reason"] for r in rec.details["rejected"]] == ["kernel-size-cap"]
     assert_same_values(before, g, seeds=(0,))
+
+
+def test_a_merge_that_makes_a_per_element_value_feed_a_row_op_is_refused():
+    # In its own pointwise group, not(%m) ([1,8,1]) broadcasts into the [1,8,32] where. Joining
+    # the reduction over axis 0 of [2,8,32] would make the where a row op fed by a per-element
+    # value: the two stay apart (found in GPT-2's embedding backward).
+    rec = run_golden("fuse", """
+        func @f(%x: f32[2,8,32], %m: b1[1,8,1]) -> (f32[1,8,32]) {
+          %0: f32[1,8,32] = reduce_sum[axes=(0,), keepdim=True] %x
+          %1: b1[1,8,1] = bitwise_not %m
+          %2: f32[] = full[value=0.0]
+          %3: f32[1,8,32] = where %1, %2, %0
+          return %3
+        }
+        """, """
+        func @f(%x: f32[2,8,32], %m: b1[1,8,1]) -> (f32[1,8,32]) [device="cpu"] {
+          %0: f32[1,8,32] = reduce_sum[axes=(0,), keepdim=True] %x
+          %1: f32[1,8,32] = fused[name="fused0"] %m, %0 {
+            ^(%in0: b1[1,8,1], %in1: f32[1,8,32]):
+            %0: b1[1,8,1] = bitwise_not %in0
+            %1: f32[] = full[value=0.0]
+            %2: f32[1,8,32] = where %0, %1, %in1
+            yield %2
+          }
+          return %1
+        }
+        """)
+    assert ("%0 = reduce_sum", "%3 = where", "role-mismatch") in _rejected(rec), _rejected(rec)
