@@ -23,6 +23,11 @@ class CompiledGraph:
     externs         one {"op", "target", "reason"} per library / ATen call in the wrapper
     num_kernels     Triton kernels launched per call (a reshape's copy, done only when the input's
                     layout allows no view, is not counted)
+    memory_plan     which wrapper-allocated buffers take a dead buffer's storage (memory_plan.py)
+    peak_bytes_planned, peak_bytes_unplanned
+                    bytes the wrapper's own allocations hold at their peak, with and without that
+                    reuse: ints, or sympy expression strings ("512*s0") when sizes are symbolic
+    memory          the report.json summary: both peaks, buffers allocated, buffers reused
     """
 
     def __init__(self, graph: Graph, module, generated, path: Path):
@@ -33,6 +38,10 @@ class CompiledGraph:
         self.module_path = path
         self.externs: list[dict] = generated.externs
         self.num_kernels: int = generated.num_kernels
+        self.memory_plan = generated.memory
+        self.peak_bytes_planned: int | str = generated.memory.peak_bytes_planned
+        self.peak_bytes_unplanned: int | str = generated.memory.peak_bytes_unplanned
+        self.memory: dict = generated.memory.summary()
         self._call = module.call
         self._symbols = list(graph.symbols)
         self._dtypes = [to_torch(v.type.dtype) for v in graph.inputs]

@@ -3,7 +3,8 @@
 The wrapper walks the graph in order. Per op it writes a comment with the op's IR line, then either
 allocates the (contiguous) result and launches a kernel on one line, or applies a torch view, or
 calls a library function (matmul, ATen externs). Sizes derived from symbols are computed once at
-the top of `call`.
+the top of `call`. Where memory_plan.py finds a dead buffer of the same byte size, a kernel's
+result takes its storage (`buf2 = buf0  # reuses buf0 (dead after %1)`) instead of a torch.empty.
 
     def call(inputs, s0):
         x, w = inputs
@@ -21,10 +22,11 @@ import sympy
 from ..ir import Graph, Op, Value
 from ..ir.ops import resolve_target
 from ..ir.printer import format_attrs
-from ..ir.types import TensorType
+from ..ir.types import TensorType, shapes_equal
 from . import runtime
 from .data_movement import concat_kernel, gather_kernel, index_kernel, pad_kernel
 from .kernel_writer import Kernel
+from .memory_plan import MemoryPlan, plan_memory
 from .naming import Namer, SizeNames
 from .pointwise import can_lower, fused_pointwise_kernel, pointwise_kernel
 from .python_literals import python_literal
@@ -45,6 +47,7 @@ class GeneratedModule:
     externs: list[dict]
     num_kernels: int                  # launches every call makes (conditional reshape copies excluded)
     interpret: bool
+    memory: MemoryPlan                # which buffers reuse dead ones' storage; peak bytes
 
 
 def uses_interpreter(device: str) -> bool:
@@ -65,6 +68,8 @@ class WrapperBuilder:
         self.externs: list[dict] = []
         self.num_kernels = 0
         self.contiguous: set[Value] = set()   # values known to be contiguous (kernel outputs)
+        self._region_kernels: dict[Op, Kernel | None] = {}
+        self.memory = MemoryPlan()  # planned in build(), once every op's lowering is known
 
     # ------------------------------------------------------------------ helpers
     def line(self, text: str, indent: int = 1) -> None:
@@ -77,9 +82,26 @@ class WrapperBuilder:
 
     def alloc(self, v: Value, name: str, indent: int = 1) -> None:
         t = v.type
+        reuse = self.memory.reuses.get(v)
+        if reuse is not None:
+            donor = self.names[reuse.donor]
+            self.line(f"{name} = {self.reinterpret(donor, reuse.donor, v)}  "
+                      f"# reuses {donor} (dead after {reuse.dead_after})", indent)
+            return
         device = "DEVICE" if t.device == self.graph.device else repr(t.device)
         self.line(f"{name} = torch.empty({self.sizes.shape(t.shape)}, dtype={_torch_dtype(t.dtype)}, "
                   f"device={device})", indent)
+
+    def reinterpret(self, donor: str, old: Value, new: Value) -> str:
+        """`donor` (contiguous, as every allocated buffer is) as a tensor of `new`'s type; the plan
+        guarantees equal byte sizes. A dtype change goes through 1-d, where `.view(dtype)` is always
+        valid for a contiguous tensor whose bytes divide evenly."""
+        shape = self.sizes.shape(new.type.shape)
+        if old.type.dtype != new.type.dtype:
+            return f"{donor}.view(-1).view({_torch_dtype(new.type.dtype)}).view({shape})"
+        if shapes_equal(old.type.shape, new.type.shape):
+            return donor
+        return f"{donor}.view({shape})"
 
     def kernel_name(self, kernel: Kernel, op_name: str) -> str:
         name = self._kernel_names.get(kernel.source)
@@ -125,26 +147,41 @@ class WrapperBuilder:
         except UnsupportedDtype as e:
             raise UnsupportedDtype(f"{comment[2:]}: {e}") from None
 
+    def lowering(self, op: Op) -> str:
+        """How `op` is emitted, in the terms memory_plan.py plans with: "kernel" (allocates its
+        result, one launch), "view" (a torch view of its input), "matmul" or "extern" (library
+        calls: torch allocates), "region" (a fused region as one kernel) or "unfused" (op by op)."""
+        if can_lower(op) or op.opdef.kind == "reduction" or op.name in _KERNEL_BUILDERS:
+            return "kernel"
+        if op.name in _VIEWS:
+            return "view"
+        if op.name in ("matmul", "extern"):
+            return op.name
+        if op.name == "fused":
+            return "region" if self.region_kernel(op) is not None else "unfused"
+        raise NotImplementedError(f"codegen has no lowering for op {op.name!r}")
+
     def _emit(self, op: Op) -> None:
-        if can_lower(op):
-            self.kernel_op(op, pointwise_kernel([op]))
-        elif op.opdef.kind == "reduction":
-            self.kernel_op(op, reduction_kernel(op))
-        elif op.name in _KERNEL_BUILDERS:
-            self.kernel_op(op, _KERNEL_BUILDERS[op.name](op))
-        elif op.name in _VIEWS:
+        kind = self.lowering(op)
+        if kind == "kernel":
+            if can_lower(op):
+                kernel = pointwise_kernel([op])
+            elif op.opdef.kind == "reduction":
+                kernel = reduction_kernel(op)
+            else:
+                kernel = _KERNEL_BUILDERS[op.name](op)
+            self.kernel_op(op, kernel)
+        elif kind == "view":
             self.view_op(op)
-        elif op.name == "matmul":
+        elif kind == "matmul":
             a, b = (self.names[v] for v in op.inputs)
             self.line(f"{self.names[op.result]} = torch.matmul({a}, {b})")
             self.externs.append({"op": "matmul", "target": "aten.matmul",
                                  "reason": "matmul template not implemented yet"})
-        elif op.name == "extern":
+        elif kind == "extern":
             self.extern_op(op)
-        elif op.name == "fused":
+        else:  # "region" or "unfused"
             self.region_op(op)
-        else:
-            raise NotImplementedError(f"codegen has no lowering for op {op.name!r}")
 
     def kernel_op(self, op: Op, kernel: Kernel) -> None:
         self.alloc(op.result, self.names[op.result])
@@ -152,16 +189,24 @@ class WrapperBuilder:
         self.launch(kernel, op.name, self.names)
         self.num_kernels += 1
 
+    def region_kernel(self, op: Op) -> Kernel | None:
+        """The one kernel a fused region becomes, or None when its body must run op by op."""
+        if op not in self._region_kernels:
+            body = op.attrs["body"]
+            try:
+                kernel = fused_pointwise_kernel(body) or fused_row_kernel(body)
+            except UnsupportedDtype:
+                kernel = None  # op by op, where emit names the failing op
+            self._region_kernels[op] = kernel
+        return self._region_kernels[op]
+
     def region_op(self, op: Op) -> None:
         """A fused region: one kernel when its body is a pointwise chain over one iteration space
         or a row kernel's domain, else its body's ops emitted one by one (correct, just unfused)."""
         body = op.attrs["body"]
         for v, outer in zip(body.inputs, op.inputs):
             self.names[v], self.ir_names[v] = self.names[outer], f"%{v.name}"
-        try:
-            kernel = fused_pointwise_kernel(body) or fused_row_kernel(body)
-        except UnsupportedDtype:
-            kernel = None  # op by op below, where the failing op is named
+        kernel = self.region_kernel(op)
         if kernel is not None:
             names = dict(self.names)
             for v, r in zip(body.outputs, op.results):
@@ -240,6 +285,7 @@ class WrapperBuilder:
                 self.ir_names[r] = f"%{n}"
                 self.names[r] = self.namer.claim(f"buf{n}")
                 n += 1
+        self.memory = plan_memory(g, self.lowering)
         for op in g.ops:
             self.emit(op)
         return self._assemble()
@@ -261,7 +307,7 @@ class WrapperBuilder:
         kernels = "\n\n".join(self.kernels.values())
         source = "\n\n".join(filter(None, [_header(g, self.interpret), kernels, wrapper]))
         return GeneratedModule(source, dict(self.kernels), wrapper, self.externs, self.num_kernels,
-                               self.interpret)
+                               self.interpret, self.memory)
 
 
 def generate_module(graph: Graph) -> GeneratedModule:

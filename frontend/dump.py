@@ -8,7 +8,9 @@
     wrapper.py         the Python wrapper that launches them
     report.json        graph name, op and kernel counts, every extern and why, the pass records,
                        every fused region (its ops, operand and result counts), and every pair
-                       fuse left unfused with its reason (`fusion_rejected`)
+                       fuse left unfused with its reason (`fusion_rejected`), and the wrapper's
+                       memory plan (`memory`: peak bytes with and without buffer reuse, buffers
+                       allocated, buffers reused; null when nothing was compiled)
     fusion.txt         the same fusion report as tables (frontend/fusion_report.py)
 
 Every .ir file is canonical IR text that `ember.ir.parse` reads back to an equal graph. With no
@@ -89,6 +91,7 @@ class Dump:
             "op_count": len(graph.ops) if graph is not None else 0,
             "input_op_count": input_ops,
             "kernel_count": getattr(compiled, "num_kernels", 0) if compiled is not None else 0,
+            "memory": getattr(compiled, "memory", None),
             "externs": externs_of(graph) if graph is not None else [],
             "fusion": regions,
             "fusion_rejected": rejected,

@@ -32,6 +32,11 @@ def test_dump_folder(dump_dir):
         for key in ("op_count", "kernel_count", "externs", "passes"):
             assert key in report
         assert report["kernel_count"] == len(list((folder / "kernels").glob("*.py")))
+        memory = report["memory"]
+        assert set(memory) == {"peak_bytes_planned", "peak_bytes_unplanned", "buffers", "reused"}
+        assert memory["buffers"] >= memory["reused"] >= 0
+        if isinstance(memory["peak_bytes_planned"], int):  # concrete sizes (else sympy text)
+            assert 0 <= memory["peak_bytes_planned"] <= memory["peak_bytes_unplanned"]
         for rec in report["passes"]:
             assert set(rec) >= {"name", "changed", "stats", "seconds"}
     fw = json.loads(next(dump_dir.glob("*_fw/report.json")).read_text())

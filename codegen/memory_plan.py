@@ -1,0 +1,169 @@
+"""Memory planning for the wrapper: which kernel-output buffers can take the storage of dead ones.
+
+The wrapper allocates every kernel's result with `torch.empty` and keeps it in a local until `call`
+returns. This module walks the ops in the order the wrapper emits them and gives a buffer the
+storage of one that is already dead, so `call` holds fewer bytes at its peak.
+
+Storage roots. Each value maps to the set of wrapper-allocated buffers whose storage it may share:
+a kernel result is its own root; a view (reshape/permute/expand/slice) has its input's roots; an
+extern may return its inputs or views of them, so its results get the roots of all its inputs
+(conservative: its schema's alias annotations could say more); matmul's result is torch's own
+(aten::matmul has no alias annotation: it never shares its inputs' storage); a `fused` region
+emitted op by op is walked through, its body's values standing for the region's operands and
+results.
+
+Live range. A buffer is live from the op that allocates it to the last op that reads any value
+rooted in it (so a view read later keeps its base alive). Buffers rooted by a graph output never
+die. A buffer that dies at op n is free only after op n: op n may read it while writing its own
+results in any order, so only ops strictly later may take it.
+
+Reuse. Only buffers the wrapper allocates are planned; inputs, matmul and extern results belong to
+torch. A buffer takes a free one's storage when both have provably the same byte size (sympy:
+equal after `expand`) on the same device; dtype and shape may differ, the wrapper reinterprets
+with `.view`. Buffers rooted by a graph output neither give nor take storage, so what the caller
+gets back is its own fresh tensor. Of several free candidates the most recently freed is taken.
+
+Bytes. Locals are never deleted, so the wrapper's own allocations all stay alive until `call`
+returns: `peak_bytes_unplanned` is the sum over every planned-for buffer, `peak_bytes_planned` the
+sum over those that still call `torch.empty`. Both count graph outputs the wrapper allocates; a
+reshape's conditional copy is not counted. They are ints for concrete shapes and sympy expression
+strings (e.g. "1024*s0") when sizes are symbolic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import sympy
+
+from ..ir import Graph, Op, Value, to_torch
+
+# How the wrapper emits an op; WrapperBuilder.lowering is the one source of these.
+ALLOCATES = ("kernel", "region")   # the wrapper allocates the results, then one kernel writes them
+ALIASES = ("view", "extern")       # results may share their inputs' storage
+FRESH = ("matmul",)                # torch allocates the results; they share nothing
+UNFUSED = "unfused"                # a fused region whose body is emitted op by op
+
+
+@dataclass(frozen=True)
+class Reuse:
+    donor: Value        # the dead buffer whose storage this one takes
+    dead_after: str     # the op that last used the donor, as "%n" (the IR name of its result)
+
+
+@dataclass
+class MemoryPlan:
+    buffers: list[Value] = field(default_factory=list)      # wrapper-allocated, in allocation order
+    reuses: dict[Value, Reuse] = field(default_factory=dict)
+    live: dict[Value, tuple[int, int | None]] = field(default_factory=dict)  # step range; None: returned
+    bytes_unplanned: sympy.Expr = sympy.Integer(0)
+    bytes_planned: sympy.Expr = sympy.Integer(0)
+
+    @property
+    def peak_bytes_planned(self) -> int | str:
+        return _report_bytes(self.bytes_planned)
+
+    @property
+    def peak_bytes_unplanned(self) -> int | str:
+        return _report_bytes(self.bytes_unplanned)
+
+    def summary(self) -> dict:
+        return {"peak_bytes_planned": self.peak_bytes_planned,
+                "peak_bytes_unplanned": self.peak_bytes_unplanned,
+                "buffers": len(self.buffers), "reused": len(self.reuses)}
+
+
+def nbytes(v: Value) -> sympy.Expr:
+    return sympy.expand(v.type.numel * to_torch(v.type.dtype).itemsize)
+
+
+@dataclass
+class _Step:
+    label: str
+    reads: frozenset[Value]   # buffers (roots) this op may read
+    allocs: list[Value]       # buffers this op allocates
+
+
+class _Walk:
+    """The wrapper's op sequence as steps, with each value's storage roots."""
+
+    def __init__(self, lowering: Callable[[Op], str]):
+        self.lowering = lowering
+        self.roots: dict[Value, frozenset[Value]] = {}
+        self.steps: list[_Step] = []
+
+    def roots_of(self, v: Value) -> frozenset[Value]:
+        return self.roots.get(v, frozenset())  # graph inputs: torch's storage, never planned
+
+    def walk(self, ops: list[Op], suffix: str = "") -> None:
+        n = 0  # values are numbered over results, as the printer and the wrapper's comments do
+        for i, op in enumerate(ops):
+            label = (f"%{n}" if op.results else f"{op.name} #{i}") + suffix
+            n += len(op.results)
+            kind = self.lowering(op)
+            if kind == UNFUSED:
+                self.walk_region(op, label)
+                continue
+            reads = frozenset().union(*(self.roots_of(v) for v in op.inputs))
+            if kind in ALLOCATES:
+                for r in op.results:
+                    self.roots[r] = frozenset([r])
+                self.steps.append(_Step(label, reads, list(op.results)))
+            elif kind in ALIASES or kind in FRESH:
+                for r in op.results:
+                    self.roots[r] = reads if kind in ALIASES else frozenset()
+                self.steps.append(_Step(label, reads, []))
+            else:
+                raise ValueError(f"unknown lowering {kind!r} for op {op.name}")
+
+    def walk_region(self, op: Op, label: str) -> None:
+        body: Graph = op.attrs["body"]
+        for v, outer in zip(body.inputs, op.inputs):
+            self.roots[v] = self.roots_of(outer)
+        self.walk(body.ops, suffix=f" in {label}")
+        for v, r in zip(body.outputs, op.results):
+            self.roots[r] = self.roots_of(v)
+
+
+def plan_memory(graph: Graph, lowering: Callable[[Op], str]) -> MemoryPlan:
+    """Plan `graph`'s wrapper-allocated buffers; `lowering(op)` says how the wrapper emits `op`
+    (one of ALLOCATES, ALIASES, FRESH or UNFUSED)."""
+    w = _Walk(lowering)
+    w.walk(graph.ops)
+    returned = frozenset().union(*(w.roots_of(v) for v in graph.outputs))
+
+    start: dict[Value, int] = {}
+    last: dict[Value, int] = {}
+    for i, step in enumerate(w.steps):
+        for b in step.allocs:
+            start[b] = last[b] = i
+        for b in step.reads:
+            last[b] = max(last[b], i)
+    dies_at: dict[int, list[Value]] = {}
+    for b, i in last.items():
+        if b not in returned:
+            dies_at.setdefault(i, []).append(b)
+
+    plan = MemoryPlan()
+    free: dict[tuple, list[tuple[Value, str]]] = {}   # (device, nbytes) -> dead buffers, newest last
+    for i, step in enumerate(w.steps):
+        for b in step.allocs:
+            plan.buffers.append(b)
+            plan.live[b] = (start[b], None if b in returned else last[b])
+            size = nbytes(b)
+            plan.bytes_unplanned += size
+            pool = free.get((b.type.device, size)) if b not in returned and size != 0 else None
+            if pool:
+                donor, label = pool.pop()
+                plan.reuses[b] = Reuse(donor, label)
+            else:
+                plan.bytes_planned += size
+        for b in dies_at.get(i, ()):  # after this op's own allocations: reuse is strictly later
+            if nbytes(b) != 0:
+                free.setdefault((b.type.device, nbytes(b)), []).append((b, step.label))
+    return plan
+
+
+def _report_bytes(e: sympy.Expr) -> int | str:
+    e = sympy.expand(e)
+    return int(e) if e.is_Integer else str(e)
