@@ -18,7 +18,7 @@ PERSISTENT_REDUCTION_MAX = 4096
 POINTWISE_BLOCK = 1024      # elements per program for pointwise and data-movement kernels
 LOOPED_RBLOCK = 1024        # chunk of the reduced extent per loop iteration
 REDUCTION_TILE = 4096       # XBLOCK * RBLOCK upper bound, keeps register use bounded
-ELEMENTS_PER_THREAD = 8     # a bf16 thread then reads 16 bytes: one vectorized load
+ELEMENTS_PER_THREAD = 16    # measured on the H100 (bf16 softmax/norms/gelu at 4096 wide): 8 was 5-15% slower
 
 
 @dataclass(frozen=True)

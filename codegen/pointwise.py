@@ -15,7 +15,7 @@ from ..ir.types import TensorType, broadcast_shapes, shapes_equal
 from .kernel_writer import Coord, Kernel, KernelWriter
 from .launch_heuristics import choose_launch
 from .pointwise_ops import lower_pointwise
-from .triton_types import compute_dtype, literal, tl_dtype
+from .triton_types import compute_dtype, convert, literal, tl_dtype
 
 REGION_OPS = ("full", "iota")  # non-pointwise-kind ops a pointwise region can hold
 
@@ -69,6 +69,23 @@ def emit_op(w: KernelWriter, op: Op, env: dict[Value, str], coords: dict[int, Co
     return lower_pointwise(op.name, [env[v] for v in op.inputs], data[0].type.dtype, op.attrs)
 
 
+def rounded(expr: str, dtype: str) -> str:
+    """A value computed in f32 for a low-precision op, rounded to the op's dtype and back.
+
+    An IR op of dtype bf16 yields a bf16 value (what the interpreter and eager compute); inside a
+    fused kernel nothing goes through memory, so the rounding that a store would do is done here.
+    Without it a fused bf16 chain is *more* precise than eager, and a later cancellation (a sum of
+    values of both signs) turns that one-ulp difference into a visible error."""
+    cdt = compute_dtype(dtype)
+    return expr if cdt == dtype else f"{convert(expr, dtype)}.to({tl_dtype(cdt)})"
+
+
+def emit_rounded(w: KernelWriter, op: Op, env: dict[Value, str], coords: dict[int, Coord]) -> str:
+    """emit_op with the result rounded to its dtype (casts round themselves)."""
+    expr = emit_op(w, op, env, coords)
+    return expr if op.name == "cast" else rounded(expr, op.result.type.dtype)
+
+
 def pointwise_kernel(ops: Sequence[Op], outputs: Sequence[Value] | None = None) -> Kernel:
     outputs = list(outputs) if outputs is not None else [r for op in ops[-1:] for r in op.results]
     shape = outputs[0].type.shape
@@ -78,7 +95,7 @@ def pointwise_kernel(ops: Sequence[Op], outputs: Sequence[Value] | None = None) 
     for v in region_inputs(ops):
         env[v] = w.load(v, broadcast_coords(v, coords, len(shape)), "xmask")
     for op in ops:
-        env[op.results[0]] = w.assign("t", emit_op(w, op, env, coords), op.name)
+        env[op.results[0]] = w.assign("t", emit_rounded(w, op, env, coords), op.name)
     for v in outputs:
         w.store(v, "xindex", env[v], compute_dtype(v.type.dtype), "xmask")
     numel = TensorType("f32", shape).numel

@@ -30,7 +30,7 @@ from ..ir.types import TensorType
 from ..passes.fuse_domains import Domain, is_row_reduction
 from .kernel_writer import Coord, Kernel, KernelWriter, is_one
 from .launch_heuristics import choose_launch
-from .pointwise import can_lower, emit_op
+from .pointwise import can_lower, emit_rounded, rounded
 from .reduction import BIG_INDEX, _acc_dtype, _combine, _identity
 from .triton_types import compute_dtype, tl_dtype
 
@@ -202,7 +202,7 @@ class RowKernel:
         on first use, once per role (a bias read by full ops and by row ops is two loads)."""
         w = self.w
         if op.name == "full":
-            expr = emit_op(w, op, env, coords)
+            expr = emit_rounded(w, op, env, coords)
             return w.assign("c", expr.replace(w.block_shape, "[1, 1]", 1), "constant")
         role = self.role[op.result]
         local = {v: self._read(v, op.result.type.shape, role, env, loads, coords) for v in op.inputs}
@@ -211,8 +211,8 @@ class RowKernel:
             cdt = tl_dtype(compute_dtype(op.result.type.dtype))
             expr = f"tl.full({_BLOCK[role]}, 0, {cdt})" if c is None or c.expr == "0" else \
                 f"tl.broadcast_to({c.expr}, {_BLOCK[role]}).to({cdt})"
-            return w.assign("t", expr, "iota")
-        return w.assign("t", emit_op(w, op, local, coords), op.name)
+            return w.assign("t", rounded(expr, op.result.type.dtype), "iota")
+        return w.assign("t", emit_rounded(w, op, local, coords), op.name)
 
     def _read(self, v: Value, oshape, role: str, env: dict[Value, str], loads: dict,
               coords: dict[int, Coord]) -> str:
@@ -264,7 +264,9 @@ class RowKernel:
         acc = _acc_dtype(red.inputs[0].type.dtype)
         want = compute_dtype(red.result.type.dtype)
         if acc != want:  # e.g. an i8 sum accumulated in i32 wraps back to i8 like torch's
-            return self.w.assign("red", f"{name}.to({tl_dtype(want)})")
+            name = self.w.assign("red", f"{name}.to({tl_dtype(want)})")
+        if want != red.result.type.dtype:  # a bf16 sum is a bf16 value, as in eager
+            name = self.w.assign("red", rounded(name, red.result.type.dtype))
         return name
 
     def _init_acc(self, red: Op) -> tuple[str, str | None]:
