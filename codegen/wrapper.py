@@ -68,6 +68,7 @@ class WrapperBuilder:
         self.externs: list[dict] = []
         self.num_kernels = 0
         self.contiguous: set[Value] = set()   # values known to be contiguous (kernel outputs)
+        self.index64: dict[Value, str] = {}   # value -> its INDEX_64 flag expression (see static_index64)
         self._region_kernels: dict[Op, Kernel | None] = {}
         self.memory = MemoryPlan()  # planned in build(), once every op's lowering is known
 
@@ -103,6 +104,30 @@ class WrapperBuilder:
             return donor
         return f"{donor}.view({shape})"
 
+    # ------------------------------------------------------------------ int64 indexing
+    # A kernel indexes in int64 only when a tensor it touches is too large for int32. Deciding
+    # that at every launch from the tensors' sizes and strides cost ~20 us of Python per launch
+    # (more than Triton's own launch), so it is decided as early as possible: at compile time for
+    # the buffers the wrapper allocates (contiguous, known sizes), once per call for the graph's
+    # inputs (`inputs_64`), and views inherit the flag of what they view (a view never reaches
+    # beyond its base's elements). Only extern results and symbolic-size buffers are checked at
+    # each launch.
+    def static_index64(self, v: Value) -> str | None:
+        numel = sympy.sympify(v.type.numel)
+        if not numel.is_Integer:
+            return None
+        return "True" if int(numel) >= runtime.INT32_INDEX_LIMIT else "False"
+
+    def index64_of(self, v: Value, names: dict[Value, str]) -> str:
+        return self.index64.get(v) or f"needs_int64({names[v]})"
+
+    def index64_expr(self, tensors: list[Value], names: dict[Value, str]) -> str:
+        flags = list(dict.fromkeys(self.index64_of(v, names) for v in tensors))
+        if "True" in flags:
+            return "True"
+        flags = [f for f in flags if f != "False"]
+        return " or ".join(flags) if flags else "False"
+
     def kernel_name(self, kernel: Kernel, op_name: str) -> str:
         name = self._kernel_names.get(kernel.source)
         if name is None:
@@ -125,8 +150,7 @@ class WrapperBuilder:
         args.append(f"XBLOCK={cfg.XBLOCK}")
         if cfg.RBLOCK is not None:
             args.append(f"RBLOCK={cfg.RBLOCK}")
-        tensors = ", ".join(names[v] for v in kernel.tensors)
-        args.append(f"INDEX_64=needs_int64({tensors})")
+        args.append(f"INDEX_64={self.index64_expr(kernel.tensors, names)}")
         args.append(f"num_warps={cfg.num_warps}")
         numel = sympy.sympify(kernel.grid_numel)
         if numel == 0:
@@ -176,6 +200,7 @@ class WrapperBuilder:
         elif kind == "matmul":
             a, b = (self.names[v] for v in op.inputs)
             self.line(f"{self.names[op.result]} = torch.matmul({a}, {b})")
+            self._set_index64(op.result, self.static_index64(op.result))  # a new contiguous tensor
             self.externs.append({"op": "matmul", "target": "aten.matmul",
                                  "reason": "matmul template not implemented yet"})
         elif kind == "extern":
@@ -186,6 +211,7 @@ class WrapperBuilder:
     def kernel_op(self, op: Op, kernel: Kernel) -> None:
         self.alloc(op.result, self.names[op.result])
         self.contiguous.add(op.result)
+        self._set_index64(op.result, self.static_index64(op.result))
         self.launch(kernel, op.name, self.names)
         self.num_kernels += 1
 
@@ -206,6 +232,7 @@ class WrapperBuilder:
         body = op.attrs["body"]
         for v, outer in zip(body.inputs, op.inputs):
             self.names[v], self.ir_names[v] = self.names[outer], f"%{v.name}"
+            self._set_index64(v, self.index64.get(outer))
         kernel = self.region_kernel(op)
         if kernel is not None:
             names = dict(self.names)
@@ -213,6 +240,8 @@ class WrapperBuilder:
                 self.alloc(r, self.names[r])
                 self.contiguous.add(r)
                 names[v] = self.names[r]
+                self._set_index64(r, self.static_index64(r))
+                self._set_index64(v, self.static_index64(r))
             self.launch(kernel, op.attrs.get("name") or "fused", names)
             self.num_kernels += 1
             return
@@ -223,11 +252,19 @@ class WrapperBuilder:
             self.emit(bop)
         for v, r in zip(body.outputs, op.results):
             self.line(f"{self.names[r]} = {self.names[v]}")
+            self._set_index64(r, self.index64.get(v))
             if v in self.contiguous:
                 self.contiguous.add(r)
 
+    def _set_index64(self, v: Value, flag: str | None) -> None:
+        if flag is not None:
+            self.index64[v] = flag
+
     def view_op(self, op: Op) -> None:
         src, dst = self.names[op.inputs[0]], self.names[op.result]
+        # A view (or, for a reshape torch cannot view, a contiguous copy of the same elements)
+        # spans no more than its input.
+        self._set_index64(op.result, self.index64.get(op.inputs[0]))
         a = op.attrs
         if op.name == "permute":
             self.line(f"{dst} = {src}.permute({', '.join(map(str, a['dims']))})")
@@ -285,6 +322,8 @@ class WrapperBuilder:
                 self.ir_names[r] = f"%{n}"
                 self.names[r] = self.namer.claim(f"buf{n}")
                 n += 1
+        for v in g.inputs:
+            self.index64[v] = "inputs_64"
         self.memory = plan_memory(g, self.lowering)
         for op in g.ops:
             self.emit(op)
@@ -300,6 +339,8 @@ class WrapperBuilder:
         for v in g.inputs:
             if v.type.device != g.device:  # e.g. a 0-d CPU scalar in a CUDA graph: kernels read device memory
                 head.append(f"    {self.names[v]} = {self.names[v]}.to(DEVICE)")
+        if g.inputs and any("inputs_64" in line for line in self.body):
+            head.append(f"    inputs_64 = needs_int64({unpack})")
         for name, expr in self.sizes.definitions:
             head.append(f"    {name} = {expr}")
         outputs = ", ".join(self.names[v] for v in g.outputs)
