@@ -7,7 +7,8 @@
     kernels/<name>.py  each generated kernel
     wrapper.py         the Python wrapper that launches them
     report.json        graph name, op and kernel counts, every extern and why, the pass records,
-                       every fused region (its ops, operand and result counts), and every pair
+                       every fused region (its ops, operand and result counts, the bytes the
+                       fuse cost model estimates it saves), and every pair
                        fuse left unfused with its reason (`fusion_rejected`), and the wrapper's
                        memory plan (`memory`: peak bytes with and without buffer reuse, buffers
                        allocated, buffers reused; null when nothing was compiled)
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ir import print_graph
-from .fusion_report import fusion_text, rejected_of
+from .fusion_report import bytes_saved_of, fusion_text, rejected_of
 
 
 def _record(rec: Any) -> dict:
@@ -82,6 +83,9 @@ class Dump:
         if not self.enabled:
             return
         regions = regions_of(graph) if graph is not None else []
+        saved = bytes_saved_of(records)
+        for r in regions:
+            r["bytes_saved"] = saved.get(r["name"])  # the fuse cost model's estimate
         rejected = rejected_of(records)
         report = {
             "graph": name,

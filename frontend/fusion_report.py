@@ -29,6 +29,15 @@ def rejected_of(records) -> list[dict]:
     return out
 
 
+def bytes_saved_of(records) -> dict[str, int]:
+    """Region name -> the bytes the fuse cost model estimated its fusion saves (last fuse run)."""
+    saved: dict[str, int] = {}
+    for rec in records:
+        if _get(rec, "name") == "fuse" and not _get(rec, "skipped", False):
+            saved = dict((_get(rec, "details") or {}).get("bytes_saved", {}))
+    return saved
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     fmt = lambda r: "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
@@ -39,8 +48,9 @@ def fusion_text(name: str, regions: list[dict], rejected: list[dict]) -> str:
     """fusion.txt: the regions (as in final.ir), then the rejected pairs with their reasons."""
     lines = [f"fusion report for {name}", "", f"fused regions ({len(regions)}, named as in final.ir):"]
     if regions:
-        lines += _table(["region", "inputs", "outputs", "ops"],
-                        [[r["name"], str(r["inputs"]), str(r["outputs"]), ", ".join(r["ops"])] for r in regions])
+        lines += _table(["region", "inputs", "outputs", "bytes saved", "ops"],
+                        [[r["name"], str(r["inputs"]), str(r["outputs"]), str(r.get("bytes_saved", "?")),
+                          ", ".join(r["ops"])] for r in regions])
     else:
         lines.append("  (none)")
     files = sorted({r["ir"] for r in rejected})
