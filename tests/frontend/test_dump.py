@@ -44,7 +44,8 @@ def test_dump_folder(dump_dir):
     assert "sort" in fw["externs"][0]["reason"]
     # The fusion report: softmax's pointwise parts run in fused regions.
     assert fw["fusion"] and all(r["ops"] and r["outputs"] >= 1 for r in fw["fusion"]), fw["fusion"]
-    assert all(isinstance(r["bytes_saved"], int) and r["bytes_saved"] > 0 for r in fw["fusion"]), fw["fusion"]
+    assert all(isinstance(r["bytes_saved"], int) and r["bytes_saved"] >= 0 for r in fw["fusion"]), fw["fusion"]
+    assert any(r["bytes_saved"] > 0 for r in fw["fusion"]), fw["fusion"]  # the softmax region
     # ...and the pairs it left apart say why: the matmul and the sort extern bound the regions.
     rejected = fw["fusion_rejected"]
     assert all(set(r) >= {"producer", "consumer", "reason", "detail", "ir"} for r in rejected), rejected
