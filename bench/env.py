@@ -30,7 +30,12 @@ def _git(*args: str) -> str | None:
 
 def ember_commit() -> dict:
     """HEAD and whether the tree has local changes. A copy without .git (e.g. a working tree
-    shipped to the GPU machine) has no commit to read; EMBER_BENCH_COMMIT can supply it."""
+    shipped to the GPU machine) has no commit to read; EMBER_BENCH_COMMIT supplies it, and wins
+    when set."""
+    if os.environ.get("EMBER_BENCH_COMMIT"):
+        # Set by whoever shipped the tree: the GPU machine's copy may carry a stale .git whose
+        # HEAD is not the commit that was shipped.
+        return {"commit": os.environ["EMBER_BENCH_COMMIT"], "dirty": None, "source": "EMBER_BENCH_COMMIT"}
     head = _git("rev-parse", "HEAD")
     if head is None:
         return {"commit": os.environ.get("EMBER_BENCH_COMMIT"), "dirty": None,
