@@ -5,7 +5,8 @@
     print(compiled.wrapper_source)             # readable: one line per launch, IR op in a comment
 
 Module map: wrapper.py walks the graph; memory_plan.py decides which buffers reuse dead ones'
-storage; pointwise.py, reduction.py and data_movement.py write kernels through kernel_writer.py;
+storage; pointwise.py, reduction.py, row_kernel.py (fused regions with reductions) and
+data_movement.py write kernels through kernel_writer.py;
 pointwise_ops.py says how each pointwise op becomes Triton;
 triton_helpers.py holds the @triton.jit helpers kernels call; launch_heuristics.py picks block sizes;
 code_cache.py puts the module on disk and imports it; runtime.py is what the module uses at run time.
