@@ -12,10 +12,11 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+
+from ..atomic_io import atomic_writer
 
 # Decision files are a few KiB and generated modules rarely exceed a few hundred; these limits are
 # far above both and only stop hostile or broken archives.
@@ -44,25 +45,18 @@ def write_archive(dest: str | os.PathLike, members: list[tuple[str, bytes]]) -> 
     fmt = archive_format(dest)
     if not dest.parent.is_dir():
         raise ArchiveError(f"{dest}: folder {dest.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if fmt == "zip":
-                with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
-                    for name, data in members:
-                        z.writestr(name, data)
-            else:
-                with tarfile.open(fileobj=f, mode="w:gz") as t:
-                    for name, data in members:
-                        info = tarfile.TarInfo(name)
-                        info.size = len(data)
-                        info.mode = 0o644
-                        t.addfile(info, io.BytesIO(data))
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(dest, "wb") as f:
+        if fmt == "zip":
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
+                for name, data in members:
+                    z.writestr(name, data)
+        else:
+            with tarfile.open(fileobj=f, mode="w:gz") as t:
+                for name, data in members:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    info.mode = 0o644
+                    t.addfile(info, io.BytesIO(data))
     return dest
 
 

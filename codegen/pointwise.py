@@ -11,7 +11,7 @@ import sympy
 from typing import Sequence
 
 from ..ir import Op, Value
-from ..ir.types import TensorType, broadcast_shapes, shapes_equal
+from ..ir.types import TensorType, broadcasts_to, shapes_equal
 from .kernel_writer import Coord, Kernel, KernelWriter
 from .launch_heuristics import choose_launch
 from .pointwise_ops import lower_pointwise
@@ -121,13 +121,6 @@ def fused_pointwise_kernel(body) -> Kernel | None:
         # broadcasting is transitive). iota's coordinates are those of its own shape, so it must
         # span the space exactly.
         if not shapes_equal(op.result.type.shape, shape) and \
-                (op.name == "iota" or not _broadcasts_to(op.result.type.shape, shape)):
+                (op.name == "iota" or not broadcasts_to(op.result.type.shape, shape)):
             return None
     return pointwise_kernel(body.ops, outs)
-
-
-def _broadcasts_to(small, shape) -> bool:
-    try:
-        return shapes_equal(broadcast_shapes(small, shape), shape)
-    except ValueError:
-        return False

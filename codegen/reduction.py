@@ -13,13 +13,10 @@ same-dtype sum); bool reductions run on 0/1 integers (sum/max = any, prod/min = 
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-from ..ir import Op, Value
-from ..ir.types import TensorType, shapes_equal
+from ..ir import Op
+from ..ir.types import TensorType
 from .kernel_writer import Coord, Kernel, KernelWriter
 from .launch_heuristics import LaunchConfig, choose_launch
-from .pointwise import broadcast_coords, can_lower, emit_op, region_inputs, _broadcasts_to
 from .triton_types import compute_dtype, highest, literal, lowest, tl_dtype
 
 BIG_INDEX = 2**62  # the index of a masked-out lane in argmax/argmin: loses every tie

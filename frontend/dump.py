@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic_io import write_text_atomic
 from ..ir import print_graph
 from .fusion_report import bytes_saved_of, fusion_text, rejected_of
 
@@ -61,11 +61,7 @@ class Dump:
     def write_text(self, rel: str, text: str) -> None:
         if not self.enabled:
             return
-        p = self.path / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-        tmp.write_text(text)
-        tmp.replace(p)  # never leave a half-written file behind
+        write_text_atomic(self.path / rel, text)  # never leave a half-written file behind
 
     def write_ir(self, rel: str, graph) -> None:
         if self.enabled:

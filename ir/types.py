@@ -144,6 +144,14 @@ def shapes_equal(a, b) -> bool:
     return len(a) == len(b) and all(dims_equal(x, y) for x, y in zip(a, b))
 
 
+def broadcasts_to(small, shape) -> bool:
+    """numpy broadcasting of `small` to exactly `shape` (trailing dims align; only 1 stretches)."""
+    if len(small) > len(shape):
+        return False
+    lead = len(shape) - len(small)
+    return all(dims_equal(d, 1) or dims_equal(d, shape[lead + i]) for i, d in enumerate(small))
+
+
 def broadcast_shapes(*shapes) -> tuple[Dim, ...]:
     """Numpy broadcasting over symbolic dims; a dim broadcasts only if it is literally 1."""
     rank = max((len(s) for s in shapes), default=0)

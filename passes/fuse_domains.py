@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import Op
-from ..ir.types import Dim, dims_equal, shapes_equal
+from ..ir.types import Dim, broadcasts_to, dims_equal, shapes_equal
 
 POINTWISE_KINDS = ("unary", "binary", "ternary", "cast")
 
@@ -51,19 +51,11 @@ class Domain:
                 return "row"
             if shapes_equal(shape, self.row_shape(False)):
                 return "rowdrop"
-        return "bcast" if broadcasts_into(shape, self.shape) else None
+        return "bcast" if broadcasts_to(shape, self.shape) else None
 
     def __str__(self) -> str:
         dims = ",".join(str(d) for d in self.shape)
         return f"[{dims}]" + (f" reducing axes {self.axes}" if self.axes else "")
-
-
-def broadcasts_into(small, shape) -> bool:
-    """numpy broadcasting of `small` to exactly `shape` (trailing dims align; 1 stretches)."""
-    if len(small) > len(shape):
-        return False
-    lead = len(shape) - len(small)
-    return all(dims_equal(d, 1) or dims_equal(d, shape[lead + i]) for i, d in enumerate(small))
 
 
 def is_pointwise(op: Op) -> bool:
@@ -96,9 +88,9 @@ def merge(a: Domain, b: Domain) -> Domain | None:
     shape, a row shape or broadcasts into the full shape. Two reducing domains must agree on
     shape and axes."""
     if not a.reduces and not b.reduces:
-        if broadcasts_into(a.shape, b.shape):
+        if broadcasts_to(a.shape, b.shape):
             return b
-        return a if broadcasts_into(b.shape, a.shape) else None
+        return a if broadcasts_to(b.shape, a.shape) else None
     if a.reduces and b.reduces:
         same = shapes_equal(a.shape, b.shape) and a.axes == b.axes
         return a if same else None
