@@ -22,6 +22,11 @@ from .triton_types import compute_dtype, highest, literal, lowest, tl_dtype
 BIG_INDEX = 2**62  # the index of a masked-out lane in argmax/argmin: loses every tie
 
 
+def lane_index(rindex: str) -> str:
+    """argmax/argmin: each lane's position along the reduced extent, BIG_INDEX where masked."""
+    return f"tl.where(mask, tl.broadcast_to({rindex}, [XBLOCK, RBLOCK]).to(tl.int64), {BIG_INDEX})"
+
+
 def _acc_dtype(dtype: str) -> str:
     c = compute_dtype(dtype)
     return "i32" if c in ("b1", "i8", "i16", "u8") else c
@@ -76,8 +81,7 @@ def reduction_kernel(op: Op, config: LaunchConfig | None = None) -> Kernel:
         return w.assign("v", f"tl.where(mask, {v}, {ident})", "masked lanes hold the identity"), rindex
 
     def index_block(rindex: str) -> str:
-        return w.assign("i", f"tl.where(mask, tl.broadcast_to({rindex}, [XBLOCK, RBLOCK]).to(tl.int64), "
-                             f"{BIG_INDEX})")
+        return w.assign("i", lane_index(rindex))
 
     combine = "helpers." + op.name + "_combine" if is_arg else _combine(op.name)
     if config.persistent:

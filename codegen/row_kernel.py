@@ -31,7 +31,7 @@ from ..passes.fuse_domains import Domain, is_row_reduction
 from .kernel_writer import Coord, Kernel, KernelWriter, is_one
 from .launch_heuristics import choose_launch
 from .pointwise import can_lower, emit_rounded, rounded
-from .reduction import BIG_INDEX, _acc_dtype, _combine, _identity
+from .reduction import BIG_INDEX, _acc_dtype, _combine, _identity, lane_index
 from .triton_types import compute_dtype, tl_dtype
 
 _BLOCK = {"full": "[XBLOCK, RBLOCK]", "bcast": "[XBLOCK, RBLOCK]", "row": "[XBLOCK, 1]", "rowdrop": "[XBLOCK, 1]"}
@@ -254,7 +254,7 @@ class RowKernel:
     def _finish_reduction(self, red: Op, v: str, rindex: str) -> str:
         w = self.w
         if red.name in ("argmax", "argmin"):
-            i = w.assign("i", f"tl.where(mask, tl.broadcast_to({rindex}, [XBLOCK, RBLOCK]).to(tl.int64), {BIG_INDEX})")
+            i = w.assign("i", lane_index(rindex))
             name = w.fresh("red")
             w.line(f"_, {name} = tl.reduce(({v}, {i}), 1, helpers.{red.name}_combine, keep_dims=True)")
             return name
@@ -284,7 +284,7 @@ class RowKernel:
         w = self.w
         name, index = acc
         if index is not None:
-            i = w.assign("i", f"tl.where(mask, tl.broadcast_to(rindex, [XBLOCK, RBLOCK]).to(tl.int64), {BIG_INDEX})")
+            i = w.assign("i", lane_index("rindex"))
             w.line(f"{name}, {index} = helpers.{red.name}_combine({name}, {index}, {v}, {i})")
         elif red.name == "reduce_sum":
             w.line(f"{name} = {name} + {v}")

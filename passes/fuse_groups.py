@@ -109,12 +109,11 @@ class GroupBuilder:
     def _horizontal(self) -> None:
         """Merge groups that read a common outside value, most shared bytes first."""
         readers: dict[Value, set[int]] = {}
-        for gid, idx in self.gr.members.items():
-            if gid not in self.gr.domains or len(idx) == 0:
+        for gid in self.gr.members:
+            if gid not in self.gr.domains:  # not a candidate
                 continue
-            for v in self._outside_inputs(gid):
-                if v.producer is None or v.producer.name != "full":
-                    readers.setdefault(v, set()).add(gid)
+            for v in self._outside_inputs(gid):  # constants are copied in, not shared reads
+                readers.setdefault(v, set()).add(gid)
         pairs = sorted({(a, b) for gids in readers.values() for a in gids for b in gids if a < b},
                        key=lambda ab: (-self._shared_bytes(*ab), ab))
         for a, b in pairs:
