@@ -8,8 +8,9 @@ repo root on sys.path so `bench.*` imports work from a plain checkout. One modul
   kernels.py  kernel cases (memory-bound ops, matmuls, attention) and the measured ceilings
   workload.py what one case hands the runner: a target to compile, inputs, how to pick outputs
   backends.py eager / TorchInductor / ember (and aot_eager for smoke), ember dump reports
-  runner.py   one case across backends: compile, check against eager, time, count kernels
+  runner.py   one case across backends: compile, check against eager, time, count kernels, memory
   timing.py   do_bench medians, compile timing, profiler kernel counts
+  memory.py   peak CUDA memory of one call (models), ember's against eager's
   check.py    dtype-aware relative-error correctness checks
   env.py      environment record (GPU, versions, ember commit)
   anchors.py  the recorded H100 anchor figures, for side-by-side comparison

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .memory import mib
+
 NOTES = [
     "Times: triton.testing.do_bench medians (CUDA events, L2 flushed before each repetition).",
     "Check: max|out - eager| / max|eager| over the compared tensors (logits; loss and every gradient "
@@ -20,6 +22,11 @@ NOTES = [
     "torch._dynamo.reset(), reusing the on-disk caches the cold compile wrote. ember's compiles "
     "write dumps (EMBER_DUMP_DIR, a temp dir) for the extern count.",
     "Kernels: CUDA kernel events in torch.profiler for one call (memcpy/memset not counted).",
+    "Peak memory (models): torch.cuda.max_memory_allocated() over one more call after timing, "
+    "MiB. Call = the peak above what was allocated just before the call (weights, inputs and eager's "
+    "reference outputs are live for every backend, so this is the fair comparison); absolute = the "
+    "peak itself, which also counts what a compiled function holds between calls. ember / eager is "
+    "the call figures' ratio; ABOVE EAGER: ember's call or absolute peak exceeds eager's by > 1 MiB.",
     "Attention TFLOP/s counts 4*B*H*S^2*D for every row (the work of the naive formulation).",
     "vs anchor: this run / the recorded H100 anchor, in the row's unit (ms: >1 is slower; GB/s or "
     "TFLOP/s: <1 is slower).",
@@ -90,6 +97,20 @@ def _num(value, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def mem_cell(recs: list[dict | None], key: str) -> str:
+    """One figure per backend, "eager / TorchInductor / ember"; "—" where not measured (CPU)."""
+    def one(rec: dict | None) -> str:
+        status = (rec or {}).get("status")
+        return status if status in ("error", "WRONG") else mib((rec or {}).get(key))
+    return " / ".join(one(r) for r in recs)
+
+
+def mem_ratio_cell(rec: dict | None) -> str:
+    if not rec or rec.get("mem_ratio") is None:
+        return "—"
+    return f"{rec['mem_ratio']:.2f}" + (" ABOVE EAGER" if rec.get("mem_above_eager") else "")
+
+
 def _compile_cell(rec: dict | None) -> str:
     if not rec or rec.get("compile_s") is None:
         return "—"
@@ -122,7 +143,8 @@ def _header(results: dict) -> list[str]:
         "",
     ]
     if conf.get("smoke"):
-        lines += ["**Smoke run** (CPU, tiny shapes, Triton interpreter): correctness only, nothing is timed.", ""]
+        lines += ["**Smoke run** (CPU, tiny shapes, Triton interpreter): correctness only, nothing is timed "
+                  "and peak memory is not measured (no CUDA allocator).", ""]
     ceil = results.get("ceilings") or {}
     if ceil:
         parts = []
@@ -144,18 +166,23 @@ def _models(results: dict, backends: list[str], labels: dict) -> list[str]:
         header = ["model", "shape"] + [f"{labels[b]} check" for b in backends]
         rows = [[r["name"], r["shape"]] + [check_cell(r["backends"].get(b)) for b in backends] for r in recs]
         return ["## Models (correctness)", ""] + _table(header, rows) + [""]
+    names = " / ".join(labels[b] for b in backends)
+    ember = ["ember / eager peak"] if "ember" in compiled else []
     header = (["model", "shape"] + [f"{labels[b]} ms" for b in backends]
-              + [f"{labels[b]} check" for b in compiled])
+              + [f"{labels[b]} check" for b in compiled] + [f"peak MiB, call ({names})"] + ember)
     rows = [[r["name"], r["shape"]] + [value_cell(r["backends"].get(b), "ms") for b in backends]
-            + [check_cell(r["backends"].get(b)) for b in compiled] for r in recs]
-    out = ["## Models (ms, speedup over eager)", ""] + _table(header, rows) + [""]
+            + [check_cell(r["backends"].get(b)) for b in compiled]
+            + [mem_cell([r["backends"].get(b) for b in backends], "mem_call_bytes")]
+            + ([mem_ratio_cell(r["backends"].get("ember"))] if ember else []) for r in recs]
+    out = ["## Models (ms, speedup over eager; peak memory of one call)", ""] + _table(header, rows) + [""]
     header = (["model"] + [f"{labels[b]} compile s (cold / warm)" for b in compiled]
-              + [f"{labels[b]} kernels" for b in backends] + ["ember externs"])
+              + [f"{labels[b]} kernels" for b in backends] + ["ember externs", f"peak MiB, absolute ({names})"])
     rows = [[r["name"]] + [_compile_cell(r["backends"].get(b)) for b in compiled]
             + [_num((r["backends"].get(b) or {}).get("kernels"), "d") for b in backends]
-            + [_num((r["backends"].get("ember") or {}).get("externs"), "d")] for r in recs]
+            + [_num((r["backends"].get("ember") or {}).get("externs"), "d")]
+            + [mem_cell([r["backends"].get(b) for b in backends], "mem_peak_bytes")] for r in recs]
     anchors = [r for r in recs if r.get("anchor")]
-    out += ["## Compile time, kernels launched, externs", ""] + _table(header, rows) + [""]
+    out += ["## Compile time, kernels launched, externs, absolute peak memory", ""] + _table(header, rows) + [""]
     if anchors:
         out += ["Anchor (H100, recorded): " + "; ".join(
             f"{r['name']} eager {r['anchor']['eager']:.2f} ms, inductor {r['anchor']['inductor']:.2f} ms"
@@ -207,7 +234,11 @@ def _problems(results: dict) -> list[str]:
             elif rec.get("status") == "WRONG":
                 lines.append(f"- {r['name']} / {name}: WRONG, error {_err(rec)} > tol {rec.get('tol'):.0e} "
                              f"(worst: {rec.get('worst')}){where}")
-    return (["## Errors, wrong results, skipped cases", ""] + lines + [""]) if lines else []
+            if rec.get("mem_error"):
+                lines.append(f"- {r['name']} / {name}: peak memory not measured: {rec['mem_error']}")
+            if rec.get("mem_above_eager"):
+                lines.append(f"- {r['name']} / {name}: peak memory above eager's: " + "; ".join(rec["mem_above_eager"]))
+    return (["## Errors, wrong results, skipped cases, peak memory above eager", ""] + lines + [""]) if lines else []
 
 
 def markdown(results: dict) -> str:

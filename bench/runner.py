@@ -1,11 +1,12 @@
-"""One case across every backend: compile, check against eager, then time and count kernels.
+"""One case across every backend: compile, check against eager, then time, count kernels, peak memory.
 
 Order per backend: torch._dynamo.reset(), compile + first call (the cold compile time), again after
 a reset (the warm compile time: Dynamo's caches are gone but the on-disk Inductor/Triton/ember
 caches written by the cold compile are still there), compare the outputs with eager's, and only
-then time with do_bench and profile one call. A result over tolerance is WRONG: its time is not
-measured (null in the JSON) and its error is reported. Any exception is caught and recorded, so one
-failing backend or case never stops the suite.
+then time with do_bench, profile one call and (model cases) measure the peak memory of one more
+call. A result over tolerance is WRONG: its time is not measured (null in the JSON) and its error
+is reported. Any exception is caught and recorded, so one failing backend or case never stops the
+suite.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 
 from .backends import Backend, extern_summary, settle_dumps
 from .check import compare, tolerance
+from .memory import compare as compare_memory, mib, peak_memory
 from .timing import count_kernels, wall
 from .workload import Config, Skip, Workload
 
@@ -85,11 +87,26 @@ def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config) -> None:
         if work.flops:
             rec["TFLOPs"] = work.flops / secs / 1e12
     if cfg.profile:
-        for p in work.params():  # as in a timed repetition: no gradient accumulation kernels
-            p.grad = None
+        _no_grads(work)  # as in a timed repetition: no gradient accumulation kernels
         counts = count_kernels(lambda: work.call(fn), cfg.device)
         if counts:
             rec.update(counts)
+    if work.kind in ("model", "train"):
+        # A call of its own, after timing and profiling (see memory.py). Gradients are cleared
+        # before it, so the call allocates them as a timed repetition does, and after it, so the
+        # next backend starts from the same harness state (the parameters are shared).
+        _no_grads(work)
+        try:
+            rec.update(peak_memory(lambda: work.call(fn), cfg.device))
+        except Exception as exc:  # noqa: BLE001 - a failed measurement never costs the row's time
+            rec["mem_error"] = _short(exc)
+        finally:
+            _no_grads(work)
+
+
+def _no_grads(work: Workload) -> None:
+    for p in work.params():
+        p.grad = None
 
 
 def run_backend(work: Workload, b: Backend, ref, cfg: Config, case: str, fn_override=None):
@@ -182,6 +199,8 @@ def run_case(case, backends: list[Backend], cfg: Config, log: Callable[[str], No
             ref = outs
         record["backends"][b.name] = rec
         _speedup(record, rec)
+        if b.name != "eager":  # the issue's criterion is ember's peak against eager's: flag only ember
+            compare_memory(record["backends"].get("eager"), rec, flag=b.name == "ember")
         log(line(b.label, rec, work))
     if ref is not None:
         eager = backends[0]
@@ -246,4 +265,8 @@ def line(label: str, rec: dict, work: Workload) -> str:
         parts.append(f"{rec['kernels']} kernels")
     if rec.get("externs") is not None:
         parts.append(f"{rec['externs']} externs")
+    if rec.get("mem_call_bytes") is not None:
+        parts.append(f"peak +{mib(rec['mem_call_bytes'])} MiB")
+    if rec.get("mem_above_eager"):
+        parts.append("PEAK MEMORY ABOVE EAGER: " + "; ".join(rec["mem_above_eager"]))
     return " ".join(parts)
