@@ -77,7 +77,13 @@ def _max_offset(t: torch.Tensor) -> int:
 
 def needs_int64(*tensors: torch.Tensor) -> bool:
     """True when some element of some tensor lies too far from its base pointer for int32 math."""
-    return any(t.numel() >= INT32_INDEX_LIMIT or _max_offset(t) >= INT32_INDEX_LIMIT for t in tensors)
+    return any(_needs_int64(t) for t in tensors)
+
+
+def _needs_int64(t: torch.Tensor) -> bool:
+    if t.is_contiguous():  # the common case, one C call: the farthest element is numel - 1 away
+        return t.numel() >= INT32_INDEX_LIMIT
+    return t.numel() >= INT32_INDEX_LIMIT or _max_offset(t) >= INT32_INDEX_LIMIT
 
 
 def view_or_none(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor | None:

@@ -11,7 +11,10 @@ result takes its storage (`buf2 = buf0  # reuses buf0 (dead after %1)`) instead 
         d0 = 64*s0
         # %0: f32[s0,64] = relu %x
         buf0 = torch.empty((s0, 64), dtype=torch.float32, device=DEVICE)
-        k0_relu[(cdiv(d0, 1024),)](x, buf0, d0, x.stride(0), x.stride(1), XBLOCK=1024, INDEX_64=...)
+        launch_k0_relu(cdiv(d0, 1024), x, buf0, d0, x.stride(0), x.stride(1), INDEX_64=False)
+
+Kernels launch through module-level `Launcher`s (launcher.py: one per kernel and block sizes), which
+skip Triton's per-call argument binding after a kernel's first launch.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from ..ir import Graph, Op, Value
 from ..ir.ops import resolve_target
 from ..ir.printer import format_attrs
 from ..ir.types import TensorType, shapes_equal
-from . import runtime
+from . import launcher, runtime
 from .data_movement import concat_kernel, gather_kernel, index_kernel, pad_kernel
 from .kernel_writer import Kernel
 from .memory_plan import MemoryPlan, plan_memory
@@ -70,6 +73,7 @@ class WrapperBuilder:
         self.contiguous: set[Value] = set()   # values known to be contiguous (kernel outputs)
         self.index64: dict[Value, str] = {}   # value -> its INDEX_64 flag expression (see static_index64)
         self._region_kernels: dict[Op, Kernel | None] = {}
+        self._launchers: dict[str, str] = {}      # Launcher(...) definition -> its module-level name
         self.memory = MemoryPlan()  # planned in build(), once every op's lowering is known
 
     # ------------------------------------------------------------------ helpers
@@ -147,11 +151,7 @@ class WrapperBuilder:
             else:
                 args.append(f"{names[p.value]}.stride({p.dim})")
         cfg = kernel.config
-        args.append(f"XBLOCK={cfg.XBLOCK}")
-        if cfg.RBLOCK is not None:
-            args.append(f"RBLOCK={cfg.RBLOCK}")
         args.append(f"INDEX_64={self.index64_expr(kernel.tensors, names)}")
-        args.append(f"num_warps={cfg.num_warps}")
         numel = sympy.sympify(kernel.grid_numel)
         if numel == 0:
             self.line("pass  # empty result: nothing to launch", indent)
@@ -160,7 +160,18 @@ class WrapperBuilder:
             programs = str(-(-int(numel) // cfg.XBLOCK))
         else:
             programs = f"cdiv({self.sizes.ref(numel)}, {cfg.XBLOCK})"
-        self.line(f"{name}[({programs},)]({', '.join(args)})", indent)
+        self.line(f"{self.launcher_name(name, cfg)}({', '.join([programs] + args)})", indent)
+
+    def launcher_name(self, kernel_name: str, cfg) -> str:
+        """The module-level Launcher (codegen/launcher.py) for `kernel_name` with `cfg`'s block
+        sizes and warps; one per distinct pair, shared by the launch sites that use it."""
+        blocks = [f"XBLOCK={cfg.XBLOCK}"] + ([f"RBLOCK={cfg.RBLOCK}"] if cfg.RBLOCK is not None else [])
+        definition = f"Launcher({kernel_name}, DEVICE, num_warps={cfg.num_warps}, {', '.join(blocks)})"
+        name = self._launchers.get(definition)
+        if name is None:
+            name = self.namer.claim(f"launch_{kernel_name}")
+            self._launchers[definition] = name
+        return name
 
     # ------------------------------------------------------------------ ops
     def emit(self, op: Op) -> None:
@@ -346,7 +357,8 @@ class WrapperBuilder:
         outputs = ", ".join(self.names[v] for v in g.outputs)
         wrapper = "\n".join(head + self.body + [f"    return [{outputs}]"]) + "\n"
         kernels = "\n\n".join(self.kernels.values())
-        source = "\n\n".join(filter(None, [_header(g, self.interpret), kernels, wrapper]))
+        launchers = "".join(f"{name} = {definition}\n" for definition, name in self._launchers.items())
+        source = "\n\n".join(filter(None, [_header(g, self.interpret), kernels, launchers, wrapper]))
         return GeneratedModule(source, dict(self.kernels), wrapper, self.externs, self.num_kernels,
                                self.interpret, self.memory)
 
@@ -375,7 +387,8 @@ def _header(g: Graph, interpret: bool) -> str:
             "import triton.language as tl\n"
             "from triton import cdiv\n\n"
             f"from {runtime.__name__} import (extern_results, helpers_for, libdevice_for, needs_int64,\n"
-            f"    view_or_none)\n\n"
+            f"    view_or_none)\n"
+            f"from {launcher.__name__} import Launcher\n\n"
             f"INTERPRET = {interpret}\n"
             "helpers = helpers_for(INTERPRET)\n"
             "libdevice = libdevice_for(INTERPRET)\n"

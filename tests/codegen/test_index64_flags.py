@@ -31,7 +31,7 @@ def _flags(source: str) -> dict[str, str]:
         line = line.strip()
         if line.startswith("# %"):
             comment = line.split(" = ")[1].split()[0]
-        m = re.search(r"INDEX_64=([^,]+(?:\([^)]*\))?)", line)
+        m = re.search(r"INDEX_64=(.*)\)$", line)  # the launch's last argument
         if m:
             out[comment] = m.group(1)
     return out

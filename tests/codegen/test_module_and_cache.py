@@ -33,12 +33,14 @@ def test_wrapper_is_readable():
     assert lines[0] == "def call(inputs, s0):"
     assert "    x, b = inputs" in lines
     assert "    d0 = 16*s0" in lines  # symbolic sizes computed once, before any launch
-    assert lines.index("    d0 = 16*s0") < min(i for i, l in enumerate(lines) if "](" in l)
+    launches = [i for i, l in enumerate(lines) if l.strip().startswith("launch_")]
+    assert lines.index("    d0 = 16*s0") < min(launches)
     for comment in ("# %0: f32[s0,16] = add %x, %b", "# %1: f32[s0,16] = relu %0",
                     "# %2: f32[s0] = reduce_sum[axes=(1,), keepdim=False] %1"):
         assert "    " + comment in lines
-    launches = [l for l in lines if "](" in l and "[" in l.split("](")[0]]
     assert len(launches) == compiled.num_kernels == 3
+    for name in compiled.kernels:  # each kernel has its module-level Launcher
+        assert f"launch_{name} = Launcher({name}, DEVICE, num_warps=" in compiled.module_source
     assert lines[-1] == "    return [buf2, buf1]"
     assert set(compiled.kernels) == {"k0_add", "k1_relu", "k2_reduce_sum"}
     for name, source in compiled.kernels.items():

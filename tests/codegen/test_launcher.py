@@ -1,0 +1,84 @@
+"""codegen/launcher.py: the specialization key must match Triton's own, and a launch through the
+kept compiled kernel must compute what the ordinary launch computes, including after a change of
+alignment or of an argument equal to 1 (each gets its own compiled kernel)."""
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from ember.codegen.launcher import Launcher, specialization
+
+
+def _triton_key(arg):
+    """Triton's own specialization of one argument (the C function JITFunction.run calls)."""
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.compiler import BaseBackend
+    return native_specialize_impl(BaseBackend, arg, False, True, True)
+
+
+INTS = [0, 1, 2, 15, 16, 17, 32, 2**31 - 1, 2**31, 2**31 + 16, -1, -16, -2**31, -2**31 - 1]
+
+
+def test_int_keys_separate_what_triton_separates():
+    # Two ints Triton would compile differently must get different keys here; ints with the
+    # same key must be ones Triton treats alike.
+    for a in INTS:
+        for b in INTS:
+            if specialization(a) == specialization(b):
+                assert _triton_key(a) == _triton_key(b), (a, b)
+            if _triton_key(a) != _triton_key(b):
+                assert specialization(a) != specialization(b), (a, b)
+
+
+def test_tensor_key_is_alignment():
+    t = torch.empty(64)
+    for view in (t, t[1:], t[4:], t[5:]):
+        assert specialization(view) == (_triton_key(view)[1] == "D")
+
+
+@triton.jit
+def _scale(x_ptr, out_ptr, n, stride, XBLOCK: tl.constexpr, INDEX_64: tl.constexpr):
+    i = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)
+    m = i < n
+    tl.store(out_ptr + i, tl.load(x_ptr + i * stride, mask=m) * 3.0, mask=m)
+
+
+def test_interpreted_kernels_take_the_ordinary_path():
+    launch = Launcher(_scale, torch.device("cpu"), num_warps=4, XBLOCK=16)
+    assert not launch.fast
+    x = torch.randn(40)
+    out = torch.empty(40)
+    launch(triton.cdiv(40, 16), x, out, 40, 1, INDEX_64=False)
+    torch.testing.assert_close(out, x * 3)
+
+
+@pytest.mark.gpu
+def test_kept_kernels_compute_what_ordinary_launches_do():
+    launch = Launcher(_scale, torch.device("cuda"), num_warps=4, XBLOCK=128)
+    assert launch.fast
+    base = torch.randn(4097, device="cuda")
+    cases = [(base[:4000], 1), (base[:4000], 1),          # second call: the kept kernel
+             (base[1:4001], 1),                           # misaligned pointer: another kernel
+             (base[:4000:1], 1), (base[:2000 * 2].view(2000, 2)[:, 0], 2),  # stride 2: not 1
+             (base[:17], 1)]
+    for x, stride in cases:
+        out = torch.empty(x.numel(), device="cuda")
+        launch(triton.cdiv(x.numel(), 128), x, out, x.numel(), stride, INDEX_64=False)
+        torch.testing.assert_close(out, x * 3)
+    # aligned/stride 1, misaligned/stride 1, aligned/stride 2, aligned/n=17: four kernels kept
+    assert len(launch._compiled) == 4
+
+
+def test_a_profiler_hook_sends_launches_the_ordinary_way():
+    # triton installs empty hook chains by default; they must not disable the kept kernels,
+    # while a hook someone added must see every launch.
+    from ember.codegen import launcher
+    chain = triton.knobs.runtime.launch_enter_hook
+    assert not launcher._launch_hooks_installed()
+    seen = []
+    chain.add(seen.append)
+    try:
+        assert launcher._launch_hooks_installed()
+    finally:
+        chain.remove(seen.append)
+    assert not launcher._launch_hooks_installed()
