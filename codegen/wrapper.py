@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import sympy
 
 from ..ir import Graph, Op, Value
+from ..ir.dtypes import itemsize
 from ..ir.ops import resolve_target
 from ..ir.printer import format_attrs
 from ..ir.types import TensorType, shapes_equal
@@ -117,7 +118,10 @@ class WrapperBuilder:
     # beyond its base's elements). Only extern results and symbolic-size buffers are checked at
     # each launch.
     def static_index64(self, v: Value) -> str | None:
-        numel = sympy.sympify(v.type.numel)
+        return self.static_index64_of(v.type)
+
+    def static_index64_of(self, t: TensorType) -> str | None:
+        numel = sympy.sympify(t.numel)
         if not numel.is_Integer:
             return None
         return "True" if int(numel) >= runtime.INT32_INDEX_LIMIT else "False"
@@ -209,11 +213,7 @@ class WrapperBuilder:
         elif kind == "view":
             self.view_op(op)
         elif kind == "matmul":
-            a, b = (self.names[v] for v in op.inputs)
-            self.line(f"{self.names[op.result]} = torch.matmul({a}, {b})")
-            self._set_index64(op.result, self.static_index64(op.result))  # a new contiguous tensor
-            self.externs.append({"op": "matmul", "target": "aten.matmul",
-                                 "reason": "matmul template not implemented yet"})
+            self.matmul_op(op)
         elif kind == "extern":
             self.extern_op(op)
         else:  # "region" or "unfused"
@@ -225,6 +225,26 @@ class WrapperBuilder:
         self._set_index64(op.result, self.static_index64(op.result))
         self.launch(kernel, op.name, self.names)
         self.num_kernels += 1
+
+    def matmul_op(self, op: Op) -> None:
+        a, b = (self.names[v] for v in op.inputs)
+        out, t = self.names[op.result], op.result.type
+        padded = padded_row_stride(t)
+        if padded is None:
+            self.line(f"{out} = torch.matmul({a}, {b})")
+            self._set_index64(op.result, self.static_index64(op.result))  # a new contiguous tensor
+        else:
+            # Rows of N elements that are not a multiple of 16 bytes (GPT-2's 50257-word vocabulary)
+            # leave cuBLAS only its unaligned kernels, ~7x slower on an H100: the result is written
+            # into rows padded to 16 bytes and is a strided view, which every reader here accepts.
+            m = self.sizes.ref(t.shape[0])
+            self.line(f"{out} = torch.empty_strided(({m}, {t.shape[1]}), ({padded}, 1), "
+                      f"dtype={_torch_dtype(t.dtype)}, device=DEVICE)  # rows padded to 16 bytes")
+            self.line(f"torch.mm({a}, {b}, out={out})")
+            storage = TensorType(t.dtype, (t.shape[0], padded), t.device)
+            self._set_index64(op.result, self.static_index64_of(storage))
+        self.externs.append({"op": "matmul", "target": "aten.matmul",
+                             "reason": "matmul template not implemented yet"})
 
     def region_kernel(self, op: Op) -> Kernel | None:
         """The one kernel a fused region becomes, or None when its body must run op by op."""
@@ -370,6 +390,24 @@ def generate_module(graph: Graph) -> GeneratedModule:
 def _torch_dtype(dtype: str) -> str:
     from ..ir import to_torch
     return str(to_torch(dtype))  # "torch.float32"
+
+
+PAD_ROWS_MIN_N = 256   # narrower results gain little from an aligned GEMM and waste more memory
+PAD_ROWS_DEVICES = ("cuda",)  # cuBLAS's concern; tests add "cpu" to run the code path here
+
+
+def padded_row_stride(t: TensorType) -> int | None:
+    """The padded row stride for a 2-d CUDA matmul result whose rows are not 16-byte multiples,
+    or None when the result is left to torch.matmul as it is."""
+    if t.rank != 2 or not str(t.device).startswith(PAD_ROWS_DEVICES):
+        return None
+    n = sympy.sympify(t.shape[1])
+    if not n.is_Integer or int(n) < PAD_ROWS_MIN_N:
+        return None
+    per_16_bytes = 16 // itemsize(t.dtype) if itemsize(t.dtype) <= 16 else 1
+    if int(n) % per_16_bytes == 0:
+        return None
+    return -(-int(n) // per_16_bytes) * per_16_bytes
 
 
 def _returns_one_tensor(fn) -> bool:
