@@ -86,6 +86,20 @@ def _needs_int64(t: torch.Tensor) -> bool:
     return t.numel() >= INT32_INDEX_LIMIT or _max_offset(t) >= INT32_INDEX_LIMIT
 
 
+def mm_padded_n(a: torch.Tensor, b: torch.Tensor, n_padded: int) -> torch.Tensor:
+    """a @ b through a copy of b [K, N] widened to `n_padded` columns, as a view of the result's
+    first N columns. The extra columns are left uninitialized: each column of a product depends
+    only on its own column of b, so whatever they hold stays in columns that are cut off.
+    b's layout is kept (a transposed weight, x @ W.t(), is copied row for row)."""
+    k, n = b.shape
+    if b.stride(0) == 1 and b.stride(1) != 1:
+        padded = torch.empty((n_padded, k), dtype=b.dtype, device=b.device).t()
+    else:
+        padded = torch.empty((k, n_padded), dtype=b.dtype, device=b.device)
+    padded[:, :n].copy_(b)
+    return torch.mm(a, padded)[:, :n]
+
+
 def view_or_none(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor | None:
     """`t.view(shape)` when t's strides allow it, else None (the wrapper then copies first)."""
     try:

@@ -234,13 +234,10 @@ class WrapperBuilder:
             self.line(f"{out} = torch.matmul({a}, {b})")
             self._set_index64(op.result, self.static_index64(op.result))  # a new contiguous tensor
         else:
-            # Rows of N elements that are not a multiple of 16 bytes (GPT-2's 50257-word vocabulary)
-            # leave cuBLAS only its unaligned kernels, ~7x slower on an H100: the result is written
-            # into rows padded to 16 bytes and is a strided view, which every reader here accepts.
-            m = self.sizes.ref(t.shape[0])
-            self.line(f"{out} = torch.empty_strided(({m}, {t.shape[1]}), ({padded}, 1), "
-                      f"dtype={_torch_dtype(t.dtype)}, device=DEVICE)  # rows padded to 16 bytes")
-            self.line(f"torch.mm({a}, {b}, out={out})")
+            # N not a multiple of 16 bytes (GPT-2's 50257-word vocabulary) leaves cuBLAS only its
+            # unaligned kernels, ~7x slower on an H100: multiply by a copy of b padded to N' columns
+            # and keep the first N of the result, a strided view every reader here accepts.
+            self.line(f"{out} = mm_padded_n({a}, {b}, {padded})  # N padded to 16 bytes")
             storage = TensorType(t.dtype, (t.shape[0], padded), t.device)
             self._set_index64(op.result, self.static_index64_of(storage))
         self.externs.append({"op": "matmul", "target": "aten.matmul",
@@ -397,8 +394,8 @@ PAD_ROWS_DEVICES = ("cuda",)  # cuBLAS's concern; tests add "cpu" to run the cod
 
 
 def padded_row_stride(t: TensorType) -> int | None:
-    """The padded row stride for a 2-d CUDA matmul result whose rows are not 16-byte multiples,
-    or None when the result is left to torch.matmul as it is."""
+    """N rounded up to 16 bytes for a 2-d CUDA matmul result [M, N] whose rows are not 16-byte
+    multiples (runtime.mm_padded_n), or None when the matmul is left to torch.matmul as it is."""
     if t.rank != 2 or not str(t.device).startswith(PAD_ROWS_DEVICES):
         return None
     n = sympy.sympify(t.shape[1])
@@ -424,8 +421,8 @@ def _header(g: Graph, interpret: bool) -> str:
             "import triton\n"
             "import triton.language as tl\n"
             "from triton import cdiv\n\n"
-            f"from {runtime.__name__} import (extern_results, helpers_for, libdevice_for, needs_int64,\n"
-            f"    view_or_none)\n"
+            f"from {runtime.__name__} import (extern_results, helpers_for, libdevice_for, mm_padded_n,\n"
+            f"    needs_int64, view_or_none)\n"
             f"from {launcher.__name__} import Launcher\n\n"
             f"INTERPRET = {interpret}\n"
             "helpers = helpers_for(INTERPRET)\n"
