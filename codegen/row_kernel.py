@@ -14,7 +14,8 @@ are [XBLOCK, 1] columns that broadcast back over a tile. Two strategies:
   extent that recomputes the full values its reductions read from the inputs, folding them into
   [XBLOCK, RBLOCK] accumulators. Row ops run between stages; a last loop computes and stores
   the full outputs. Inputs are re-read once per loop (from L2 for all but the first pass) and no
-  intermediate reaches memory.
+  intermediate reaches memory. A softmax's max and sum of exp(x - max) share one loop (online
+  softmax), so a looped softmax reads x twice, not three times.
 
 Low-precision inputs are upcast to f32 when loaded, reductions accumulate like the single-op
 reduction kernel (codegen/reduction.py), and masked lanes of a reduction hold its identity.
@@ -128,7 +129,8 @@ class RowKernel:
     def _looped(self) -> None:
         w = self.w
         ops = self.body.ops
-        stage = self._stages()
+        online = self._online_softmax_pairs()
+        stage = self._stages(online)
         last = max((stage[op.result] for op in ops if op.opdef.kind == "reduction"), default=0)
         env: dict[Value, str] = {}
         loads: dict[tuple[Value, str], str] = {}   # row-role loads, outside every loop
@@ -149,36 +151,68 @@ class RowKernel:
             accs = {}
             for red in reds:
                 accs[red] = self._init_acc(red)
+            partner = {online[r]: r for r in reds if r in online}   # max op -> its sum op
             w.line(f"for roffset in range(0, {bound}, RBLOCK):")
             with w.indented():
                 w.line("rindex = roffset + rbase")
                 coords = self._open_tile("rindex")
                 tile_env = dict(env)
                 tile_loads: dict[tuple[Value, str], str] = dict(loads)
-                needed = self._full_cone([r.inputs[0] for r in reds] + stores)
+                needed = self._full_cone([r.inputs[0] for r in reds if r not in online] + stores)
                 for op in ops:
                     if op in needed and op.name != "full":
                         tile_env[op.result] = self._emit(op, tile_env, tile_loads, coords)
                 for red in reds:
+                    if red in online:
+                        continue  # accumulated with its max, below
                     x = red.inputs[0]
                     v = self._read(x, x.type.shape, "full", tile_env, tile_loads, coords)
-                    self._accumulate(red, accs[red], self._masked(red, v))
+                    if red in partner:
+                        self._accumulate_online(accs[red][0], accs[partner[red]][0], self._masked(red, v))
+                    else:
+                        self._accumulate(red, accs[red], self._masked(red, v))
                 for v in stores:
                     self._store(v, tile_env[v], coords)
             for red in reds:
-                env[red.result] = self._finish_acc(red, accs[red])
+                if red in partner:
+                    env[red.result], env[partner[red].result] = \
+                        self._finish_online(accs[red][0], accs[partner[red]][0])
+                elif red not in online:
+                    env[red.result] = self._finish_acc(red, accs[red])
         for v in self.body.outputs:
             if self.role[v] != "full":
                 self._store(v, env[v], self.xcoords)
 
-    def _stages(self) -> dict[Value, int]:
+    def _stages(self, online: dict[Op, Op]) -> dict[Value, int]:
         """For each value: the loop after which it is available. Full values are recomputed in
-        every loop that needs them; their stage is that of the row values they read."""
+        every loop that needs them; their stage is that of the row values they read. A sum in
+        `online` is accumulated in its max's loop, so it shares the max's stage."""
         stage: dict[Value, int] = {}
         for op in self.body.ops:
             ins = max((stage.get(v, 0) for v in op.inputs), default=0)
             stage[op.result] = ins + 1 if op.opdef.kind == "reduction" else ins
+            if op in online:
+                stage[op.result] = stage[online[op].result]
         return stage
+
+    def _online_softmax_pairs(self) -> dict[Op, Op]:
+        """sum -> max for each `reduce_sum(exp(x - reduce_max(x)))` in f32 (softmax, log_softmax):
+        one loop can carry both, a running max per lane and a sum rescaled whenever the max grows
+        (`_accumulate_online`), where staging would read x once for the max and again for the sum.
+        Only f32 ops: a low-precision exp rounds each term, which a rescaled sum cannot repeat."""
+        pairs: dict[Op, Op] = {}
+        for op in self.body.ops:
+            e = op.inputs[0].producer if op.name == "reduce_sum" else None
+            t = e.inputs[0].producer if e is not None and e.name == "exp" else None
+            if t is None or t.name != "sub":
+                continue
+            x, m = t.inputs
+            mx = m.producer
+            if mx is None or mx.name != "reduce_max" or mx.inputs[0] is not x or self.role[m] != "row":
+                continue
+            if all(v.type.dtype == "f32" for v in (x, m, t.result, e.result, op.result)):
+                pairs[op] = mx
+        return pairs
 
     def _full_cone(self, targets: Sequence[Value]) -> set[Op]:
         """The full-role ops computing `targets` from region inputs and already available row
@@ -290,6 +324,25 @@ class RowKernel:
             w.line(f"{name} = {name} + {v}")
         else:
             w.line(f"{name} = {_combine(red.name)}({name}, {v})")
+
+    def _accumulate_online(self, m_acc: str, s_acc: str, v: str) -> None:
+        """Fold a tile `v` (masked lanes -inf) into per-lane running max `m_acc` and sum of
+        exp(x - max) `s_acc`: the sum so far is rescaled by exp(old max - new max). A lane whose
+        max is still -inf has seen nothing (or only -inf) and keeps a sum of 0, where the formula
+        would compute exp(-inf - -inf) = NaN; a NaN in x still propagates through both."""
+        w = self.w
+        m_new = w.assign("m", f"helpers.maximum({m_acc}, {v})", "online softmax: running max")
+        empty = w.assign("e", f"{m_new} == float('-inf')")
+        w.line(f"{s_acc} = tl.where({empty}, 0.0, {s_acc} * libdevice.exp({m_acc} - {m_new}) "
+               f"+ libdevice.exp({v} - {m_new}))")
+        w.line(f"{m_acc} = {m_new}")
+
+    def _finish_online(self, m_acc: str, s_acc: str) -> tuple[str, str]:
+        """Row max and row sum of exp(x - max) from the per-lane accumulators."""
+        w = self.w
+        m = w.assign("red", f"tl.reduce({m_acc}, 1, helpers.maximum, keep_dims=True)", "reduce_max")
+        scaled = w.assign("v", f"tl.where({m} == float('-inf'), 0.0, {s_acc} * libdevice.exp({m_acc} - {m}))")
+        return m, w.assign("red", f"tl.reduce({scaled}, 1, helpers.add, keep_dims=True)", "reduce_sum")
 
     def _finish_acc(self, red: Op, acc: tuple[str, str | None]) -> str:
         w = self.w

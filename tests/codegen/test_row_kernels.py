@@ -178,3 +178,45 @@ def test_strided_input_rows(device, strategy):
     x = random_tensor((24, 6), torch.float32).t()  # columns are rows: stride (1, 6)
     w, b = random_tensor((24,), torch.float32), random_tensor((24,), torch.float32)
     check_graph(g, [x, w, b], atol=1e-5, rtol=1e-5)
+
+
+LOG_SOFTMAX = """\
+func @f(%x: f32[5,37]) -> (f32[5,37], f32[5,37]) [device="cpu"] {
+  %0: f32[5,1] = reduce_max[axes=(1,), keepdim=True] %x
+  %1: f32[5,37] = sub %x, %0
+  %2: f32[5,37] = exp %1
+  %3: f32[5,1] = reduce_sum[axes=(1,), keepdim=True] %2
+  %4: f32[5,1] = log %3
+  %5: f32[5,37] = sub %1, %4
+  %6: f32[5,37] = div %2, %3
+  return %5, %6
+}
+"""
+
+
+def test_online_softmax_reads_x_twice_when_looped(device, strategy):
+    # Looped: the max and the rescaled sum share the first loop; the second stores both outputs.
+    # Rows hold -inf entries, a row of only -inf (NaN in torch, and here) and a row with a NaN.
+    g = _fused(device, LOG_SOFTMAX)
+    x = random_tensor((5, 37), torch.float32) * 30
+    x[0, ::3] = float("-inf")
+    x[1] = float("-inf")
+    x[2, 5] = float("nan")
+    compiled = check_graph(g, [x], lambda x: (torch.log_softmax(x, -1), torch.softmax(x, -1)))
+    _one_kernel(compiled, strategy)
+    (src,) = compiled.kernels.values()
+    assert src.count("for roffset") == (2 if strategy == "looped" else 0), src
+
+
+def test_low_precision_softmax_math_stays_staged(device, strategy):
+    # A bf16 exp rounds each term: the online rescaling could not reproduce that, so three loops.
+    g = _fused(device, LOG_SOFTMAX.replace("f32", "bf16"))
+    x = random_tensor((5, 37), torch.bfloat16) * 4
+    def want(x):
+        m = x.amax(-1, keepdim=True)
+        e = (x - m).exp()
+        s = e.sum(-1, keepdim=True)
+        return (x - m) - s.log(), e / s
+    compiled = check_graph(g, [x], want, atol=2e-2, rtol=2e-2)
+    (src,) = compiled.kernels.values()
+    assert src.count("for roffset") == (3 if strategy == "looped" else 0), src
