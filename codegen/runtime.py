@@ -86,18 +86,40 @@ def _needs_int64(t: torch.Tensor) -> bool:
     return t.numel() >= INT32_INDEX_LIMIT or _max_offset(t) >= INT32_INDEX_LIMIT
 
 
-def mm_padded_n(a: torch.Tensor, b: torch.Tensor, n_padded: int) -> torch.Tensor:
-    """a @ b through a copy of b [K, N] widened to `n_padded` columns, as a view of the result's
-    first N columns. The extra columns are left uninitialized: each column of a product depends
-    only on its own column of b, so whatever they hold stays in columns that are cut off.
-    b's layout is kept (a transposed weight, x @ W.t(), is copied row for row)."""
-    k, n = b.shape
-    if b.stride(0) == 1 and b.stride(1) != 1:
-        padded = torch.empty((n_padded, k), dtype=b.dtype, device=b.device).t()
+def mm_aligned(a: torch.Tensor, b: torch.Tensor, m_pad: int, k_pad: int, n_pad: int) -> torch.Tensor:
+    """a [M, K] @ b [K, N] with M, K, N rounded up to m_pad, k_pad, n_pad (the wrapper picks them:
+    multiples of 16 bytes where a size is not), as a view of the result's first M rows and N
+    columns. cuBLAS has only slow unaligned kernels when a size or leading dimension is not a
+    multiple of 16 bytes (GPT-2's 50257-word vocabulary: 3.3 ms instead of 0.45 on an H100).
+    Padding along K must be zeros (it is summed over); rows and columns past M and N are left
+    uninitialized, since each only reaches result rows and columns that are cut off."""
+    m, k = a.shape
+    n = b.shape[1]
+    if a.stride(1) == 1:  # row-major a: M is no leading dimension, its rows need no padding
+        m_pad = m
+    if (m_pad, k_pad) != (m, k):
+        a = _padded_copy(a, m_pad, k_pad, zero_cols=k_pad != k)
+    if (k_pad, n_pad) != (k, n):
+        b = _padded_copy(b, k_pad, n_pad, zero_rows=k_pad != k)
+    out = torch.mm(a, b)
+    return out if (m_pad, n_pad) == (m, n) else out[:m, :n]
+
+
+def _padded_copy(t: torch.Tensor, rows: int, cols: int, zero_rows: bool = False,
+                 zero_cols: bool = False) -> torch.Tensor:
+    """t [r, c] copied into a [rows, cols] buffer of the same orientation (a transposed weight
+    stays column-major), with the padding past r / c zeroed where asked."""
+    r, c = t.shape
+    if t.stride(0) == 1 and t.stride(1) != 1:
+        padded = torch.empty((cols, rows), dtype=t.dtype, device=t.device).t()
     else:
-        padded = torch.empty((k, n_padded), dtype=b.dtype, device=b.device)
-    padded[:, :n].copy_(b)
-    return torch.mm(a, padded)[:, :n]
+        padded = torch.empty((rows, cols), dtype=t.dtype, device=t.device)
+    padded[:r, :c].copy_(t)
+    if zero_rows and rows > r:
+        padded[r:].zero_()
+    if zero_cols and cols > c:
+        padded[:, c:].zero_()
+    return padded
 
 
 def view_or_none(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor | None:

@@ -229,16 +229,16 @@ class WrapperBuilder:
     def matmul_op(self, op: Op) -> None:
         a, b = (self.names[v] for v in op.inputs)
         out, t = self.names[op.result], op.result.type
-        padded = padded_row_stride(t)
+        padded = aligned_mm_sizes(op)
         if padded is None:
             self.line(f"{out} = torch.matmul({a}, {b})")
             self._set_index64(op.result, self.static_index64(op.result))  # a new contiguous tensor
         else:
-            # N not a multiple of 16 bytes (GPT-2's 50257-word vocabulary) leaves cuBLAS only its
-            # unaligned kernels, ~7x slower on an H100: multiply by a copy of b padded to N' columns
-            # and keep the first N of the result, a strided view every reader here accepts.
-            self.line(f"{out} = mm_padded_n({a}, {b}, {padded})  # N padded to 16 bytes")
-            storage = TensorType(t.dtype, (t.shape[0], padded), t.device)
+            # cuBLAS has only slow kernels for sizes that are not multiples of 16 bytes (GPT-2's
+            # 50257-word vocabulary): multiply padded copies, keep the [M, N] corner.
+            m, k, n = (self.sizes.ref(d) for d in padded)
+            self.line(f"{out} = mm_aligned({a}, {b}, {m}, {k}, {n})  # sizes padded to 16 bytes")
+            storage = TensorType(t.dtype, (padded[0], padded[2]), t.device)
             self._set_index64(op.result, self.static_index64_of(storage))
         self.externs.append({"op": "matmul", "target": "aten.matmul",
                              "reason": "matmul template not implemented yet"})
@@ -389,22 +389,28 @@ def _torch_dtype(dtype: str) -> str:
     return str(to_torch(dtype))  # "torch.float32"
 
 
-PAD_ROWS_MIN_N = 256   # narrower results gain little from an aligned GEMM and waste more memory
-PAD_ROWS_DEVICES = ("cuda",)  # cuBLAS's concern; tests add "cpu" to run the code path here
+PAD_MIN_SIZE = 256        # smaller sizes gain little from an aligned GEMM; copies would cost more
+PAD_DEVICES = ("cuda",)   # cuBLAS's concern; tests add "cpu" to run the code path here
 
 
-def padded_row_stride(t: TensorType) -> int | None:
-    """N rounded up to 16 bytes for a 2-d CUDA matmul result [M, N] whose rows are not 16-byte
-    multiples (runtime.mm_padded_n), or None when the matmul is left to torch.matmul as it is."""
-    if t.rank != 2 or not str(t.device).startswith(PAD_ROWS_DEVICES):
+def aligned_mm_sizes(op: Op) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | None:
+    """(M, K, N) for runtime.mm_aligned, each rounded up to a multiple of 16 bytes where it is a
+    concrete size >= PAD_MIN_SIZE that is not one, for a 2-d CUDA matmul; None when no size
+    needs it (the matmul is left to torch.matmul). Sizes stay as written where not padded."""
+    a, b = op.inputs
+    t = op.result.type
+    if t.rank != 2 or not str(t.device).startswith(PAD_DEVICES):
         return None
-    n = sympy.sympify(t.shape[1])
-    if not n.is_Integer or int(n) < PAD_ROWS_MIN_N:
-        return None
-    per_16_bytes = 16 // itemsize(t.dtype) if itemsize(t.dtype) <= 16 else 1
-    if int(n) % per_16_bytes == 0:
-        return None
-    return -(-int(n) // per_16_bytes) * per_16_bytes
+    per = max(1, 16 // itemsize(t.dtype))
+    sizes, changed = [], False
+    for d in (a.type.shape[0], a.type.shape[1], b.type.shape[1]):
+        d = sympy.sympify(d)
+        if d.is_Integer and int(d) >= PAD_MIN_SIZE and int(d) % per:
+            sizes.append(sympy.Integer(-(-int(d) // per) * per))
+            changed = True
+        else:
+            sizes.append(d)
+    return tuple(sizes) if changed else None
 
 
 def _returns_one_tensor(fn) -> bool:
@@ -421,7 +427,7 @@ def _header(g: Graph, interpret: bool) -> str:
             "import triton\n"
             "import triton.language as tl\n"
             "from triton import cdiv\n\n"
-            f"from {runtime.__name__} import (extern_results, helpers_for, libdevice_for, mm_padded_n,\n"
+            f"from {runtime.__name__} import (extern_results, helpers_for, libdevice_for, mm_aligned,\n"
             f"    needs_int64, view_or_none)\n"
             f"from {launcher.__name__} import Launcher\n\n"
             f"INTERPRET = {interpret}\n"
