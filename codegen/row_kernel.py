@@ -15,7 +15,8 @@ are [XBLOCK, 1] columns that broadcast back over a tile. Two strategies:
   [XBLOCK, RBLOCK] accumulators. Row ops run between stages; a last loop computes and stores
   the full outputs. Inputs are re-read once per loop (from L2 for all but the first pass) and no
   intermediate reaches memory. A softmax's max and sum of exp(x - max) share one loop (online
-  softmax), so a looped softmax reads x twice, not three times.
+  softmax), and so do a variance's sum and sum of squared deviations (Welford): a looped softmax
+  or layer_norm reads x twice, not three times.
 
 Low-precision inputs are upcast to f32 when loaded, reductions accumulate like the single-op
 reduction kernel (codegen/reduction.py), and masked lanes of a reduction hold its identity.
@@ -129,7 +130,8 @@ class RowKernel:
     def _looped(self) -> None:
         w = self.w
         ops = self.body.ops
-        online = self._online_softmax_pairs()
+        softmax = self._online_softmax_pairs()
+        online = {**softmax, **{v: s1 for v, s1 in self._welford_pairs().items() if s1 not in softmax}}
         stage = self._stages(online)
         last = max((stage[op.result] for op in ops if op.opdef.kind == "reduction"), default=0)
         env: dict[Value, str] = {}
@@ -151,7 +153,12 @@ class RowKernel:
             accs = {}
             for red in reds:
                 accs[red] = self._init_acc(red)
-            partner = {online[r]: r for r in reds if r in online}   # max op -> its sum op
+            welford = {first: self._init_welford() for first in
+                       dict.fromkeys(online[r] for r in reds if r in online and online[r].name == "reduce_sum")}
+            partner: dict[Op, list[Op]] = {}   # a max or sum -> the reductions riding its loop
+            for r in reds:
+                if r in online:
+                    partner.setdefault(online[r], []).append(r)
             w.line(f"for roffset in range(0, {bound}, RBLOCK):")
             with w.indented():
                 w.line("rindex = roffset + rbase")
@@ -167,16 +174,25 @@ class RowKernel:
                         continue  # accumulated with its max, below
                     x = red.inputs[0]
                     v = self._read(x, x.type.shape, "full", tile_env, tile_loads, coords)
-                    if red in partner:
-                        self._accumulate_online(accs[red][0], accs[partner[red]][0], self._masked(red, v))
+                    if red in partner and red.name == "reduce_max":
+                        for total in partner[red]:
+                            self._accumulate_online(accs[red][0], accs[total][0], self._masked(red, v))
+                    elif red in partner:
+                        self._accumulate(red, accs[red], self._masked(red, v))
+                        self._accumulate_welford(welford[red], v)
                     else:
                         self._accumulate(red, accs[red], self._masked(red, v))
                 for v in stores:
                     self._store(v, tile_env[v], coords)
             for red in reds:
-                if red in partner:
-                    env[red.result], env[partner[red].result] = \
-                        self._finish_online(accs[red][0], accs[partner[red]][0])
+                if red in partner and red.name == "reduce_max":
+                    for total in partner[red]:
+                        env[red.result], env[total.result] = self._finish_online(accs[red][0], accs[total][0])
+                elif red in partner:
+                    env[red.result] = self._finish_acc(red, accs[red])
+                    m2 = self._finish_welford(welford[red])
+                    for second in partner[red]:
+                        env[second.result] = m2
                 elif red not in online:
                     env[red.result] = self._finish_acc(red, accs[red])
         for v in self.body.outputs:
@@ -210,7 +226,10 @@ class RowKernel:
             mx = m.producer
             if mx is None or mx.name != "reduce_max" or mx.inputs[0] is not x or self.role[m] != "row":
                 continue
-            if all(v.type.dtype == "f32" for v in (x, m, t.result, e.result, op.result)):
+            # One sum per max: the running max moves as it is folded in, so a second sum's rescaling
+            # would be computed against the already-moved max.
+            if all(v.type.dtype == "f32" for v in (x, m, t.result, e.result, op.result)) \
+                    and mx not in pairs.values():
                 pairs[op] = mx
         return pairs
 
@@ -324,6 +343,59 @@ class RowKernel:
             w.line(f"{name} = {name} + {v}")
         else:
             w.line(f"{name} = {_combine(red.name)}({name}, {v})")
+
+    def _welford_pairs(self) -> dict[Op, Op]:
+        """sum of squares -> sum for each variance written as `reduce_sum(d * d)` with
+        `d = x - reduce_sum(x) / n`, n the reduced extent, all f32 (layer_norm, var): Welford's
+        running (mean, sum of squared deviations, count) per lane carries the second sum in the
+        first one's loop, where staging would read x again after the mean."""
+        pairs: dict[Op, Op] = {}
+        rnumel = sympy.sympify(self.rnumel)
+        for op in self.body.ops:
+            sq = op.inputs[0].producer if op.name == "reduce_sum" else None
+            if sq is None or sq.name != "mul" or sq.inputs[0] is not sq.inputs[1]:
+                continue
+            d = sq.inputs[0].producer
+            if d is None or d.name != "sub" or self.role.get(d.result) != "full":
+                continue
+            x, mean = d.inputs
+            div = mean.producer
+            if div is None or div.name != "div" or self.role[mean] != "row":
+                continue
+            total, count = div.inputs
+            s1 = total.producer
+            if s1 is None or s1.name != "reduce_sum" or s1.inputs[0] is not x or \
+                    count.producer is None or count.producer.name != "full" or \
+                    sympy.sympify(count.producer.attrs["value"]) - rnumel != 0:  # 24.0 is 24
+                continue
+            if all(v.type.dtype == "f32" for v in (x, total, mean, d.result, sq.result, op.result)):
+                pairs[op] = s1
+        return pairs
+
+    def _init_welford(self) -> tuple[str, str, str]:
+        w = self.w
+        names = tuple(w.fresh(p) for p in ("wmean", "wm2", "wn"))
+        for n in names:
+            w.line(f"{n} = tl.zeros([XBLOCK, RBLOCK], tl.float32)")
+        return names
+
+    def _accumulate_welford(self, acc: tuple[str, str, str], v: str) -> None:
+        """Welford's update per lane; masked lanes (past the row's end) leave it unchanged."""
+        w = self.w
+        mean, m2, n = acc
+        w.line(f"{n} = {n} + tl.where(mask, 1.0, 0.0)")
+        delta = w.assign("d", f"{v} - {mean}", "Welford: running mean and squared deviations")
+        w.line(f"{mean} = tl.where(mask, {mean} + delta_over_n, {mean})".replace(
+            "delta_over_n", f"{delta} / tl.where(mask, {n}, 1.0)"))
+        w.line(f"{m2} = tl.where(mask, {m2} + {delta} * ({v} - {mean}), {m2})")
+
+    def _finish_welford(self, acc: tuple[str, str, str]) -> str:
+        """The row's sum of squared deviations from its mean, merging the lanes' partials."""
+        w = self.w
+        mean, m2, n = acc
+        out = w.fresh("red")
+        w.line(f"_, {out}, _ = tl.reduce(({mean}, {m2}, {n}), 1, helpers.welford_combine, keep_dims=True)")
+        return out
 
     def _accumulate_online(self, m_acc: str, s_acc: str, v: str) -> None:
         """Fold a tile `v` (masked lanes -inf) into per-lane running max `m_acc` and sum of

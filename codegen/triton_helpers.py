@@ -171,3 +171,13 @@ if triton.knobs.runtime.interpret:
     to_bf16 = interpreter_shims.rounding_cast(torch.bfloat16, tl.bfloat16)
     to_f8e4m3 = interpreter_shims.rounding_cast(torch.float8_e4m3fn, tl.float8e4nv)
     to_f8e5m2 = interpreter_shims.rounding_cast(torch.float8_e5m2, tl.float8e5)
+
+
+@triton.jit
+def welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
+    # Chan et al.'s merge of two (mean, sum of squared deviations, count) partials; an empty
+    # partial (n == 0) contributes nothing instead of dividing by zero.
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    w_b = tl.where(n == 0, 0.0, n_b / tl.where(n == 0, 1.0, n))
+    return mean_a + delta * w_b, m2_a + m2_b + delta * delta * n_a * w_b, n

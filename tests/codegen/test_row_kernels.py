@@ -220,3 +220,25 @@ def test_low_precision_softmax_math_stays_staged(device, strategy):
     compiled = check_graph(g, [x], want, atol=2e-2, rtol=2e-2)
     (src,) = compiled.kernels.values()
     assert src.count("for roffset") == (3 if strategy == "looped" else 0), src
+
+
+def test_welford_layer_norm_reads_x_twice_when_looped(device, strategy):
+    # The mean's sum and the variance's sum of squared deviations share the first loop; rows of
+    # different offsets and scales, a NaN row, and row outputs (the rstd and a sum of squares)
+    # stored. Expected values in f64.
+    g = _fused(device, LAYER_NORM)
+    x = random_tensor((6, 24), torch.float32)
+    x[0] = x[0] * 0.1 + 100
+    x[1] = x[1] * 1e3
+    x[4, 7] = float("nan")
+    w, b = random_tensor((24,), torch.float32), random_tensor((24,), torch.float32)
+    def want(x, w, b):
+        x, w, b = x.double(), w.double(), b.double()
+        m = x.mean(-1, keepdim=True)
+        d2 = (x - m) * (x - m)
+        rstd = torch.rsqrt(d2.mean(-1, keepdim=True) + 1e-5)
+        return [t.float() for t in ((x - m) * rstd * w + b, rstd, d2.sum(-1))]
+    compiled = check_graph(g, [x, w, b], want, atol=1e-3, rtol=1e-3)
+    (src,) = compiled.kernels.values()
+    assert src.count("for roffset") == (2 if strategy == "looped" else 0), src
+    assert ("welford_combine" in src) == (strategy == "looped")
