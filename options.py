@@ -14,7 +14,7 @@ from typing import Any
 
 # fuse is last: it groups what the cleanups left. options={"pipeline": "canonicalize,cse,dce"}
 # compiles one kernel per op (useful when bisecting a wrong result).
-DEFAULT_PIPELINE = "canonicalize,cse,dce,fuse,matmul_bias"
+DEFAULT_PIPELINE = "canonicalize,cse,dce,sink_permutes,fuse,matmul_bias"
 
 
 def _default_cache_dir() -> str:
