@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# fuse is last: it groups what the cleanups left. options={"pipeline": "canonicalize,cse,dce"}
+# fuse groups what the cleanups left; hoist_reshapes first moves size-1 reshapes out of the way of
+# pointwise chains (it needs dce's single-reader facts). options={"pipeline": "canonicalize,cse,dce"}
 # compiles one kernel per op (useful when bisecting a wrong result).
-DEFAULT_PIPELINE = "canonicalize,cse,dce,fuse,matmul_bias"
+DEFAULT_PIPELINE = "canonicalize,cse,dce,hoist_reshapes,fuse,matmul_bias"
 
 
 def _default_cache_dir() -> str:

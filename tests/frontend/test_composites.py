@@ -30,6 +30,27 @@ def test_batch_norm_inference(check):
     check(f, r(4, 3, 5), r(3), torch.rand(3) + 0.5, r(3), r(3))
 
 
+def test_eval_batch_norm_is_one_kernel_with_its_relu(check):
+    # The running-stat copies fold (canonicalize) and the [C] statistics chain moves below its
+    # unsqueeze (hoist_reshapes), so it broadcasts into the normalization's kernel.
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False)
+    bn = torch.nn.BatchNorm2d(6).eval()
+    with torch.no_grad():
+        bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2), bn.weight.normal_(), bn.bias.normal_()
+
+    def f(x):
+        return torch.relu(bn(conv(x)))
+    with torch.no_grad():
+        (report,) = check(f, r(2, 4, 5, 5), strict=False, rtol=1e-5, atol=1e-5)
+    assert report["kernel_count"] == 1, report["fusion"]
+
+
+def test_statistic_unsqueezed_back_is_one_row_kernel(check):
+    # mean(-1) drops the dim and unsqueeze puts it back: the reduction takes keepdim instead.
+    (report,) = check(lambda x: (x - x.mean(-1).unsqueeze(-1)) * 2, r(6, 16))
+    assert report["kernel_count"] == 1, report["fusion"]
+
+
 def test_embedding_and_losses(check):
     def f(idx, emb, target):
         h = F.embedding(idx, emb)

@@ -44,7 +44,7 @@ class _Gen:
     def step(self) -> None:
         b, rng = self.b, self.rng
         kind = rng.choice(["unary", "binary", "binary", "const", "involution", "dup", "cast",
-                           "reduce", "view", "where", "dead"])
+                           "reduce", "view", "where", "dead", "unit"])
         x = self.pick()
         if kind == "unary":
             out = b.op(rng.choice(_UNARY), x)
@@ -73,6 +73,8 @@ class _Gen:
                 out = b.op(rng.choice(("reduce_sum", "reduce_max")), x, axes=(axis,), keepdim=True)
         elif kind == "view":
             out = self.view(x)
+        elif kind == "unit":  # a size-1 dim in and out around pointwise ops (BatchNorm's unsqueeze)
+            out = self.unit_dims(x)
         elif kind == "where":
             a, c = self.pick_pair()
             out = b.op("where", b.op("gt", a, c), a, c)
@@ -80,6 +82,25 @@ class _Gen:
             b.op("exp", x)
             return
         self.pool.append(out)
+
+    def unit_dims(self, x: Value) -> Value:
+        """reshape x to gain a size-1 dim, a pointwise op (with a constant, itself or a second
+        chain), back to x's shape; or a reduction that drops its dim, gets it back and meets x."""
+        b, rng, shape = self.b, self.rng, list(x.type.shape)
+        if shape and rng.random() < 0.3:
+            axis = rng.randrange(len(shape))
+            r = b.op(rng.choice(("reduce_sum", "reduce_max")), b.op("exp", x), axes=(axis,), keepdim=False)
+            r = b.op("neg", r)
+            r = b.op("reshape", r, shape=tuple(1 if i == axis else d for i, d in enumerate(shape)))
+            return b.op(rng.choice(_BINARY), x, r)  # x normalized by its own statistic
+        at = rng.randrange(len(shape) + 1)
+        wide = tuple(shape[:at] + [1] + shape[at:])
+        y = b.op("reshape", b.op("tanh", x), shape=wide)
+        pick = rng.random()
+        other = self.const(y) if pick < 0.4 else y if pick < 0.6 else \
+            b.op("reshape", b.op("abs", x), shape=wide)  # a second chain meeting this one
+        y = b.op(rng.choice(_BINARY), y, other)
+        return b.op("reshape", b.op("sigmoid", y), shape=tuple(shape))
 
     def view(self, x: Value) -> Value:
         b, rng, shape = self.b, self.rng, x.type.shape

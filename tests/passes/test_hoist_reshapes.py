@@ -1,0 +1,228 @@
+"""hoist_reshapes: size-1 reshapes move above pointwise chains toward the inputs; golden IR,
+the cases it must leave alone, and values (the interpreter before and after)."""
+import pytest
+
+from ember.ir import parse, print_graph, verify
+from ember.passes import run_pipeline
+
+from pass_testing import assert_same_values, run_golden, shared_buffers
+from random_graphs import random_graph
+
+# Eval BatchNorm as the frontend lowers it (after canonicalize): per-channel statistics on [8],
+# unsqueezed to [8,1,1] to broadcast over [2,8,6,6].
+BATCH_NORM = """
+    func @f(%x: f32[2,8,6,6], %mean: f32[8], %var: f32[8], %w: f32[8], %b: f32[8]) -> (f32[2,8,6,6]) {
+      %0: f32[] = full[value=1e-05]
+      %1: f32[8] = add %var, %0
+      %2: f32[8] = sqrt %1
+      %3: f32[8] = reciprocal %2
+      %4: f32[8,1,1] = reshape[shape=(8, 1, 1)] %mean
+      %5: f32[8,1,1] = reshape[shape=(8, 1, 1)] %3
+      %6: f32[2,8,6,6] = sub %x, %4
+      %7: f32[2,8,6,6] = mul %6, %5
+      %8: f32[8,1,1] = reshape[shape=(8, 1, 1)] %w
+      %9: f32[2,8,6,6] = mul %7, %8
+      %10: f32[8,1,1] = reshape[shape=(8, 1, 1)] %b
+      %11: f32[2,8,6,6] = add %9, %10
+      %12: f32[2,8,6,6] = relu %11
+      return %12
+    }
+    """
+
+
+def test_batch_norm_statistics_move_below_the_reshape():
+    rec = run_golden("hoist_reshapes", BATCH_NORM, """
+        func @f(%x: f32[2,8,6,6], %mean: f32[8], %var: f32[8], %w: f32[8], %b: f32[8]) -> (f32[2,8,6,6]) [device="cpu"] {
+          %0: f32[] = full[value=1e-05]
+          %1: f32[8,1,1] = reshape[shape=(8, 1, 1)] %var
+          %2: f32[8,1,1] = add %1, %0
+          %3: f32[8,1,1] = sqrt %2
+          %4: f32[8,1,1] = reciprocal %3
+          %5: f32[8,1,1] = reshape[shape=(8, 1, 1)] %mean
+          %6: f32[2,8,6,6] = sub %x, %5
+          %7: f32[2,8,6,6] = mul %6, %4
+          %8: f32[8,1,1] = reshape[shape=(8, 1, 1)] %w
+          %9: f32[2,8,6,6] = mul %7, %8
+          %10: f32[8,1,1] = reshape[shape=(8, 1, 1)] %b
+          %11: f32[2,8,6,6] = add %9, %10
+          %12: f32[2,8,6,6] = relu %11
+          return %12
+        }
+        """)
+    assert rec.stats == {"hoisted": 3, "keepdim": 0}
+
+
+def test_batch_norm_is_one_kernel_in_the_default_pipeline():
+    g = parse(BATCH_NORM)
+    before = g.copy()
+    report = run_pipeline(g, "canonicalize,cse,dce,hoist_reshapes,fuse")
+    assert [op.name for op in g.ops if op.name not in ("reshape",)] == ["fused"]
+    assert report["fuse"].stats["regions"] == 1
+    assert_same_values(before, g)
+
+
+def test_operands_that_broadcast_get_the_same_dims_and_constants_stay_constants():
+    # %b broadcasts over %x's rows: it becomes [1,3,1], its 3 where the result's goes. The 0-d
+    # constant already broadcasts; the [2,3] constant becomes a [2,3,1] constant, not a view of one.
+    run_golden("hoist_reshapes", """
+        func @f(%x: f32[2,3], %b: f32[3], %y: f32[2,3,4]) -> (f32[2,3,4]) {
+          %0: f32[] = full[value=2.0]
+          %1: f32[2,3] = full[value=0.5]
+          %2: f32[2,3] = add %x, %b
+          %3: f32[2,3] = mul %2, %0
+          %4: f32[2,3] = sub %3, %1
+          %5: f32[2,3,1] = reshape[shape=(2, 3, 1)] %4
+          %6: f32[2,3,4] = mul %y, %5
+          return %6
+        }
+        """, """
+        func @f(%x: f32[2,3], %b: f32[3], %y: f32[2,3,4]) -> (f32[2,3,4]) [device="cpu"] {
+          %0: f32[] = full[value=2.0]
+          %1: f32[2,3,1] = reshape[shape=(2, 3, 1)] %x
+          %2: f32[1,3,1] = reshape[shape=(1, 3, 1)] %b
+          %3: f32[2,3,1] = add %1, %2
+          %4: f32[2,3,1] = mul %3, %0
+          %5: f32[2,3,1] = full[value=0.5]
+          %6: f32[2,3,1] = sub %4, %5
+          %7: f32[2,3,4] = mul %y, %6
+          return %7
+        }
+        """)
+
+
+def test_removing_size_one_dims_and_symbolic_sizes():
+    # [1,s0,1] -> [s0]: dims are compared with sympy; a reshape of a reshape becomes one view.
+    run_golden("hoist_reshapes", """
+        func @f[s0](%x: f32[s0], %y: f32[4,s0]) -> (f32[4,s0]) {
+          %0: f32[1,s0,1] = reshape[shape=(1, s0, 1)] %x
+          %1: f32[1,s0,1] = exp %0
+          %2: f16[1,s0,1] = cast[dtype="f16"] %1
+          %3: f32[1,s0,1] = cast[dtype="f32"] %2
+          %4: f32[s0] = reshape[shape=(s0,)] %3
+          %5: f32[4,s0] = add %4, %y
+          return %5
+        }
+        """, """
+        func @f[s0](%x: f32[s0], %y: f32[4,s0]) -> (f32[4,s0]) [device="cpu"] {
+          %0: f32[1,s0,1] = reshape[shape=(1, s0, 1)] %x
+          %1: f32[s0] = exp %x
+          %2: f16[s0] = cast[dtype="f16"] %1
+          %3: f32[s0] = cast[dtype="f32"] %2
+          %4: f32[4,s0] = add %3, %y
+          return %4
+        }
+        """)
+
+
+def test_a_dropping_reduction_takes_the_reshape_as_keepdim():
+    # mean over the last dim, unsqueezed back: keepdim=True lets fuse make one row kernel of it.
+    rec = run_golden("hoist_reshapes", """
+        func @f(%x: f32[4,8]) -> (f32[4,8]) {
+          %0: f32[4] = reduce_sum[axes=(1,), keepdim=False] %x
+          %1: f32[] = full[value=8.0]
+          %2: f32[4] = div %0, %1
+          %3: f32[4,1] = reshape[shape=(4, 1)] %2
+          %4: f32[4,8] = sub %x, %3
+          return %4
+        }
+        """, """
+        func @f(%x: f32[4,8]) -> (f32[4,8]) [device="cpu"] {
+          %0: f32[4,1] = reduce_sum[axes=(1,), keepdim=True] %x
+          %1: f32[] = full[value=8.0]
+          %2: f32[4,1] = div %0, %1
+          %3: f32[4,8] = sub %x, %2
+          return %3
+        }
+        """)
+    assert rec.stats == {"hoisted": 1, "keepdim": 1}
+
+
+def test_reduction_keeps_its_form_when_the_reshape_puts_dims_elsewhere():
+    # [4] from reducing axis 1 of [4,8], reshaped to [1,4]: not the keepdim shape [4,1].
+    run_golden("hoist_reshapes", """
+        func @f(%x: f32[4,8], %y: f32[3,4]) -> (f32[3,4]) {
+          %0: f32[4] = reduce_sum[axes=(1,), keepdim=False] %x
+          %1: f32[1,4] = reshape[shape=(1, 4)] %0
+          %2: f32[3,4] = mul %y, %1
+          return %2
+        }
+        """, None)
+
+
+@pytest.mark.parametrize("case", [
+    # The pointwise result has another reader: moving would compute it twice.
+    """%0: f32[8] = exp %x
+       %1: f32[8,1] = reshape[shape=(8, 1)] %0
+       %2: f32[8,4] = mul %y, %1
+       %3: f32[8] = neg %0
+       return %2, %3""",
+    # ... or is returned.
+    """%0: f32[8] = exp %x
+       %1: f32[8,1] = reshape[shape=(8, 1)] %0
+       %2: f32[8,4] = mul %y, %1
+       return %2, %0""",
+    # The reshape's result is returned, or read by something that is not pointwise (a matmul):
+    # the moved chain would have nowhere to fuse.
+    """%0: f32[8] = exp %x
+       %1: f32[8,1] = reshape[shape=(8, 1)] %0
+       %2: f32[8,4] = mul %y, %1
+       return %2, %1""",
+    """%0: f32[8] = exp %x
+       %1: f32[1,8] = reshape[shape=(1, 8)] %0
+       %2: f32[1,4] = matmul %1, %w
+       return %2""",
+    # The reshape's result has two readers.
+    """%0: f32[8] = exp %x
+       %1: f32[8,1] = reshape[shape=(8, 1)] %0
+       %2: f32[8,4] = mul %y, %1
+       %3: f32[8,4] = add %y, %1
+       return %2, %3""",
+    # Not a size-1 reshape: [8] -> [2,4] regroups elements.
+    """%0: f32[8] = exp %x
+       %1: f32[2,4] = reshape[shape=(2, 4)] %0
+       %2: f32[2,4] = mul %1, %1
+       return %2""",
+    # An operand an extern writes.
+    """%0: f32[8] = exp %x
+       %1: f32[8,1] = reshape[shape=(8, 1)] %0
+       %2: f32[8,4] = mul %y, %1
+       %3: f32[8] = extern[target="aten.copy_.default", args=[#0, #1]] %x, %z
+       return %2, %3""",
+])
+def test_leaves_alone(case):
+    body = "\n".join("  " + line.strip() for line in case.splitlines())
+    outs = body.split("return")[1].strip()
+    g = parse(f"func @f(%x: f32[8], %y: f32[8,4], %z: f32[8], %w: f32[8,4]) -> (...) {{\n{body}\n}}".replace(
+        "(...)", "(" + ", ".join(_result_type(body, o.strip()) for o in outs.split(",")) + ")"))
+    run_golden("hoist_reshapes", print_graph(g), None, semantics="extern" not in case)
+
+
+def _result_type(body: str, name: str) -> str:
+    for line in body.splitlines():
+        if line.strip().startswith(name + ":"):
+            return line.split(":")[1].split("=")[0].strip()
+    raise KeyError(name)
+
+
+_FIRED: dict[str, int] = {}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_keeps_values_on_random_graphs(seed):
+    g = random_graph(seed)
+    run_pipeline(g, "canonicalize,cse,dce")
+    before = g.copy()
+    report = run_pipeline(g, "hoist_reshapes,fuse")
+    for k, n in report["hoist_reshapes"].stats.items():
+        _FIRED[k] = _FIRED.get(k, 0) + n
+    verify(g)
+    text = print_graph(g)
+    assert print_graph(parse(text)) == text
+    assert shared_buffers(g) <= shared_buffers(before)
+    assert_same_values(before, g, seeds=(seed, seed + 1000))
+
+
+def test_random_graphs_exercise_the_pass():
+    if not _FIRED:
+        pytest.skip("run together with test_keeps_values_on_random_graphs")
+    assert _FIRED["hoisted"] > 5 and _FIRED["keepdim"] > 0, _FIRED
