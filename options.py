@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# fuse groups what the cleanups left; hoist_reshapes first moves size-1 reshapes out of the way of
-# pointwise chains (it needs dce's single-reader facts). options={"pipeline": "canonicalize,cse,dce"}
+# fuse groups what the cleanups left; hoist_views first moves views out of the way of pointwise
+# chains (it needs dce's single-reader facts). options={"pipeline": "canonicalize,cse,dce"}
 # compiles one kernel per op (useful when bisecting a wrong result).
-DEFAULT_PIPELINE = "canonicalize,cse,dce,hoist_reshapes,fuse,matmul_bias"
+DEFAULT_PIPELINE = "canonicalize,cse,dce,hoist_views,fuse,matmul_bias"
 
 
 def _default_cache_dir() -> str:

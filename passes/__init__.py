@@ -17,7 +17,7 @@ from .fingerprint import pipeline_fingerprint
 
 # Built-in passes register themselves on import.
 from . import canonicalize as _canonicalize, cse as _cse, dce as _dce, fuse as _fuse  # noqa: E402,F401
-from . import matmul_bias as _matmul_bias, hoist_reshapes as _hoist_reshapes  # noqa: E402,F401
+from . import matmul_bias as _matmul_bias, hoist_views as _hoist_views  # noqa: E402,F401
 
 __all__ = ["graph_pass", "PassResult", "PassContext", "PassSpec", "parse_pipeline", "format_pipeline",
            "run_pipeline", "PipelineReport", "PassRecord", "PassFailedError", "UnknownPassError",

@@ -84,15 +84,30 @@ class _Gen:
         self.pool.append(out)
 
     def unit_dims(self, x: Value) -> Value:
-        """reshape x to gain a size-1 dim, a pointwise op (with a constant, itself or a second
-        chain), back to x's shape; or a reduction that drops its dim, gets it back and meets x."""
+        """Views between pointwise ops (what hoist_views moves): x reshaped to gain a size-1 dim,
+        a pointwise op (with a constant, itself or a second chain) and back; a reduction that
+        drops its dim, gets it back and meets x; a transpose around pointwise ops; an expand
+        read by a reduction; an iota unsqueezed and expanded into a mask."""
         b, rng, shape = self.b, self.rng, list(x.type.shape)
-        if shape and rng.random() < 0.3:
+        pick = rng.random()
+        if shape and pick < 0.2:
             axis = rng.randrange(len(shape))
             r = b.op(rng.choice(("reduce_sum", "reduce_max")), b.op("exp", x), axes=(axis,), keepdim=False)
             r = b.op("neg", r)
             r = b.op("reshape", r, shape=tuple(1 if i == axis else d for i, d in enumerate(shape)))
             return b.op(rng.choice(_BINARY), x, r)  # x normalized by its own statistic
+        if len(shape) == 2 and pick < 0.4:
+            t = b.op("permute", b.op("tanh", x), dims=(1, 0))
+            t = b.op(rng.choice(_BINARY), t, self.const(t) if rng.random() < 0.5 else t)
+            return b.op("permute", b.op("sigmoid", t), dims=(1, 0))
+        if len(shape) == 2 and pick < 0.55:
+            e = b.op("reshape", b.op("neg", x), shape=(shape[0], 1, shape[1]))
+            e = b.op("exp", b.op("expand", e, shape=(shape[0], 2, shape[1])))
+            return b.op("reshape", b.op("reduce_sum", e, axes=(1,), keepdim=True), shape=tuple(shape))
+        if len(shape) == 2 and pick < 0.7:
+            i = b.op("iota", result_types=[TensorType("i64", (shape[1],))], dim=0)
+            i = b.op("expand", b.op("reshape", i, shape=(1, shape[1])), shape=tuple(shape))
+            return b.op("add", x, b.op("cast", i, dtype=x.type.dtype))
         at = rng.randrange(len(shape) + 1)
         wide = tuple(shape[:at] + [1] + shape[at:])
         y = b.op("reshape", b.op("tanh", x), shape=wide)
