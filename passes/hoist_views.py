@@ -46,6 +46,7 @@ import sympy
 import torch
 
 from ..ir import Graph, Op, TensorType, Value
+from ..ir.dtypes import is_float
 from ..ir.ops import TypeError_
 from ..ir.types import as_dim, broadcasts_to, dims_equal, shapes_equal
 from .context import PassContext
@@ -121,18 +122,24 @@ class _Sweep:
         self.subst: dict[Value, Value] = {}
         self.dropped: set[Op] = set()
         self.out: list[Op] = []
-        self.stats = {"hoisted": 0, "keepdim": 0, "iota": 0}
+        self.stats = {"hoisted": 0, "keepdim": 0, "iota": 0, "unnegated": 0}
         self.constants: set[Op] = set()  # `full`s replaced by one of another shape somewhere
+        self.orphans: set[Op] = set()
 
     def run(self) -> bool:
         for op in self.g.ops:
             if op in self.dropped:
                 continue
             op.inputs = [self.subst.get(v, v) for v in op.inputs]
+            if op.name == "concat" and self.unnegate(op):
+                continue
             view = self.movable_view(op)
             if view is not None and self.rebuild(op, view):
                 continue
             self.out.append(op)
+        # Ops whose only reader a rewrite replaced (a neg under a concat): a kernel each if kept.
+        used = {v for o in self.out for v in o.inputs} | set(self.g.outputs)
+        self.out = [o for o in self.out if o not in self.orphans or any(r in used for r in o.results)]
         self.g.ops = self.out
         self.g.outputs = [self.subst.get(v, v) for v in self.g.outputs]
         return bool(self.dropped)
@@ -162,8 +169,8 @@ class _Sweep:
 
     def movable_view(self, op: Op) -> Op | None:
         """The view that may move above `op`, or None."""
-        pointwise = op.opdef.is_pointwise
-        if len(op.results) != 1 or not (pointwise or op.opdef.kind == "reduction" or op.name == "iota"):
+        movable = op.opdef.is_pointwise or op.opdef.kind == "reduction" or op.name in ("iota", "concat")
+        if len(op.results) != 1 or not movable:
             return None
         if any(x in self.written for x in op.inputs):
             return None
@@ -184,17 +191,20 @@ class _Sweep:
         elif op.name == "iota":
             attrs, kind, args = self.iota_dim(op, view), "iota", []
         else:
-            plans = [self.plan(x, op.result.type.shape, view) for x in op.inputs]
-            if any(p is None for p in plans) or (view.name == "expand" and not any(plans)):
+            if op.name == "concat":
+                plans, attrs = self.concat_plans(op, view)
+            else:
+                plans, attrs = [self.plan(x, op.result.type.shape, view) for x in op.inputs], op.attrs
+            if attrs is None or any(p is None for p in plans) or (view.name == "expand" and not any(plans)):
                 return False  # an expand needs some operand of f's full shape to expand
             types = [x.type.with_shape(p[-1][1]) if p else x.type for x, p in zip(op.inputs, plans)]
             try:
-                (t,) = op.opdef.type_rule(types, op.attrs)  # the op table's rule has the last word
+                (t,) = op.opdef.type_rule(types, attrs)  # the op table's rule has the last word
             except TypeError_:
                 return False
             if not shapes_equal(t.shape, view.result.type.shape):
                 return False
-            attrs, kind = op.attrs, "hoisted"
+            kind = "hoisted"
             args = [self.materialize(x, p) if p else x for x, p in zip(op.inputs, plans)]
         if attrs is None:
             return False
@@ -228,6 +238,77 @@ class _Sweep:
         if len(x.type.shape) == rank:
             return [("permute", target, dims)]
         return [("reshape", tuple(pad), None), ("permute", target, dims)]
+
+    def concat_plans(self, op: Op, view: Op) -> tuple[list, dict | None]:
+        """A view of a concat is the concat of the same view of each operand (sizes along the
+        joined dim their own), joined along the dim that dim becomes. Not when that dim has size
+        1 (a size-1 reshape could drop it; an expand could widen it)."""
+        shape, d, new = op.result.type.shape, op.attrs["dim"], view.result.type.shape
+        if is_one(shape[d]):
+            return [], None
+        if view.name == "permute":
+            dims = tuple(view.attrs["dims"])
+            nd = dims.index(d)
+            plans = [[("permute", tuple(x.type.shape[i] for i in dims), dims)] for x in op.inputs]
+        elif view.name == "reshape":
+            where = unit_reshape_map(shape, new)
+            nd = where.index(d)
+            plans = [[("reshape", tuple(x.type.shape[i] if i is not None else ONE for i in where), None)]
+                     for x in op.inputs]
+        else:
+            nd = d + len(new) - len(shape)
+            plans = [[("expand", tuple(x.type.shape[d] if j == nd else n for j, n in enumerate(new)), None)]
+                     for x in op.inputs]
+        return plans, {"dim": nd}
+
+    def unnegate(self, op: Op) -> bool:
+        """concat(..., neg(a), ...) -> concat(..., a, ...) * sign, sign -1 over the negated pieces
+        and 1 elsewhere, a pointwise function of the position (iota): rotary embedding's
+        rotate_half, cat(-x2, x1), then reads only views of x, and fuse can put the concat in
+        the kernel that reads it. Floats only (x * -1 is -x exactly, signed zeros and NaNs
+        included); when the concat's reader is pointwise or a view that pays."""
+        t = op.result.type
+        negs = [self.only_reader(x) is op and x.producer is not None and x.producer.name == "neg"
+                for x in op.inputs]
+        reader = self.only_reader(op.result)
+        if not any(negs) or not is_float(t.dtype) or reader is None or \
+                not (reader.opdef.is_pointwise or (reader.name in VIEWS and self.is_movable(reader)
+                                                   and self.pays(reader))):
+            return False
+
+        def emit(name, inputs, attrs, ty):
+            o = Op(name, inputs, attrs, [ty])
+            self.out.append(o)
+            return o.result
+
+        d = op.attrs["dim"]
+        joined = emit("concat", [x.producer.inputs[0] if n else x for x, n in zip(op.inputs, negs)],
+                      op.attrs, t)
+        pos = emit("iota", [], {"dim": d}, TensorType("i64", t.shape, t.device))
+        mask, start = None, sympy.Integer(0)
+        flag = TensorType("b1", t.shape, t.device)
+        for x, n in zip(op.inputs, negs):
+            end = start + x.type.shape[d]
+            if n:
+                bound = []
+                for cmp, at in (("ge", start), ("lt", end)):
+                    if (cmp == "ge" and at == 0) or (cmp == "lt" and dims_equal(at, t.shape[d])):
+                        continue
+                    lim = emit("full", [], {"value": int(at) if at.is_Integer else at},
+                               TensorType("i64", (), t.device))
+                    bound.append(emit(cmp, [pos, lim], {}, flag))
+                piece = bound[0] if len(bound) == 1 else emit("logical_and", bound, {}, flag) if bound else \
+                    emit("full", [], {"value": True}, flag)
+                mask = piece if mask is None else emit("logical_or", [mask, piece], {}, flag)
+                self.orphans.add(x.producer)
+            start = end
+        one = TensorType(t.dtype, (), t.device)
+        sign = emit("where", [mask, emit("full", [], {"value": -1.0}, one), emit("full", [], {"value": 1.0}, one)],
+                    {}, t)
+        self.subst[op.result] = emit("mul", [joined, sign], {}, t)
+        self.stats["unnegated"] += 1
+        self.dropped.add(op)
+        return True
 
     def materialize(self, x: Value, plan: list[tuple]) -> Value:
         """Apply `plan` to `x`: a `full` of the final shape for a `full`; views otherwise, each
@@ -283,7 +364,7 @@ class _Sweep:
 @graph_pass("hoist_views", options={},
             description="move size-1 reshapes, permutes and expands above pointwise ops, so chains fuse where they are read and copies go")
 def hoist_views(g: Graph, ctx: PassContext) -> PassResult:
-    stats = {"hoisted": 0, "keepdim": 0, "iota": 0}
+    stats = {"hoisted": 0, "keepdim": 0, "iota": 0, "unnegated": 0}
     constants: set[Op] = set()
     while True:
         sweep = _Sweep(g)

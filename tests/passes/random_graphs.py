@@ -87,7 +87,8 @@ class _Gen:
         """Views between pointwise ops (what hoist_views moves): x reshaped to gain a size-1 dim,
         a pointwise op (with a constant, itself or a second chain) and back; a reduction that
         drops its dim, gets it back and meets x; a transpose around pointwise ops; an expand
-        read by a reduction; an iota unsqueezed and expanded into a mask."""
+        read by a reduction; rotary's cat(-x2, x1), maybe repeated; an iota unsqueezed and
+        expanded into a mask."""
         b, rng, shape = self.b, self.rng, list(x.type.shape)
         pick = rng.random()
         if shape and pick < 0.2:
@@ -104,6 +105,15 @@ class _Gen:
             e = b.op("reshape", b.op("neg", x), shape=(shape[0], 1, shape[1]))
             e = b.op("exp", b.op("expand", e, shape=(shape[0], 2, shape[1])))
             return b.op("reshape", b.op("reduce_sum", e, axes=(1,), keepdim=True), shape=tuple(shape))
+        if len(shape) == 2 and shape[1] in (4, 5) and pick < 0.6:  # rotary's rotate_half
+            k = shape[1] // 2
+            lo = b.op("slice", x, dim=1, start=0, end=k, step=1)
+            hi = b.op("neg", b.op("slice", x, dim=1, start=k, end=shape[1], step=1))
+            rot = b.op("concat", hi, lo, dim=1)
+            rot = b.op("expand", b.op("reshape", rot, shape=(shape[0], 1, shape[1])), shape=(shape[0], 2, shape[1])) \
+                if rng.random() < 0.3 else rot
+            y = b.op("mul", rot, self.const(rot)) if rng.random() < 0.5 else b.op("tanh", rot)
+            return y if y.type.rank == 2 else b.op("reduce_max", y, axes=(1,), keepdim=False)
         if len(shape) == 2 and pick < 0.7:
             i = b.op("iota", result_types=[TensorType("i64", (shape[1],))], dim=0)
             i = b.op("expand", b.op("reshape", i, shape=(1, shape[1])), shape=tuple(shape))
