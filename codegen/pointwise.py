@@ -12,7 +12,7 @@ from typing import Sequence
 
 from ..ir import Op, Value
 from ..ir.types import TensorType, broadcasts_to, shapes_equal
-from .kernel_writer import Coord, Kernel, KernelWriter
+from .kernel_writer import Coord, Kernel, KernelWriter, is_one
 from .launch_heuristics import choose_launch
 from .pointwise_ops import lower_pointwise
 from .triton_types import compute_dtype, convert, literal, tl_dtype
@@ -92,7 +92,10 @@ def emit_op(w: KernelWriter, op: Op, env: dict[Value, str], coords: dict[int, Co
             return f"tl.full({block}, 0, {cdt}) + {w.size(value, 'fill')}"
         return f"tl.full({block}, {literal(value, out.dtype)}, {cdt})"
     if op.name == "iota":
-        c = coords[op.attrs["dim"]].expr
+        # An iota smaller than the block broadcasts into it (its dims align with the trailing
+        # ones); along a dim of size 1 it is 0 everywhere.
+        dim = op.attrs["dim"]
+        c = "0" if is_one(out.shape[dim]) else coords[dim + len(coords) - out.rank].expr
         return f"tl.full({block}, 0, {cdt})" if c == "0" else f"{c}.to({cdt})"
     data = op.inputs[1:] if op.name == "where" else op.inputs
     return lower_pointwise(op.name, [env[v] for v in op.inputs], data[0].type.dtype, op.attrs)
@@ -166,9 +169,9 @@ def fused_pointwise_kernel(body) -> Kernel | None:
             return None
         # An op of a smaller shape that broadcasts into the iteration space (a bias cast to f32)
         # is recomputed per element: its operands broadcast into the space the same way (numpy
-        # broadcasting is transitive). iota's and concat's coordinates are those of their own
-        # shape, so they must span the space exactly.
+        # broadcasting is transitive); so is an iota (emit_op aligns its dim). A concat's
+        # coordinates are those of its own shape, so it must span the space exactly.
         if not shapes_equal(op.result.type.shape, shape) and \
-                (op.name == "iota" or concat or not broadcasts_to(op.result.type.shape, shape)):
+                (concat or not broadcasts_to(op.result.type.shape, shape)):
             return None
     return pointwise_kernel(body.ops, outs)

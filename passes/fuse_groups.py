@@ -228,16 +228,16 @@ class GroupBuilder:
 
     def _escaping_broadcast(self, a: int, b: int, dom: Domain) -> int | None:
         """A member that `dom` would compute per element although its shape is smaller (role
-        bcast) while its value is returned or read outside the merged group; or an iota or a
-        concat of that kind (their coordinates are those of their own shape). None when there
-        is none."""
+        bcast) while its value is returned or read outside the merged group; or a concat of that
+        kind, or an iota of that kind in a reducing domain (their coordinates are those of their
+        own shape; a pointwise kernel aligns an iota's). None when there is none."""
         inside = {id(self.g.ops[i]) for i in (*self.gr.members[a], *self.gr.members[b])}
         for i in (*self.gr.members[a], *self.gr.members[b]):
             op = self.g.ops[i]
             if op.opdef.kind == "reduction" or dom.role(op.result.type.shape) != "bcast":
                 continue
             users = self.users.get(op.result, [])
-            if op.name in ("iota", "concat") or op.result in self.returned or \
+            if op.name == "concat" or (op.name == "iota" and dom.reduces) or op.result in self.returned or \
                     any(id(u) not in inside for u in users):
                 return i
         return None

@@ -34,8 +34,9 @@ Conditions, for every step:
   broadcasts as needed (a 0-d constant) stays, and a view of a view is composed into one.
 
 Where a view lands on a reduction that drops its dims and puts exactly those back, the reduction
-takes keepdim=True (`x - x.mean(-1).unsqueeze(-1)` is then one row kernel); where it lands on an
-`iota`, the iota is built in the view's shape (it then spans the kernel it fuses into).
+takes keepdim=True (`x - x.mean(-1).unsqueeze(-1)` is then one row kernel). A view of an `iota`
+whose readers can all fuse it becomes an iota of the view's shape (it then spans their kernel),
+however many readers it has: an iota costs nothing to build again.
 
 Sweeps to a fixpoint; each sweep moves every view one op up. Stats: `hoisted` (ops a view moved
 above), `keepdim`, `iota`.
@@ -133,6 +134,8 @@ class _Sweep:
             op.inputs = [self.subst.get(v, v) for v in op.inputs]
             if op.name == "concat" and self.unnegate(op):
                 continue
+            if op.name in VIEWS and self.view_of_iota(op):
+                continue
             view = self.movable_view(op)
             if view is not None and self.rebuild(op, view):
                 continue
@@ -169,7 +172,7 @@ class _Sweep:
 
     def movable_view(self, op: Op) -> Op | None:
         """The view that may move above `op`, or None."""
-        movable = op.opdef.is_pointwise or op.opdef.kind == "reduction" or op.name in ("iota", "concat")
+        movable = op.opdef.is_pointwise or op.opdef.kind == "reduction" or op.name == "concat"
         if len(op.results) != 1 or not movable:
             return None
         if any(x in self.written for x in op.inputs):
@@ -188,8 +191,6 @@ class _Sweep:
         if op.opdef.kind == "reduction":
             attrs, kind = self.keepdim(op, view.result.type.shape), "keepdim"
             args = list(op.inputs)
-        elif op.name == "iota":
-            attrs, kind, args = self.iota_dim(op, view), "iota", []
         else:
             if op.name == "concat":
                 plans, attrs = self.concat_plans(op, view)
@@ -346,6 +347,34 @@ class _Sweep:
         axes = set(op.attrs["axes"])
         kept = [ONE if i in axes else d for i, d in enumerate(op.inputs[0].type.shape)]
         return {**op.attrs, "keepdim": True} if shapes_equal(kept, dst) else None
+
+    def feeds_fusion(self, view: Op) -> bool:
+        """Is every reader of `view` a pointwise op, or a movable view of which that holds?"""
+        v = view.result
+        readers = {id(u): u for u in self.users.get(v, [])}.values()
+        if not readers or v in self.outputs or v in self.written:
+            return False
+        return all(r.opdef.is_pointwise or (r.name in VIEWS and self.is_movable(r) and self.feeds_fusion(r))
+                   for r in readers)
+
+    def view_of_iota(self, view: Op) -> bool:
+        """A view of an iota is an iota of the view's shape. An iota costs nothing to compute
+        again, so this needs no single reader: only readers that can fuse it (built in the
+        view's shape, it spans their kernel), else a kernel shared by several views would
+        become one kernel per view."""
+        p = view.inputs[0].producer
+        if p is None or p.name != "iota" or not self.is_movable(view) or not self.feeds_fusion(view):
+            return False
+        attrs = self.iota_dim(p, view)
+        if attrs is None:
+            return False
+        new = Op("iota", [], attrs, [view.result.type])
+        self.out.append(new)
+        self.subst[view.result] = new.result
+        self.orphans.add(p)
+        self.dropped.add(view)
+        self.stats["iota"] += 1
+        return True
 
     def iota_dim(self, op: Op, view: Op) -> dict | None:
         """An iota seen through `view`: the iota of the view's shape along the dim its own dim

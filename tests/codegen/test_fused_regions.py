@@ -213,3 +213,28 @@ func @f(%x: f32[4,3]) -> (f32[4,5]) [device="cpu"] {
     x = random_tensor((4, 3), torch.float32)
     compiled = check_graph(g, [x], lambda x: torch.cat([torch.full((4, 2), -1.5), x], 1).exp())
     assert compiled.num_kernels == 1
+
+
+def test_an_iota_smaller_than_the_kernel_broadcasts_into_it(device):
+    # Position indices smaller than the kernel: over [1,4,1] the iota's dim is the kernel's dim
+    # 1, over [3] its last dim; along a dim of size 1 ([1,1,3], dim 1) an iota is 0 everywhere.
+    g = parse_on(device, """\
+func @f(%x: f32[2,4,3]) -> (f32[2,4,3]) [device="cpu"] {
+  %0: f32[2,4,3] = fused[name="fused0"] %x {
+    ^(%a: f32[2,4,3]):
+    %0: i64[1,4,1] = iota[dim=1]
+    %1: i64[3] = iota[dim=0]
+    %2: i64[1,1,3] = iota[dim=1]
+    %3: i64[1,4,3] = add %0, %1
+    %4: i64[1,4,3] = add %3, %2
+    %5: f32[1,4,3] = cast[dtype="f32"] %4
+    %6: f32[2,4,3] = mul %a, %5
+    yield %6
+  }
+  return %0
+}
+""")
+    x = random_tensor((2, 4, 3), torch.float32)
+    pos = torch.arange(4).view(1, 4, 1) + torch.arange(3)
+    compiled = check_graph(g, [x], lambda x: x * pos.float())
+    assert compiled.num_kernels == 1

@@ -267,3 +267,30 @@ def test_a_concat_stays_out_of_reducing_kernels():
         }
         """, None)
     assert _rejected(rec) == [("%0 = concat", "%1 = reduce_sum", "shape-mismatch")]
+
+
+def test_a_small_iota_joins_a_pointwise_kernel_but_not_a_reducing_one():
+    # The [1,4,1] iota broadcasts into [2,4,3]: a pointwise kernel aligns its dim. A row kernel
+    # takes only iotas of its full shape, so the reduction stays outside.
+    rec = run_golden("fuse", """
+        func @f(%x: f32[2,4,3]) -> (f32[2,4,3], f32[2,4]) {
+          %0: i64[1,4,1] = iota[dim=1]
+          %1: f32[1,4,1] = cast[dtype="f32"] %0
+          %2: f32[2,4,3] = mul %x, %1
+          %3: f32[2,4] = reduce_sum[axes=(2,), keepdim=False] %2
+          return %2, %3
+        }
+        """, """
+        func @f(%x: f32[2,4,3]) -> (f32[2,4,3], f32[2,4]) [device="cpu"] {
+          %0: f32[2,4,3] = fused[name="fused0"] %x {
+            ^(%in0: f32[2,4,3]):
+            %0: i64[1,4,1] = iota[dim=1]
+            %1: f32[1,4,1] = cast[dtype="f32"] %0
+            %2: f32[2,4,3] = mul %in0, %1
+            yield %2
+          }
+          %1: f32[2,4] = reduce_sum[axes=(2,), keepdim=False] %0
+          return %0, %1
+        }
+        """)
+    assert ("%2 = mul", "%3 = reduce_sum", "shape-mismatch") in _rejected(rec)

@@ -358,9 +358,9 @@ def test_rotary_keys_are_rotated_and_repeated_in_one_pass_over_views():
           %4: f32[1,2,2,3,2] = expand[shape=(1, 2, 2, 3, 2)] %2
           %5: f32[1,2,2,3,2] = expand[shape=(1, 2, 2, 3, 2)] %3
           %6: f32[1,2,2,3,4] = concat[dim=4] %4, %5
-          %7: i64[1,2,2,3,4] = iota[dim=4]
-          %8: i64[] = full[value=2]
-          %9: b1[1,2,2,3,4] = lt %7, %8
+          %7: i64[] = full[value=2]
+          %8: i64[1,2,2,3,4] = iota[dim=4]
+          %9: b1[1,2,2,3,4] = lt %8, %7
           %10: f32[] = full[value=-1.0]
           %11: f32[] = full[value=1.0]
           %12: f32[1,2,2,3,4] = where %9, %10, %11
@@ -396,6 +396,38 @@ def test_a_permute_moves_through_a_concat():
           return %3
         }
         """)
+
+
+def test_a_view_of_an_iota_read_by_several_ops_is_an_iota_too():
+    # Building an iota again costs nothing: each view read only by ops that can fuse it becomes
+    # an iota of its own shape, however many readers it has; the view read by an index (which
+    # cannot fuse it) keeps the shared iota.
+    rec = run_golden("hoist_views", """
+        func @f(%t: f32[4,8]) -> (i64[4,1,1], f32[1,4,8]) {
+          %0: i64[4] = iota[dim=0]
+          %1: i64[4,1,1] = reshape[shape=(4, 1, 1)] %0
+          %2: i64[] = full[value=2]
+          %3: b1[4,1,1] = lt %1, %2
+          %4: i64[4,1,1] = add %1, %2
+          %5: i64[4,1,1] = where %3, %4, %1
+          %6: i64[1,4] = reshape[shape=(1, 4)] %0
+          %7: f32[1,4,8] = index[dim=0] %t, %6
+          return %5, %7
+        }
+        """, """
+        func @f(%t: f32[4,8]) -> (i64[4,1,1], f32[1,4,8]) [device="cpu"] {
+          %0: i64[4] = iota[dim=0]
+          %1: i64[4,1,1] = iota[dim=0]
+          %2: i64[] = full[value=2]
+          %3: b1[4,1,1] = lt %1, %2
+          %4: i64[4,1,1] = add %1, %2
+          %5: i64[4,1,1] = where %3, %4, %1
+          %6: i64[1,4] = reshape[shape=(1, 4)] %0
+          %7: f32[1,4,8] = index[dim=0] %t, %6
+          return %5, %7
+        }
+        """)
+    assert rec.stats["iota"] == 1
 
 
 def test_symbolic_permute():
