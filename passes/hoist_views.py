@@ -35,8 +35,8 @@ Conditions, for every step:
 
 Where a view lands on a reduction that drops its dims and puts exactly those back, the reduction
 takes keepdim=True (`x - x.mean(-1).unsqueeze(-1)` is then one row kernel). A view of an `iota`
-whose readers can all fuse it becomes an iota of the view's shape (it then spans their kernel),
-however many readers it has: an iota costs nothing to build again.
+whose readers can all fuse it becomes one iota of the view's shape per reader (an iota costs
+nothing to build again; built in the view's shape, it broadcasts into the reader's kernel).
 
 Sweeps to a fixpoint; each sweep moves every view one op up. Stats: `hoisted` (ops a view moved
 above), `keepdim`, `iota`.
@@ -358,19 +358,23 @@ class _Sweep:
                    for r in readers)
 
     def view_of_iota(self, view: Op) -> bool:
-        """A view of an iota is an iota of the view's shape. An iota costs nothing to compute
-        again, so this needs no single reader: only readers that can fuse it (built in the
-        view's shape, it spans their kernel), else a kernel shared by several views would
-        become one kernel per view."""
+        """A view of an iota is an iota of the view's shape, one for each op that reads the
+        view: an iota costs nothing to build again, and one shared by two kernels would have to
+        be stored by one and loaded by the other. Only when every reader can fuse it (built in
+        the view's shape, it broadcasts into their kernel), else one shared kernel would become
+        one kernel per reader."""
         p = view.inputs[0].producer
         if p is None or p.name != "iota" or not self.is_movable(view) or not self.feeds_fusion(view):
             return False
         attrs = self.iota_dim(p, view)
         if attrs is None:
             return False
-        new = Op("iota", [], attrs, [view.result.type])
-        self.out.append(new)
-        self.subst[view.result] = new.result
+        for reader in {id(u): u for u in self.users[view.result]}.values():
+            new = Op("iota", [], attrs, [view.result.type])
+            self.out.append(new)
+            # The readers come later in the graph and still name the view's result.
+            reader.inputs = [new.result if x is view.result else x for x in reader.inputs]
+            self.users.setdefault(new.result, []).append(reader)
         self.orphans.add(p)
         self.dropped.add(view)
         self.stats["iota"] += 1

@@ -398,10 +398,10 @@ def test_a_permute_moves_through_a_concat():
         """)
 
 
-def test_a_view_of_an_iota_read_by_several_ops_is_an_iota_too():
-    # Building an iota again costs nothing: each view read only by ops that can fuse it becomes
-    # an iota of its own shape, however many readers it has; the view read by an index (which
-    # cannot fuse it) keeps the shared iota.
+def test_a_view_of_an_iota_read_by_several_ops_is_an_iota_each():
+    # Building an iota again costs nothing: a view read only by ops that can fuse it becomes one
+    # iota per reader, so no two kernels share one; the view read by an index (which cannot
+    # fuse it) keeps the shared iota.
     rec = run_golden("hoist_views", """
         func @f(%t: f32[4,8]) -> (i64[4,1,1], f32[1,4,8]) {
           %0: i64[4] = iota[dim=0]
@@ -418,13 +418,15 @@ def test_a_view_of_an_iota_read_by_several_ops_is_an_iota_too():
         func @f(%t: f32[4,8]) -> (i64[4,1,1], f32[1,4,8]) [device="cpu"] {
           %0: i64[4] = iota[dim=0]
           %1: i64[4,1,1] = iota[dim=0]
-          %2: i64[] = full[value=2]
-          %3: b1[4,1,1] = lt %1, %2
-          %4: i64[4,1,1] = add %1, %2
-          %5: i64[4,1,1] = where %3, %4, %1
-          %6: i64[1,4] = reshape[shape=(1, 4)] %0
-          %7: f32[1,4,8] = index[dim=0] %t, %6
-          return %5, %7
+          %2: i64[4,1,1] = iota[dim=0]
+          %3: i64[4,1,1] = iota[dim=0]
+          %4: i64[] = full[value=2]
+          %5: b1[4,1,1] = lt %1, %4
+          %6: i64[4,1,1] = add %2, %4
+          %7: i64[4,1,1] = where %5, %6, %3
+          %8: i64[1,4] = reshape[shape=(1, 4)] %0
+          %9: f32[1,4,8] = index[dim=0] %t, %8
+          return %7, %9
         }
         """)
     assert rec.stats["iota"] == 1
