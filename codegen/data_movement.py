@@ -12,7 +12,7 @@ import sympy
 from ..ir import Op
 from .kernel_writer import Coord, Kernel, KernelWriter
 from .launch_heuristics import choose_launch
-from .pointwise import iteration_prelude
+from .pointwise import concat_value, iteration_prelude
 from .triton_types import compute_dtype, literal, tl_dtype
 
 
@@ -63,26 +63,9 @@ def gather_kernel(op: Op) -> Kernel:
 
 def concat_kernel(op: Op) -> Kernel:
     """Each output element comes from the one input whose range along `dim` covers it."""
-    d = op.attrs["dim"]
-    w = KernelWriter("concat", f"concat of {len(op.inputs)} along dim {d}")
+    w = KernelWriter("concat", f"concat of {len(op.inputs)} along dim {op.attrs['dim']}")
     c = iteration_prelude(w, op.results[0].type.shape)
-    pos = c[d].expr
-    start = 0
-    pieces: list[tuple[str, str]] = []
-    for k, v in enumerate(op.inputs):
-        if sympy.sympify(v.type.shape[d]) == 0:
-            continue  # an empty piece covers nothing
-        end = start + v.type.shape[d]
-        lo, hi = w.size(start, f"start{k}"), w.size(end, f"end{k}")
-        inside = w.assign("inside", f"({pos} >= {lo}) & ({pos} < {hi})")
-        shifted = Coord(pos if lo == "0" else f"({pos} - {lo})", "x")
-        coords = [shifted if k2 == d else c[k2] for k2 in range(v.type.rank)]
-        pieces.append((inside, w.load(v, coords, f"xmask & {inside}")))
-        start = end
-    value = pieces[-1][1]
-    for inside, loaded in reversed(pieces[:-1]):
-        value = f"tl.where({inside}, {loaded}, {value})"
-    return _finish(w, op, w.assign("t", value))
+    return _finish(w, op, concat_value(w, op, c))
 
 
 def pad_kernel(op: Op) -> Kernel:

@@ -1,4 +1,4 @@
-"""Pointwise kernels: a region of pointwise ops (plus `full` and `iota`) over one iteration shape.
+"""Pointwise kernels: a region of pointwise ops (plus `full`, `iota` and `concat`) over one iteration shape.
 
 The region is a list of ops in graph order; values produced outside it are loaded (broadcast to the
 iteration shape), the listed `outputs` are stored. compile_graph passes one op at a time today; a
@@ -12,7 +12,7 @@ from typing import Sequence
 
 from ..ir import Op, Value
 from ..ir.types import TensorType, broadcasts_to, shapes_equal
-from .kernel_writer import Coord, Kernel, KernelWriter
+from .kernel_writer import Coord, Kernel, KernelWriter, is_one
 from .launch_heuristics import choose_launch
 from .pointwise_ops import lower_pointwise
 from .triton_types import compute_dtype, convert, literal, tl_dtype
@@ -50,6 +50,35 @@ def region_inputs(ops: Sequence[Op]) -> list[Value]:
     return seen
 
 
+def concat_value(w: KernelWriter, op: Op, c: dict[int, Coord], mask: str = "xmask",
+                 env: dict[Value, str] | None = None) -> str:
+    """A `concat` over the block whose coordinates `c` index its result: each element comes
+    from the operand whose range along `dim` covers it, loaded at the shifted coordinate and
+    masked to that range (a read outside it must not happen). An operand already in `env` (a
+    constant of a fused region) needs no load: it is the same everywhere."""
+    d = op.attrs["dim"]
+    pos = c[d].expr
+    start = 0
+    pieces: list[tuple[str, str]] = []
+    for k, v in enumerate(op.inputs):
+        if sympy.sympify(v.type.shape[d]) == 0:
+            continue  # an empty piece covers nothing
+        end = start + v.type.shape[d]
+        lo, hi = w.size(start, f"start{k}"), w.size(end, f"end{k}")
+        inside = w.assign("inside", f"({pos} >= {lo}) & ({pos} < {hi})")
+        if env is not None and v in env:
+            pieces.append((inside, env[v]))
+        else:
+            shifted = Coord(pos if lo == "0" else f"({pos} - {lo})", c[d].axis)
+            coords = [shifted if k2 == d else c[k2] for k2 in range(v.type.rank)]
+            pieces.append((inside, w.load(v, coords, f"{mask} & {inside}")))
+        start = end
+    value = pieces[-1][1]
+    for inside, loaded in reversed(pieces[:-1]):
+        value = f"tl.where({inside}, {loaded}, {value})"
+    return w.assign("t", value, "concat")
+
+
 def emit_op(w: KernelWriter, op: Op, env: dict[Value, str], coords: dict[int, Coord]) -> str:
     """The Triton expression for one pointwise op (or `full`/`iota`) over the writer's block,
     whose dims `coords` index (a reduction prologue has [XBLOCK, RBLOCK] blocks)."""
@@ -63,7 +92,10 @@ def emit_op(w: KernelWriter, op: Op, env: dict[Value, str], coords: dict[int, Co
             return f"tl.full({block}, 0, {cdt}) + {w.size(value, 'fill')}"
         return f"tl.full({block}, {literal(value, out.dtype)}, {cdt})"
     if op.name == "iota":
-        c = coords[op.attrs["dim"]].expr
+        # An iota smaller than the block broadcasts into it (its dims align with the trailing
+        # ones); along a dim of size 1 it is 0 everywhere.
+        dim = op.attrs["dim"]
+        c = "0" if is_one(out.shape[dim]) else coords[dim + len(coords) - out.rank].expr
         return f"tl.full({block}, 0, {cdt})" if c == "0" else f"{c}.to({cdt})"
     data = op.inputs[1:] if op.name == "where" else op.inputs
     return lower_pointwise(op.name, [env[v] for v in op.inputs], data[0].type.dtype, op.attrs)
@@ -92,10 +124,17 @@ def pointwise_kernel(ops: Sequence[Op], outputs: Sequence[Value] | None = None) 
     w = KernelWriter("pointwise", "pointwise: " + ", ".join(op.name for op in ops))
     coords = iteration_prelude(w, shape)
     env: dict[Value, str] = {}
+    # A concat loads its own operands, at shifted coordinates (concat_value); other readers of an
+    # input load it at the element's own.
+    direct = {v for op in ops if op.name != "concat" for v in op.inputs}
     for v in region_inputs(ops):
-        env[v] = w.load(v, broadcast_coords(v, coords, len(shape)), "xmask")
+        if v in direct:
+            env[v] = w.load(v, broadcast_coords(v, coords, len(shape)), "xmask")
     for op in ops:
-        env[op.results[0]] = w.assign("t", emit_rounded(w, op, env, coords), op.name)
+        if op.name == "concat":
+            env[op.results[0]] = concat_value(w, op, coords, env=env)
+        else:
+            env[op.results[0]] = w.assign("t", emit_rounded(w, op, env, coords), op.name)
     for v in outputs:
         w.store(v, "xindex", env[v], compute_dtype(v.type.dtype), "xmask")
     numel = TensorType("f32", shape).numel
@@ -113,14 +152,26 @@ def fused_pointwise_kernel(body) -> Kernel | None:
     shape = outs[0].type.shape
     if not all(shapes_equal(v.type.shape, shape) for v in outs):
         return None
+    # A constant only a concat reads is one of its pieces: its shape need not broadcast.
+    readers: dict[Value, set[str]] = {}
     for op in body.ops:
-        if not can_lower(op) or len(op.results) != 1:
+        for v in op.inputs:
+            readers.setdefault(v, set()).add(op.name)
+    for op in body.ops:
+        if op.name == "full" and readers.get(op.result) == {"concat"}:
+            continue
+        concat = op.name == "concat"
+        if not (can_lower(op) or concat) or len(op.results) != 1:
+            return None
+        # A concat reads its operands from memory (or constants) at shifted coordinates: none may
+        # be computed in the body.
+        if concat and any(v.producer is not None and v.producer.name != "full" for v in op.inputs):
             return None
         # An op of a smaller shape that broadcasts into the iteration space (a bias cast to f32)
         # is recomputed per element: its operands broadcast into the space the same way (numpy
-        # broadcasting is transitive). iota's coordinates are those of its own shape, so it must
-        # span the space exactly.
+        # broadcasting is transitive); so is an iota (emit_op aligns its dim). A concat's
+        # coordinates are those of its own shape, so it must span the space exactly.
         if not shapes_equal(op.result.type.shape, shape) and \
-                (op.name == "iota" or not broadcasts_to(op.result.type.shape, shape)):
+                (concat or not broadcasts_to(op.result.type.shape, shape)):
             return None
     return pointwise_kernel(body.ops, outs)

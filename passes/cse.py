@@ -45,6 +45,8 @@ def cse(g: Graph, ctx: PassContext) -> PassResult:
                 any(r in outputs for r in first.results)
             if first is not None and not both_outputs:
                 subst.update(zip(op.results, first.results))
+                if any(r in outputs for r in op.results):  # first is returned now: no third output joins
+                    outputs.update(first.results)
                 continue
             seen[key] = op
         kept.append(op)

@@ -57,6 +57,15 @@ def has_side_effects(op: Op) -> bool:
     return is_mutating(op) or op.attrs.get("target", "").startswith(_SIDE_EFFECT_PREFIXES)
 
 
+def returns_alias(op: Op) -> bool:
+    """An extern whose result may share storage with an operand (``aten.t``: ``Tensor(a)``), or
+    that we cannot look up. Views of this kind make two values one buffer, as IR view ops do."""
+    if op.name != "extern":
+        return False
+    schema = _schema(op)
+    return schema is None or any(r.alias_info is not None for r in schema.returns)
+
+
 def written_operands(op: Op) -> set[int]:
     """Indices of the operands a mutating extern writes to (all of them if unsure)."""
     if not is_mutating(op):

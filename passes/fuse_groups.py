@@ -1,7 +1,8 @@
 """Deciding fuse's groups: which ops share a kernel.
 
-Candidates are pointwise ops, `iota` and reductions over at least one axis (fuse_domains). Groups
-start as single ops and merge in two phases, each merge checked by `_try_merge`:
+Candidates are pointwise ops, `iota`, `concat` (its operands read from memory at shifted positions,
+in pointwise kernels only) and reductions over at least one axis (fuse_domains). Groups start as
+single ops and merge in two phases, each merge checked by `_try_merge`:
 
 1. vertical, in graph order: an op joins the groups of its candidate producers (pointwise chains,
    a prologue into its reduction, a reduction's consumers into it: softmax, layer_norm, RMSNorm
@@ -37,7 +38,7 @@ SYMBOL_HINT = 1024      # elements assumed per symbolic dim when estimating byte
 
 
 def is_candidate(op: Op, g: Graph, written: set[Value]) -> bool:
-    fits = (is_pointwise(op) and len(op.results) == 1) or is_row_reduction(op)
+    fits = (is_pointwise(op) and len(op.results) == 1) or is_row_reduction(op) or op.name == "concat"
     return (fits and op.result.type.device == g.device and op.result not in written
             and not any(v in written for v in op.inputs))
 
@@ -135,6 +136,12 @@ class GroupBuilder:
                 self._note(pi, ci, "shape-mismatch", lambda L, n, da=gr.domains[a], db=gr.domains[b]: (
                     f"{L(pi)} iterates over {da}, {L(ci)} over {db}"))
             return False
+        shifted = self._shifted_read(a, b, dom)
+        if shifted is not None:
+            if vertical:
+                c, why = shifted
+                self._note(pi, ci, "shape-mismatch", lambda L, n: f"{L(c)} {why}")
+            return False
         bad = self._bad_edge(a, b, dom)
         if bad is not None:
             if vertical:
@@ -202,17 +209,36 @@ class GroupBuilder:
                     return pi, ci
         return None
 
+    def _shifted_read(self, a: int, b: int, dom: Domain) -> tuple[int, str] | None:
+        """A concat in the merged group that a kernel of `dom` cannot hold, and why: it reads its
+        operands at shifted positions, so they must come from memory (not from a member), and
+        only pointwise kernels do that (codegen/pointwise.py)."""
+        inside = {*self.gr.members[a], *self.gr.members[b]}
+        for i in inside:
+            op = self.g.ops[i]
+            if op.name != "concat":
+                continue
+            if dom.reduces:
+                return i, f"is only fused into pointwise kernels, not one reducing over {dom}"
+            for v in op.inputs:
+                p = v.producer
+                if p is not None and self.index[id(p)] in inside:
+                    return i, "reads its operands at shifted positions, so they must come from memory"
+        return None
+
     def _escaping_broadcast(self, a: int, b: int, dom: Domain) -> int | None:
         """A member that `dom` would compute per element although its shape is smaller (role
-        bcast) while its value is returned or read outside the merged group; or an iota of that
-        kind (its coordinates are those of its own shape). None when there is none."""
+        bcast) while its value is returned or read outside the merged group; or a concat of that
+        kind, or an iota of that kind in a reducing domain (their coordinates are those of their
+        own shape; a pointwise kernel aligns an iota's). None when there is none."""
         inside = {id(self.g.ops[i]) for i in (*self.gr.members[a], *self.gr.members[b])}
         for i in (*self.gr.members[a], *self.gr.members[b]):
             op = self.g.ops[i]
             if op.opdef.kind == "reduction" or dom.role(op.result.type.shape) != "bcast":
                 continue
             users = self.users.get(op.result, [])
-            if op.name == "iota" or op.result in self.returned or any(id(u) not in inside for u in users):
+            if op.name == "concat" or (op.name == "iota" and dom.reduces) or op.result in self.returned or \
+                    any(id(u) not in inside for u in users):
                 return i
         return None
 

@@ -35,7 +35,7 @@ Label = Callable[[int], str]
 
 def _kind_fusible(op: Op) -> bool:
     """Could an op of this kind ever be in a region (ignoring extern writes and devices)?"""
-    return op.opdef.kind in _POINTWISE or op.opdef.kind == "reduction" or op.name == "iota"
+    return op.opdef.kind in _POINTWISE or op.opdef.kind == "reduction" or op.name in ("iota", "concat")
 
 
 class Rejections:

@@ -37,6 +37,7 @@ class Rewriter:
         self._subst: dict[Value, Value] = {}
         self._out: list[Op] = []
         self._written = effects.mutated_values(g)
+        self._users = g.users()  # by the operands as the sweep starts (see viewers)
 
     # ------------------------------------------------------------------ queries for rules
     def resolve(self, v: Value) -> Value:
@@ -81,22 +82,44 @@ class Rewriter:
     def is_output(self, v: Value) -> bool:
         return any(self.resolve(o) is v for o in self.graph.outputs)
 
+    def storage_roots(self, v: Value) -> set[Value]:
+        """The values whose buffer `v` may be (part of) once lowered: `v` itself, or where its
+        chain of views starts (every operand of an extern that may return an alias)."""
+        v = self.resolve(v)
+        p = v.producer
+        if p is not None and p.name in VIEW_OPS:
+            return self.storage_roots(p.inputs[0])
+        if p is not None and effects.returns_alias(p):
+            return set().union(*(self.storage_roots(x) for x in p.inputs)) or {v}
+        return {v}
+
+    def viewers(self, v: Value) -> set[Value]:
+        """`v` and every value that may be a view of it. Only asked about the result of the op
+        being rewritten, whose readers all come later in the sweep and still name it."""
+        seen, todo = {v}, [v]
+        while todo:
+            x = todo.pop()
+            for u in self._users.get(x, ()):
+                if (u.name in VIEW_OPS and u.inputs[0] is x) or effects.returns_alias(u):
+                    fresh = [r for r in u.results if r not in seen]
+                    seen.update(fresh)
+                    todo += fresh
+        return seen
+
     def may_forward(self, op: Op, new: Value) -> bool:
         """May uses of `op.result` read the existing value `new` instead?
 
-        Values are immutable in the IR, except where an extern writes to one: forwarding across
-        such a value would let a read see the write (or not) differently. And a graph output must
-        not become a graph input or another output (or a view of one), where eager returned a
-        fresh tensor: the caller could then write through one and see it in the other."""
-        if self.is_written(new):
+        Forwarding makes `op.result` and all its views share `new`'s buffer. Values are
+        immutable in the IR, except where an extern writes to one: a write to either side (or a
+        view of it) would then show through the other. And a graph output, or a view of one,
+        must not come to share a buffer with a graph input or another output, where eager
+        returned a fresh tensor: the caller could then write through one and see it in the other."""
+        old, roots = self.viewers(op.result), self.storage_roots(new)
+        if any(self.is_written(v) for v in old) or any(self.storage_roots(w) & roots for w in self._written):
             return False
-        if self.is_output(op.result):
-            v: Value | None = new
-            while v is not None:
-                if v.is_input or self.is_output(v):
-                    return False
-                p = v.producer
-                v = p.inputs[0] if p is not None and p.name in VIEW_OPS else None
+        if any(self.is_output(v) for v in old):
+            if any(r.is_input for r in roots) or any(self.storage_roots(o) & roots for o in self.graph.outputs):
+                return False
         return True
 
     # ------------------------------------------------------------------ building

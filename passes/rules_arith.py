@@ -10,7 +10,7 @@ What is folded and why it is exact (x any value: ±0, ±inf, NaN; the constant i
   cast(cast(x, B), C) -> cast(x, C) when A -> B is exact (every A value is a B value), since the
     second cast then sees x's own value; not when B is a float and C an integer type, where
     out-of-range conversion is undefined and may differ by path.
-  copy x -> x when x is not a graph input (a copy of an input keeps the output fresh)
+  copy x -> x (values are immutable; the driver keeps a copy that keeps a returned value fresh)
 A rule only fires when the constant does not broadcast x to a larger shape (the result must
 have x's exact type); the driver also refuses forwards that would alias outputs (rewrite.py).
 """
@@ -136,11 +136,11 @@ def cast_chain(op: Op, rw: Rewriter) -> Value | None:
     return rw.create("cast", [x], {"dtype": dst})
 
 
-def copy_non_input(op: Op, rw: Rewriter) -> Value | None:
-    if op.name == "copy" and not op.inputs[0].is_input:
-        return op.inputs[0]
-    return None
+def copy_noop(op: Op, rw: Rewriter) -> Value | None:
+    """Values are immutable, so a copy is its operand; the driver keeps the copies that matter (a
+    returned copy of an input, or one an extern writes to)."""
+    return op.inputs[0] if op.name == "copy" else None
 
 
 ARITH_RULES = (add_zero, sub_zero, mul_one, div_one, double_involution, cast_noop, cast_chain,
-               copy_non_input)
+               copy_noop)

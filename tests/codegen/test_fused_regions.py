@@ -131,7 +131,7 @@ def test_fused_random_graphs_match_the_interpreter():
     total = 0
     for seed in range(12):
         g = random_graph(seed)
-        run_pipeline(g, "canonicalize,cse,dce,fuse")
+        run_pipeline(g, "canonicalize,cse,dce,hoist_views,fuse")
         total += sum(op.name == "fused" for op in g.ops)
         compiled = compile_graph(g)
         inputs = random_inputs(g, seed)
@@ -170,3 +170,71 @@ def test_prologue_into_a_looped_reduction(device, monkeypatch):
     compiled = check_graph(g, [x, b], lambda x, b: (((x - b) ** 2).sum(1), (-x).argmax(1)))
     assert compiled.num_kernels == 1
     assert all("for roffset" in src for src in compiled.kernels.values())
+
+
+ROTARY = """\
+func @f[s0](%x: f32[2,s0,8], %c: f32[s0,8]) -> (f32[2,s0,8]) [device="cpu"] {
+  %0: f32[2,s0,3] = slice[dim=2, end=3, start=0, step=1] %x
+  %1: f32[2,s0,5] = slice[dim=2, end=8, start=3, step=1] %x
+  %2: f32[2,s0,8] = fused[name="fused0"] %1, %0, %x, %c {
+    ^(%hi: f32[2,s0,5], %lo: f32[2,s0,3], %a: f32[2,s0,8], %b: f32[s0,8]):
+    %0: f32[2,s0,8] = concat[dim=2] %hi, %lo
+    %1: f32[2,s0,8] = mul %0, %b
+    %2: f32[2,s0,8] = add %1, %a
+    yield %2
+  }
+  return %2
+}
+"""
+
+
+def test_a_concat_of_inputs_is_one_kernel_with_its_readers(device):
+    # Each element loads from the piece that covers it, at the shifted position (uneven pieces,
+    # a symbolic size, strided views of one input).
+    g = parse_on(device, ROTARY)
+    x, c = random_tensor((2, 5, 8), torch.float32), random_tensor((5, 8), torch.float32)
+    compiled = check_graph(g, [x, c], lambda x, c: torch.cat([x[..., 3:], x[..., :3]], -1) * c + x)
+    assert compiled.num_kernels == 1
+
+
+def test_a_concat_with_a_constant_piece(device):
+    g = parse_on(device, """\
+func @f(%x: f32[4,3]) -> (f32[4,5]) [device="cpu"] {
+  %0: f32[4,5] = fused[name="fused0"] %x {
+    ^(%a: f32[4,3]):
+    %0: f32[4,2] = full[value=-1.5]
+    %1: f32[4,5] = concat[dim=1] %0, %a
+    %2: f32[4,5] = exp %1
+    yield %2
+  }
+  return %0
+}
+""")
+    x = random_tensor((4, 3), torch.float32)
+    compiled = check_graph(g, [x], lambda x: torch.cat([torch.full((4, 2), -1.5), x], 1).exp())
+    assert compiled.num_kernels == 1
+
+
+def test_an_iota_smaller_than_the_kernel_broadcasts_into_it(device):
+    # Position indices smaller than the kernel: over [1,4,1] the iota's dim is the kernel's dim
+    # 1, over [3] its last dim; along a dim of size 1 ([1,1,3], dim 1) an iota is 0 everywhere.
+    g = parse_on(device, """\
+func @f(%x: f32[2,4,3]) -> (f32[2,4,3]) [device="cpu"] {
+  %0: f32[2,4,3] = fused[name="fused0"] %x {
+    ^(%a: f32[2,4,3]):
+    %0: i64[1,4,1] = iota[dim=1]
+    %1: i64[3] = iota[dim=0]
+    %2: i64[1,1,3] = iota[dim=1]
+    %3: i64[1,4,3] = add %0, %1
+    %4: i64[1,4,3] = add %3, %2
+    %5: f32[1,4,3] = cast[dtype="f32"] %4
+    %6: f32[2,4,3] = mul %a, %5
+    yield %6
+  }
+  return %0
+}
+""")
+    x = random_tensor((2, 4, 3), torch.float32)
+    pos = torch.arange(4).view(1, 4, 1) + torch.arange(3)
+    compiled = check_graph(g, [x], lambda x: x * pos.float())
+    assert compiled.num_kernels == 1

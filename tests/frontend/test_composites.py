@@ -30,6 +30,42 @@ def test_batch_norm_inference(check):
     check(f, r(4, 3, 5), r(3), torch.rand(3) + 0.5, r(3), r(3))
 
 
+def test_eval_batch_norm_is_one_kernel_with_its_relu(check):
+    # The running-stat copies fold (canonicalize) and the [C] statistics chain moves below its
+    # unsqueeze (hoist_views), so it broadcasts into the normalization's kernel.
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False)
+    bn = torch.nn.BatchNorm2d(6).eval()
+    with torch.no_grad():
+        bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2), bn.weight.normal_(), bn.bias.normal_()
+
+    def f(x):
+        return torch.relu(bn(conv(x)))
+    with torch.no_grad():
+        (report,) = check(f, r(2, 4, 5, 5), strict=False, rtol=1e-5, atol=1e-5)
+    assert report["kernel_count"] == 1, report["fusion"]
+
+
+def test_statistic_unsqueezed_back_is_one_row_kernel(check):
+    # mean(-1) drops the dim and unsqueeze puts it back: the reduction takes keepdim instead.
+    (report,) = check(lambda x: (x - x.mean(-1).unsqueeze(-1)) * 2, r(6, 16))
+    assert report["kernel_count"] == 1, report["fusion"]
+
+
+def test_attention_math_casts_meet_their_readers(check):
+    # SDPA's math path in bf16 (BERT on a GPU): K is cast, transposed and scaled, the output
+    # cast, permuted heads -> hidden and reshaped. With the transposes moved above the casts, the
+    # K cast joins its scaling kernel and the output cast writes the reshaped layout (no copy).
+    def f(q, k, v):
+        q, k, v = (t.view(2, 8, 2, 16).transpose(1, 2) for t in (q, k, v))
+        s = (q.float() * 0.5) @ (k.float().transpose(-1, -2) * 0.5)
+        o = (s.softmax(-1) @ v.float()).to(torch.bfloat16)
+        return o.transpose(1, 2).reshape(2, 8, 32)
+    args = [r(2, 8, 32, dtype=torch.bfloat16) for _ in range(3)]
+    (report,) = check(f, *args)
+    # q scale, k cast+scale, v cast, softmax, output cast (the matmuls are library calls)
+    assert report["kernel_count"] == 5, report["fusion"]
+
+
 def test_embedding_and_losses(check):
     def f(idx, emb, target):
         h = F.embedding(idx, emb)

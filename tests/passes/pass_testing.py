@@ -8,6 +8,7 @@ import torch
 
 from ember.ir import Graph, interpret, parse, print_graph, to_torch
 from ember.passes import PassContext, PassRecord, run_pipeline
+from ember.passes.rewrite import VIEW_OPS
 
 SYMBOL_SIZE = 3  # every symbolic dim is bound to this when making inputs
 
@@ -30,6 +31,18 @@ def random_inputs(g: Graph, seed: int = 0) -> list[torch.Tensor]:
             t = (mag * (sign if dtype != torch.uint8 else 1)).to(dtype)
         out.append(t)
     return out
+
+
+def shared_buffers(g: Graph) -> set[tuple]:
+    """Which outputs may share a buffer once lowered (view ops make views): ("input", i) when
+    output i is an input or a view of one, (i, j) when outputs i and j share one."""
+    def root(v):
+        while v.producer is not None and v.producer.name in VIEW_OPS:
+            v = v.producer.inputs[0]
+        return v
+    roots = [root(v) for v in g.outputs]
+    out = {("input", i) for i, r in enumerate(roots) if r.is_input}
+    return out | {(i, j) for i in range(len(roots)) for j in range(i + 1, len(roots)) if roots[i] is roots[j]}
 
 
 def assert_same_values(before: Graph, after: Graph, seeds=(0, 1)) -> None:
@@ -58,6 +71,7 @@ def run_golden(pass_name: str, text: str, expected: str | None, *, semantics: bo
         assert got == dedent(expected).lstrip("\n"), f"got:\n{got}"
         assert record.changed is True
     assert print_graph(parse(got)) == got
+    assert shared_buffers(g) <= shared_buffers(before), "a returned value now shares a buffer"
     if semantics:
         assert_same_values(before, g)
     return record

@@ -44,7 +44,7 @@ class _Gen:
     def step(self) -> None:
         b, rng = self.b, self.rng
         kind = rng.choice(["unary", "binary", "binary", "const", "involution", "dup", "cast",
-                           "reduce", "view", "where", "dead"])
+                           "reduce", "view", "where", "dead", "unit"])
         x = self.pick()
         if kind == "unary":
             out = b.op(rng.choice(_UNARY), x)
@@ -73,6 +73,8 @@ class _Gen:
                 out = b.op(rng.choice(("reduce_sum", "reduce_max")), x, axes=(axis,), keepdim=True)
         elif kind == "view":
             out = self.view(x)
+        elif kind == "unit":  # a size-1 dim in and out around pointwise ops (BatchNorm's unsqueeze)
+            out = self.unit_dims(x)
         elif kind == "where":
             a, c = self.pick_pair()
             out = b.op("where", b.op("gt", a, c), a, c)
@@ -80,6 +82,50 @@ class _Gen:
             b.op("exp", x)
             return
         self.pool.append(out)
+
+    def unit_dims(self, x: Value) -> Value:
+        """Views between pointwise ops (what hoist_views moves): x reshaped to gain a size-1 dim,
+        a pointwise op (with a constant, itself or a second chain) and back; a reduction that
+        drops its dim, gets it back and meets x; a transpose around pointwise ops; an expand
+        read by a reduction; rotary's cat(-x2, x1), maybe repeated; an iota unsqueezed and
+        expanded into a mask."""
+        b, rng, shape = self.b, self.rng, list(x.type.shape)
+        pick = rng.random()
+        if shape and pick < 0.2:
+            axis = rng.randrange(len(shape))
+            r = b.op(rng.choice(("reduce_sum", "reduce_max")), b.op("exp", x), axes=(axis,), keepdim=False)
+            r = b.op("neg", r)
+            r = b.op("reshape", r, shape=tuple(1 if i == axis else d for i, d in enumerate(shape)))
+            return b.op(rng.choice(_BINARY), x, r)  # x normalized by its own statistic
+        if len(shape) == 2 and pick < 0.4:
+            t = b.op("permute", b.op("tanh", x), dims=(1, 0))
+            t = b.op(rng.choice(_BINARY), t, self.const(t) if rng.random() < 0.5 else t)
+            return b.op("permute", b.op("sigmoid", t), dims=(1, 0))
+        if len(shape) == 2 and pick < 0.55:
+            e = b.op("reshape", b.op("neg", x), shape=(shape[0], 1, shape[1]))
+            e = b.op("exp", b.op("expand", e, shape=(shape[0], 2, shape[1])))
+            return b.op("reshape", b.op("reduce_sum", e, axes=(1,), keepdim=True), shape=tuple(shape))
+        if len(shape) == 2 and shape[1] in (4, 5) and pick < 0.6:  # rotary's rotate_half
+            k = shape[1] // 2
+            lo = b.op("slice", x, dim=1, start=0, end=k, step=1)
+            hi = b.op("neg", b.op("slice", x, dim=1, start=k, end=shape[1], step=1))
+            rot = b.op("concat", hi, lo, dim=1)
+            rot = b.op("expand", b.op("reshape", rot, shape=(shape[0], 1, shape[1])), shape=(shape[0], 2, shape[1])) \
+                if rng.random() < 0.3 else rot
+            y = b.op("mul", rot, self.const(rot)) if rng.random() < 0.5 else b.op("tanh", rot)
+            return y if y.type.rank == 2 else b.op("reduce_max", y, axes=(1,), keepdim=False)
+        if len(shape) == 2 and pick < 0.7:
+            i = b.op("iota", result_types=[TensorType("i64", (shape[1],))], dim=0)
+            i = b.op("expand", b.op("reshape", i, shape=(1, shape[1])), shape=tuple(shape))
+            return b.op("add", x, b.op("cast", i, dtype=x.type.dtype))
+        at = rng.randrange(len(shape) + 1)
+        wide = tuple(shape[:at] + [1] + shape[at:])
+        y = b.op("reshape", b.op("tanh", x), shape=wide)
+        pick = rng.random()
+        other = self.const(y) if pick < 0.4 else y if pick < 0.6 else \
+            b.op("reshape", b.op("abs", x), shape=wide)  # a second chain meeting this one
+        y = b.op(rng.choice(_BINARY), y, other)
+        return b.op("reshape", b.op("sigmoid", y), shape=tuple(shape))
 
     def view(self, x: Value) -> Value:
         b, rng, shape = self.b, self.rng, x.type.shape

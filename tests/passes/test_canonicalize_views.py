@@ -4,21 +4,26 @@ from pass_testing import run_golden
 # ----------------------------------------------------------------------------- copy and views
 
 
-def test_copy_of_computed_value_folds_copy_of_input_stays():
+def test_copies_fold_unless_a_returned_copy_of_an_input():
+    # Values are immutable: a copy is its operand, of an input too (eval BatchNorm copies its
+    # running stats: `_to_copy`). Only a returned copy of an input keeps the output fresh.
     run_golden("canonicalize", """
         func @f(%x: f32[4]) -> (f32[4], f32[4]) {
           %0: f32[4] = exp %x
           %1: f32[4] = copy %0
           %2: f32[4] = neg %1
           %3: f32[4] = copy %x
-          return %2, %3
+          %4: f32[4] = copy %x
+          %5: f32[4] = add %2, %4
+          return %5, %3
         }
         """, """
         func @f(%x: f32[4]) -> (f32[4], f32[4]) [device="cpu"] {
           %0: f32[4] = exp %x
           %1: f32[4] = neg %0
           %2: f32[4] = copy %x
-          return %1, %2
+          %3: f32[4] = add %1, %x
+          return %3, %2
         }
         """)
 
@@ -117,3 +122,35 @@ def test_never_forwards_a_value_an_extern_writes():
           return %3, %2
         }
         """, None, semantics=False)
+
+
+def test_never_makes_a_view_of_an_output_share_a_buffer_with_an_input_or_another_output():
+    # The returned reshapes are views of %1 and %4; forwarding would make them views of %0 (also
+    # returned) and of the input %x.
+    run_golden("canonicalize", """
+        func @f(%x: f32[4]) -> (f32[4], f32[2,2], f32[2,2]) {
+          %0: f32[4] = exp %x
+          %1: f32[4] = copy %0
+          %2: f32[2,2] = reshape[shape=(2, 2)] %1
+          %3: f32[] = full[value=1.0]
+          %4: f32[4] = mul %x, %3
+          %5: f32[2,2] = reshape[shape=(2, 2)] %4
+          return %0, %2, %5
+        }
+        """, None)
+
+
+def test_never_forwards_when_an_extern_writes_a_view_of_either_side():
+    # copy_ writes into a view of the copy %1 (first graph) or of its operand %0 (second): the
+    # copy must stay a buffer of its own.
+    for written in ("%1", "%0"):
+        run_golden("canonicalize", f"""
+            func @f(%x: f32[4], %y: f32[2,2]) -> (f32[4], f32[2,2]) {{
+              %0: f32[4] = exp %x
+              %1: f32[4] = copy %0
+              %2: f32[2,2] = reshape[shape=(2, 2)] {written}
+              %3: f32[2,2] = extern[target="aten.copy_.default", args=[#0, #1]] %2, %y
+              %4: f32[4] = neg %1
+              return %4, %3
+            }}
+            """, None, semantics=False)

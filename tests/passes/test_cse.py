@@ -148,6 +148,26 @@ def test_duplicate_output_merges_into_internal_value():
         """)
 
 
+def test_a_third_duplicate_does_not_join_a_returned_one():
+    # %2 merges into %0, which is then returned: %3, also returned, must stay a tensor of its own.
+    run_golden("cse", """
+        func @f(%x: f32[4]) -> (f32[4], f32[4], f32[4]) {
+          %0: f32[4] = exp %x
+          %1: f32[4] = neg %0
+          %2: f32[4] = exp %x
+          %3: f32[4] = exp %x
+          return %1, %2, %3
+        }
+        """, """
+        func @f(%x: f32[4]) -> (f32[4], f32[4], f32[4]) [device="cpu"] {
+          %0: f32[4] = exp %x
+          %1: f32[4] = neg %0
+          %2: f32[4] = exp %x
+          return %1, %0, %2
+        }
+        """)
+
+
 def test_symbolic_shapes():
     run_golden("cse", """
         func @f[s0](%x: f32[s0,4]) -> (f32[s0,4]) {

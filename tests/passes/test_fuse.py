@@ -229,3 +229,68 @@ def test_pointwise_prologue_joins_its_reduction():
     assert _rejected(rec) == []
 
 
+
+
+def test_a_concat_fuses_with_its_readers_not_its_producers():
+    # The concat reads its pieces at shifted positions, so they come from memory: the neg stays a
+    # kernel (its [2,1] would broadcast into [2,4], but not at the shifted position); the concat
+    # joins the mul that reads it.
+    rec = run_golden("fuse", """
+        func @f(%a: f32[2,1], %b: f32[2,3], %x: f32[2,4]) -> (f32[2,4]) {
+          %0: f32[2,1] = neg %a
+          %1: f32[2,4] = concat[dim=1] %0, %b
+          %2: f32[2,4] = mul %1, %x
+          return %2
+        }
+        """, """
+        func @f(%a: f32[2,1], %b: f32[2,3], %x: f32[2,4]) -> (f32[2,4]) [device="cpu"] {
+          %0: f32[2,1] = neg %a
+          %1: f32[2,4] = fused[name="fused0"] %0, %b, %x {
+            ^(%in0: f32[2,1], %in1: f32[2,3], %in2: f32[2,4]):
+            %0: f32[2,4] = concat[dim=1] %in0, %in1
+            %1: f32[2,4] = mul %0, %in2
+            yield %1
+          }
+          return %1
+        }
+        """)
+    assert _rejected(rec) == [("%0 = neg", "%1 = concat", "shape-mismatch")]
+    assert "shifted positions" in rec.details["rejected"][0]["detail"]
+
+
+def test_a_concat_stays_out_of_reducing_kernels():
+    rec = run_golden("fuse", """
+        func @f(%x: f32[2,4], %y: f32[2,4]) -> (f32[2]) {
+          %0: f32[2,8] = concat[dim=1] %x, %y
+          %1: f32[2] = reduce_sum[axes=(1,), keepdim=False] %0
+          return %1
+        }
+        """, None)
+    assert _rejected(rec) == [("%0 = concat", "%1 = reduce_sum", "shape-mismatch")]
+
+
+def test_a_small_iota_joins_a_pointwise_kernel_but_not_a_reducing_one():
+    # The [1,4,1] iota broadcasts into [2,4,3]: a pointwise kernel aligns its dim. A row kernel
+    # takes only iotas of its full shape, so the reduction stays outside.
+    rec = run_golden("fuse", """
+        func @f(%x: f32[2,4,3]) -> (f32[2,4,3], f32[2,4]) {
+          %0: i64[1,4,1] = iota[dim=1]
+          %1: f32[1,4,1] = cast[dtype="f32"] %0
+          %2: f32[2,4,3] = mul %x, %1
+          %3: f32[2,4] = reduce_sum[axes=(2,), keepdim=False] %2
+          return %2, %3
+        }
+        """, """
+        func @f(%x: f32[2,4,3]) -> (f32[2,4,3], f32[2,4]) [device="cpu"] {
+          %0: f32[2,4,3] = fused[name="fused0"] %x {
+            ^(%in0: f32[2,4,3]):
+            %0: i64[1,4,1] = iota[dim=1]
+            %1: f32[1,4,1] = cast[dtype="f32"] %0
+            %2: f32[2,4,3] = mul %in0, %1
+            yield %2
+          }
+          %1: f32[2,4] = reduce_sum[axes=(2,), keepdim=False] %0
+          return %0, %1
+        }
+        """)
+    assert ("%2 = mul", "%3 = reduce_sum", "shape-mismatch") in _rejected(rec)
