@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 # fuse is last: it groups what the cleanups left. options={"pipeline": "canonicalize,cse,dce"}
-# compiles one kernel per op (useful when bisecting a wrong result).
-DEFAULT_PIPELINE = "canonicalize,cse,dce,fuse,matmul_bias"
+# compiles one kernel per op (useful when bisecting a wrong result). attention must see unfused ops.
+DEFAULT_PIPELINE = "canonicalize,cse,dce,attention,fuse,matmul_bias"
 
 
 def _default_cache_dir() -> str:
