@@ -87,8 +87,8 @@ def _factor(p: Op) -> tuple[Value, float, Value] | None:
 class _Match:
     """One candidate: the ops it reads through, the ops it emits, and the def-use facts."""
 
-    def __init__(self, g: Graph, users: dict, written: set):
-        self.g, self.users, self.written = g, users, written
+    def __init__(self, g: Graph, users: dict, written: set, masks: dict):
+        self.g, self.users, self.written, self.masks = g, users, written, masks
         self.outputs = set(g.outputs)
         self.absorbed: list[Op] = []   # replaced: every result read only inside the match
         self.touched: list[Op] = []    # read through (views, casts, constants): removed if dead
@@ -400,7 +400,7 @@ def _finish(m: _Match, mm1: Op, ops: list[Op], x: Value, root: Op, safe: bool) -
             mv, negate, why = sdpa_mask(mv, dtype)
             if mv is None:
                 raise _Reject(why)
-        info = classify(mv, negate, tuple(x.type.shape), m.g.ops)
+        info = classify(mv, negate, tuple(x.type.shape), m.g.ops, m.masks)
         if info.value is None:  # a constant mask that became is_causal or nothing: its ops die
             m.touched += constant_cone(mv) or []
         if info.value is not None and negate:
@@ -464,11 +464,11 @@ def attention(g: Graph, ctx: PassContext) -> PassResult:
     names = value_names(g)
     stats = dict.fromkeys(("matched", "sdpa_math", "eager", "causal", "masked", "gqa", "rejected"), 0)
     matched, rejected = [], []
-    users, written, alive = g.users(), mutated_values(g), set(g.ops)
+    users, written, alive, masks = g.users(), mutated_values(g), set(g.ops), {}
     for div in [op for op in g.ops if op.name == "div"]:
         if div not in alive:
             continue  # removed by an earlier match
-        m = _Match(g, users, written)
+        m = _Match(g, users, written, masks)
         try:
             found = _match(m, div)
         except _Reject as e:
@@ -478,7 +478,7 @@ def attention(g: Graph, ctx: PassContext) -> PassResult:
         if found is None:
             continue
         _commit(g, m, found)
-        users, written, alive = g.users(), mutated_values(g), set(g.ops)
+        users, written, alive, masks = g.users(), mutated_values(g), set(g.ops), {}
         form = "sdpa_math" if found["safe"] else "eager"
         stats["matched"] += 1
         stats[form] += 1

@@ -93,9 +93,14 @@ def constant_cone(v: Value) -> list[Op] | None:
     return list(seen)
 
 
-def evaluate_constant(v: Value, graph_ops: list[Op]) -> torch.Tensor | None:
+def evaluate_constant(v: Value, graph_ops: list[Op], cache: dict | None = None) -> torch.Tensor | None:
     """`v` computed at compile time on CPU, if it depends on constants alone, every shape in its
-    cone is concrete and no value exceeds EVAL_LIMIT elements; else None."""
+    cone is concrete and no value exceeds EVAL_LIMIT elements; else None. `cache` (keyed by
+    value) spares re-evaluating the one mask every layer of a model reads."""
+    if cache is not None:
+        if v not in cache:
+            cache[v] = evaluate_constant(v, graph_ops)
+        return cache[v]
     cone = constant_cone(v)
     if cone is None:
         return None
@@ -120,36 +125,38 @@ def evaluate_constant(v: Value, graph_ops: list[Op]) -> torch.Tensor | None:
         return None
 
 
-def _is_finite(v: Value) -> bool:
-    """Can `v` hold no -inf/inf/nan? A structural check for masks computed from inputs: a
-    where() choosing between finite constants (HF's padding masks: 0 and the dtype's minimum),
-    widened by exact casts."""
+def _no_neg_inf(v: Value) -> bool:
+    """Can no entry of `v` be -inf? (A row of scores can then never be all -inf.) A structural
+    check for masks computed from inputs: where() choosing between such values (HF's padding
+    masks: 0 and the dtype's minimum), a maximum with one (clamp(min=...)), views, exact casts."""
     v = strip_widening(v)
     p = v.producer
     if p is None:
         return False
     if p.name == "full":
         c = scalar_constant(v)
-        return c is not None and math.isfinite(c)
+        return c is not None and c > -math.inf
     if p.name == "where":
-        return _is_finite(p.inputs[1]) and _is_finite(p.inputs[2])
+        return _no_neg_inf(p.inputs[1]) and _no_neg_inf(p.inputs[2])
+    if p.name == "maximum":
+        return _no_neg_inf(p.inputs[0]) or _no_neg_inf(p.inputs[1])
     if p.name in ("reshape", "permute", "expand", "slice"):
-        return _is_finite(p.inputs[0])
+        return _no_neg_inf(p.inputs[0])
     return False
 
 
-def classify(value: Value, negate: bool, shape: tuple, graph_ops: list[Op]) -> Mask:
+def classify(value: Value, negate: bool, shape: tuple, graph_ops: list[Op], cache: dict | None = None) -> Mask:
     """The mask `value` (b1: keep where True, or where False when `negate`; float: additive)
     over scores of `shape` ([..., L, S]): no mask, causal, or `value` itself (the caller negates
     it), and whether a row can be fully masked."""
-    t = evaluate_constant(value, graph_ops)
     is_bool = value.type.dtype == "b1"
+    L, S = shape[-2], shape[-1]
+    t = evaluate_constant(value, graph_ops, cache) if L.is_Integer and S.is_Integer else None
     if t is None:
         # A boolean mask from inputs can mask a whole row (all -inf in the written-out form).
-        return Mask(value, empty_rows=None if is_bool or not _is_finite(value) else False)
-    full = t.expand(tuple(int(d) for d in shape)) if t.dim() <= len(shape) else None
-    if full is None:
-        return Mask(value, empty_rows=None)
+        return Mask(value, empty_rows=None if is_bool or not _no_neg_inf(value) else False)
+    t = t.reshape((1,) * max(0, 2 - t.dim()) + tuple(t.shape))
+    full = t.expand(*t.shape[:-2], int(L), int(S))  # every batch entry the mask distinguishes
     if is_bool:
         keep, ninf = (~full if negate else full), None
     else:
@@ -163,8 +170,7 @@ def classify(value: Value, negate: bool, shape: tuple, graph_ops: list[Op]) -> M
             return Mask(value, empty_rows=bool((ninf.all(-1)).any()))
     if bool(keep.all()):
         return Mask(None)
-    L, S = keep.shape[-2], keep.shape[-1]
-    if bool((keep == torch.ones(L, S, dtype=torch.bool).tril()).all()):
+    if bool((keep == torch.ones(int(L), int(S), dtype=torch.bool).tril()).all()):
         return Mask(None, causal=True)
     dead = ~keep if ninf is None else ninf
     return Mask(value, empty_rows=bool(dead.all(-1).any()))
