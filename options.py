@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 # fuse is last: it groups what the cleanups left. options={"pipeline": "canonicalize,cse,dce"}
-# compiles one kernel per op (useful when bisecting a wrong result). attention must see unfused ops.
+# compiles one kernel per op (useful when bisecting a wrong result). attention must see unfused ops
+# (and views where the frontend left them: keep it before any pass that hoists views).
 DEFAULT_PIPELINE = "canonicalize,cse,dce,attention,fuse,matmul_bias"
 
 

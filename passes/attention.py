@@ -154,19 +154,22 @@ def _safe_tail(m: _Match, x: Value, p: Value) -> list[Op]:
 # ----------------------------------------------------------------------------- scores
 
 
-def _score_paths(v: Value, depth: int = 0):
+def _score_paths(v: Value, budget: list[int] | None = None):
     """Every way back from the softmax input to a matmul through the ops a score chain may
-    hold: yields (matmul, ops in forward order). An add or where has two candidate operands."""
+    hold: yields (matmul, ops in forward order). An add or where has two candidate operands;
+    `budget` caps the ops visited, so a mask built from long add chains costs little."""
+    budget = [64] if budget is None else budget
     p = v.producer
-    if p is None or depth > _MAX_CHAIN:
+    if p is None or budget[0] <= 0:
         return
+    budget[0] -= 1
     if p.name == "matmul":
         yield p, []
         return
     ins = {"cast": p.inputs[:1], "reshape": p.inputs[:1], "div": p.inputs[:1], "mul": p.inputs,
            "add": p.inputs, "where": p.inputs[1:]}.get(p.name, [])
     for x in ins:
-        for mm, ops in _score_paths(x, depth + 1):
+        for mm, ops in _score_paths(x, budget):
             yield mm, ops + [p]
 
 
@@ -388,7 +391,7 @@ def _finish(m: _Match, mm1: Op, ops: list[Op], x: Value, root: Op, safe: bool) -
     else:
         raise errors[0]
     m.absorbed += out_ops
-    L, E, S, Ev = q.type.shape[-2], q.type.shape[-1], k.type.shape[-2], v.type.shape[-1]
+    L, E, Ev = q.type.shape[-2], q.type.shape[-1], v.type.shape[-1]
     scale = scale * s_qk
     if E.is_Integer and abs(scale * math.sqrt(int(E)) - 1.0) < 1e-6:
         scale = 1.0 / math.sqrt(int(E))  # the default, rounded into the constants: say it exactly
@@ -400,9 +403,9 @@ def _finish(m: _Match, mm1: Op, ops: list[Op], x: Value, root: Op, safe: bool) -
             mv, negate, why = sdpa_mask(mv, dtype)
             if mv is None:
                 raise _Reject(why)
-        info = classify(mv, negate, tuple(x.type.shape), m.g.ops, m.masks)
+        info = classify(mv, negate, tuple(x.type.shape), m.g.ops, m.masks, m.written)
         if info.value is None:  # a constant mask that became is_causal or nothing: its ops die
-            m.touched += constant_cone(mv) or []
+            m.touched += constant_cone(mv, m.written) or []
         if info.value is not None and negate:
             info.value = m.emit("logical_not", [info.value], {})
         m.touched += _mask_ops(mask[1])
@@ -424,7 +427,6 @@ def _finish(m: _Match, mm1: Op, ops: list[Op], x: Value, root: Op, safe: bool) -
                                   "kwargs": kwargs, "reason": REASON}, [ty])
     if not shapes_equal(out.type.shape, ty.shape):
         res = m.emit("reshape", [res], {"shape": tuple(out.type.shape)})
-    assert dims_equal(S, root.inputs[1].type.shape[-2])
     return {"out": out, "result": res, "root": root, "safe": safe, "causal": info.causal,
             "masked": info.value is not None, "gqa": gqa}
 
@@ -478,7 +480,7 @@ def attention(g: Graph, ctx: PassContext) -> PassResult:
         if found is None:
             continue
         _commit(g, m, found)
-        users, written, alive, masks = g.users(), mutated_values(g), set(g.ops), {}
+        users, written, alive = g.users(), mutated_values(g), set(g.ops)
         form = "sdpa_math" if found["safe"] else "eager"
         stats["matched"] += 1
         stats[form] += 1

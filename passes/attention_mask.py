@@ -77,14 +77,15 @@ def sdpa_mask(m: Value, dtype: str) -> tuple[Value | None, bool, str]:
     return None, False, f"additive mask of dtype {m.type.dtype} where q/k/v are {dtype}"
 
 
-def constant_cone(v: Value) -> list[Op] | None:
-    """The ops `v` is computed from, in graph order, if they use no graph input (a constant)."""
+def constant_cone(v: Value, written: set = frozenset()) -> list[Op] | None:
+    """The ops `v` is computed from (unordered), if none reads a graph input or a value an
+    extern writes in place (`written`): then `v` is a constant."""
     seen: dict[Op, None] = {}
     stack = [v]
     while stack:
         x = stack.pop()
         op = x.producer
-        if op is None or op.name in _NOT_EVALUABLE or len(op.results) != 1:
+        if op is None or op.name in _NOT_EVALUABLE or len(op.results) != 1 or x in written:
             return None
         if op in seen:
             continue
@@ -93,15 +94,16 @@ def constant_cone(v: Value) -> list[Op] | None:
     return list(seen)
 
 
-def evaluate_constant(v: Value, graph_ops: list[Op], cache: dict | None = None) -> torch.Tensor | None:
+def evaluate_constant(v: Value, graph_ops: list[Op], cache: dict | None = None,
+                      written: set = frozenset()) -> torch.Tensor | None:
     """`v` computed at compile time on CPU, if it depends on constants alone, every shape in its
     cone is concrete and no value exceeds EVAL_LIMIT elements; else None. `cache` (keyed by
     value) spares re-evaluating the one mask every layer of a model reads."""
     if cache is not None:
         if v not in cache:
-            cache[v] = evaluate_constant(v, graph_ops)
+            cache[v] = evaluate_constant(v, graph_ops, None, written)
         return cache[v]
-    cone = constant_cone(v)
+    cone = constant_cone(v, written)
     if cone is None:
         return None
     order = {op: i for i, op in enumerate(graph_ops)}
@@ -145,13 +147,14 @@ def _no_neg_inf(v: Value) -> bool:
     return False
 
 
-def classify(value: Value, negate: bool, shape: tuple, graph_ops: list[Op], cache: dict | None = None) -> Mask:
+def classify(value: Value, negate: bool, shape: tuple, graph_ops: list[Op], cache: dict | None = None,
+             written: set = frozenset()) -> Mask:
     """The mask `value` (b1: keep where True, or where False when `negate`; float: additive)
     over scores of `shape` ([..., L, S]): no mask, causal, or `value` itself (the caller negates
     it), and whether a row can be fully masked."""
     is_bool = value.type.dtype == "b1"
     L, S = shape[-2], shape[-1]
-    t = evaluate_constant(value, graph_ops, cache) if L.is_Integer and S.is_Integer else None
+    t = evaluate_constant(value, graph_ops, cache, written) if L.is_Integer and S.is_Integer else None
     if t is None:
         # A boolean mask from inputs can mask a whole row (all -inf in the written-out form).
         return Mask(value, empty_rows=None if is_bool or not _no_neg_inf(value) else False)

@@ -359,3 +359,33 @@ def test_3d_masked_fill_with_a_constant_band_mask():
           return %7
         }}
         """)
+
+
+def test_operands_regrouped_to_the_batch_dims_of_the_scores():
+    # q and v arrive flattened to [B*H, ...], k as [B, H, ...]; the scores are [B, H, L, S]: SDPA
+    # gets all three as [B, H, ...] (flat batch index n = b*H + h throughout), and the result is
+    # reshaped back to the layout the graph returned.
+    run_golden("attention", """
+        func @f(%q: f32[6,5,4], %k: f32[2,3,6,4], %v: f32[6,6,4]) -> (f32[6,5,4]) {
+          %0: f32[2,3,4,6] = permute[dims=(0, 1, 3, 2)] %k
+          %1: f32[6,4,6] = reshape[shape=(6, 4, 6)] %0
+          %2: f32[6,5,6] = matmul %q, %1
+          %3: f32[2,3,5,6] = reshape[shape=(2, 3, 5, 6)] %2
+          %4: f32[2,3,5,1] = reduce_max[axes=(3,), keepdim=True] %3
+          %5: f32[2,3,5,6] = sub %3, %4
+          %6: f32[2,3,5,6] = exp %5
+          %7: f32[2,3,5,1] = reduce_sum[axes=(3,), keepdim=True] %6
+          %8: f32[2,3,5,6] = div %6, %7
+          %9: f32[6,5,6] = reshape[shape=(6, 5, 6)] %8
+          %10: f32[6,5,4] = matmul %9, %v
+          return %10
+        }
+        """, f"""
+        func @f(%q: f32[6,5,4], %k: f32[2,3,6,4], %v: f32[6,6,4]) -> (f32[6,5,4]) [device="cpu"] {{
+          %0: f32[2,3,5,4] = reshape[shape=(2, 3, 5, 4)] %q
+          %1: f32[2,3,6,4] = reshape[shape=(2, 3, 6, 4)] %v
+          %2: f32[2,3,5,4] = extern[args=[#0, #1, #2], kwargs={{"scale": 1.0}}, {SDPA}] %0, %k, %1
+          %3: f32[6,5,4] = reshape[shape=(6, 5, 4)] %2
+          return %3
+        }}
+        """)
