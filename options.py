@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# fuse groups what the cleanups left; hoist_views first moves views out of the way of pointwise
-# chains (it needs dce's single-reader facts), then sink_permutes runs pointwise ops over permuted
-# operands in their memory order. options={"pipeline": "canonicalize,cse,dce"}
-# compiles one kernel per op (useful when bisecting a wrong result).
-DEFAULT_PIPELINE = "canonicalize,cse,dce,hoist_views,sink_permutes,fuse,matmul_bias"
+# fuse groups what the cleanups left. attention must see unfused ops and views where the frontend
+# left them, so it runs before hoist_views, which moves views out of the way of pointwise chains
+# (it needs dce's single-reader facts); then sink_permutes runs pointwise ops over permuted
+# operands in their memory order. options={"pipeline": "canonicalize,cse,dce"} compiles one
+# kernel per op (useful when bisecting a wrong result).
+DEFAULT_PIPELINE = "canonicalize,cse,dce,attention,hoist_views,sink_permutes,fuse,matmul_bias"
 
 
 def _default_cache_dir() -> str:
