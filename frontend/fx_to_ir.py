@@ -125,7 +125,13 @@ class _Converter:
         obj = self.gm
         for part in node.target.split("."):
             obj = getattr(obj, part)
-        if isinstance(obj, torch.Tensor):
+        if isinstance(obj, torch.Tensor) and obj.dim() == 0 and not obj.requires_grad \
+                and obj.device.type != "meta" and not obj.dtype.is_complex:
+            # A 0-d constant the trace lifted (`torch.tensor(0.0)` in model code, e.g. the value a
+            # mask keeps) is a `full`: passes can then see its value (the attention pass proves
+            # masks finite or causal only from constants).
+            self.env[node] = self.ctx.full(obj.item(), tensor_type(obj).dtype)
+        elif isinstance(obj, torch.Tensor):
             self.env[node] = self.graph.add_input(_sanitize(node.name, self.names), tensor_type(obj))
             self.plan.inputs.append(("const", obj))
         else:

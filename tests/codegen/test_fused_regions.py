@@ -211,7 +211,7 @@ func @f(%x: f32[4,3]) -> (f32[4,5]) [device="cpu"] {
 }
 """)
     x = random_tensor((4, 3), torch.float32)
-    compiled = check_graph(g, [x], lambda x: torch.cat([torch.full((4, 2), -1.5), x], 1).exp())
+    compiled = check_graph(g, [x], lambda x: torch.cat([torch.full((4, 2), -1.5, device=x.device), x], 1).exp())
     assert compiled.num_kernels == 1
 
 
@@ -236,5 +236,5 @@ func @f(%x: f32[2,4,3]) -> (f32[2,4,3]) [device="cpu"] {
 """)
     x = random_tensor((2, 4, 3), torch.float32)
     pos = torch.arange(4).view(1, 4, 1) + torch.arange(3)
-    compiled = check_graph(g, [x], lambda x: x * pos.float())
+    compiled = check_graph(g, [x], lambda x: x * pos.to(x.device).float())
     assert compiled.num_kernels == 1

@@ -36,9 +36,9 @@ def test_bf16_model_attention_is_one_sdpa_call_and_matches_eager(name, impl, tmp
 
 
 @pytest.mark.gpu
-def test_fully_masked_rows_give_zeros_like_eager():
-    # torch's math SDPA gives 0 for a row whose keys are all masked; the pass relies on the CUDA
-    # SDPA kernels doing the same (a bool mask with a False row).
+def test_fully_masked_rows_match_eager():
+    # On CUDA the fused SDPA kernels do not return 0 for a row whose keys are all masked (torch's
+    # math SDPA does): the compiled graph calls the same SDPA op, so it must match eager there too.
     torch._dynamo.reset()
     q, k, v = (torch.randn(2, 4, 16, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     mask = torch.rand(2, 1, 16, 16, device="cuda") > 0.3
@@ -48,5 +48,4 @@ def test_fully_masked_rows_give_zeros_like_eager():
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)
     want = f(q, k, v, mask)
     got = torch.compile(f, backend="ember")(q, k, v, mask)
-    assert bool((want[:, :, 3] == 0).all()) and bool((got[:, :, 3] == 0).all())
     torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
