@@ -38,8 +38,12 @@ takes keepdim=True (`x - x.mean(-1).unsqueeze(-1)` is then one row kernel). A vi
 whose readers can all fuse it becomes one iota of the view's shape per reader (an iota costs
 nothing to build again; built in the view's shape, it broadcasts into the reader's kernel).
 
+A concat is moved through like a pointwise op (each piece takes the view, the joined dim is
+renumbered). And rotary embedding's rotate_half, cat(-x2, x1), becomes cat(x2, x1) * sign (see
+`unnegate`): the concat then reads only views, and fuse puts it in the rotary's kernel.
+
 Sweeps to a fixpoint; each sweep moves every view one op up. Stats: `hoisted` (ops a view moved
-above), `keepdim`, `iota`.
+above), `keepdim`, `iota` (views of an iota rebuilt as iotas), `unnegated` (concats).
 """
 from __future__ import annotations
 
