@@ -353,9 +353,40 @@ class WrapperBuilder:
         for v in g.inputs:
             self.index64[v] = "inputs_64"
         self.memory = plan_memory(g, self.lowering)
-        for op in g.ops:
+        dead_after = self._dead_after()
+        for i, op in enumerate(g.ops):
             self.emit(op)
+            if dead_after.get(i):
+                self.line(f"del {', '.join(dead_after[i])}")
         return self._assemble()
+
+    def _dead_after(self) -> dict[int, list[str]]:
+        """Op index -> the local names `call` can drop after that op: values no later op reads,
+        that are not returned and that no later buffer takes the storage of. Without the `del`
+        every intermediate lives until `call` returns and a model's peak memory is the sum of all
+        of them (ViT: 2.4 GiB per call against eager's 0.2). Dropping a name frees nothing a
+        view still holds: a view keeps its base's storage alive."""
+        g = self.graph
+        index = {op: i for i, op in enumerate(g.ops)}
+        for i, op in enumerate(g.ops):  # a region emitted op by op allocates inside its body
+            if op.name == "fused":
+                index.update((inner, i) for inner in op.attrs["body"].ops)
+        last: dict[Value, int] = {}
+        for i, op in enumerate(g.ops):
+            for r in op.results:
+                last.setdefault(r, i)
+            for v in op.inputs:
+                last[v] = i
+        for taker, reuse in self.memory.reuses.items():
+            at = index.get(taker.producer)
+            if at is not None:  # `bufN = <donor>` names the donor when bufN is allocated
+                last[reuse.donor] = max(last.get(reuse.donor, at), at)
+        keep = set(g.outputs) | set(g.inputs)
+        out: dict[int, list[str]] = {}
+        for v, i in last.items():
+            if v not in keep and v in self.names:
+                out.setdefault(i, []).append(self.names[v])
+        return out
 
     def _assemble(self) -> GeneratedModule:
         g = self.graph

@@ -286,3 +286,25 @@ func @f(%x: f32[6,16], %b: f32[16]) -> (f32[6,16], f32[16]) [device="cpu"] {
 def test_generated_module_carries_the_plan():
     generated = generate_module(parse(CHAIN))
     assert generated.memory.summary()["reused"] == 3
+
+
+def test_call_drops_each_intermediate_after_its_last_reader():
+    # Without `del`, every intermediate lives until `call` returns (a model's peak would be the
+    # sum of all of them). %0 is dropped once %3 took its storage, %1 after its last reader %3
+    # (a returned view of it keeps its storage alive, not the name), %3 after %4.
+    g = parse("""
+func @f(%x: f32[4,8]) -> (f32[32], f32[4,8]) [device="cpu"] {
+  %0: f32[4,8] = exp %x
+  %1: f32[4,8] = neg %0
+  %2: f32[32] = reshape[shape=(32,)] %1
+  %3: f32[4,8] = relu %1
+  %4: f32[4,8] = sigmoid %3
+  return %2, %4
+}""")
+    src = generate_module(g).source
+    lines = [l.strip() for l in src.splitlines()]
+    assert lines.index("del buf0, buf1") == lines.index("# %4: f32[4,8] = sigmoid %3") - 1, src
+    assert lines.index("del buf3") == lines.index("return [buf2, buf4]") - 1, src
+    assert not any(l.startswith("del") and ("buf2" in l or "buf4" in l) for l in lines)  # returned
+    x = random_tensor((4, 8), torch.float32)
+    check_graph(g, [x], lambda x: ((-x.exp()).reshape(32), (-x.exp()).relu().sigmoid()))
