@@ -16,4 +16,5 @@ repo root on sys.path so `bench.*` imports work from a plain checkout. One modul
   anchors.py  the recorded H100 anchor figures, for side-by-side comparison
   report.py   JSON and Markdown output
   plots.py    matplotlib PNGs (Agg)
+  gpu_kernels.py  `python -m bench.gpu_kernels CASE...`: each backend's busiest GPU kernels (why)
 """

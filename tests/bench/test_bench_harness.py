@@ -206,3 +206,11 @@ def test_timed_suite_end_to_end_with_a_stand_in_timer(tmp_path):
     assert len(suite.failures(results)) == 6  # wrong + boom, for each of the three cases
     md = (tmp_path / "results.md").read_text()
     assert "| gpt2 |" in md and "| attention |" in md and "Ceilings measured in this run" in md
+
+
+def test_gpu_kernels_refuses_unknown_cases_with_the_list():
+    from bench import gpu_kernels
+    with pytest.raises(SystemExit, match="cases: gpt2, bert-base"):
+        gpu_kernels.main(["gpt3"])
+    with pytest.raises(SystemExit, match="usage"):
+        gpu_kernels.main([])
