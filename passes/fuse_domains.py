@@ -51,6 +51,10 @@ class Domain:
                 return "row"
             if shapes_equal(shape, self.row_shape(False)):
                 return "rowdrop"
+            if len(shape) <= len(self.shape) and all(dims_equal(d, 1) for d in shape):
+                # One value for everything (a loss's 1/count): the same in every row, so a row
+                # value, which row ops may read too; as bcast it could only feed full ops.
+                return "row"
         return "bcast" if broadcasts_to(shape, self.shape) else None
 
     def __str__(self) -> str:

@@ -242,3 +242,45 @@ def test_welford_layer_norm_reads_x_twice_when_looped(device, strategy):
     (src,) = compiled.kernels.values()
     assert src.count("for roffset") == (2 if strategy == "looped" else 0), src
     assert ("welford_combine" in src) == (strategy == "looped")
+
+
+LOSS_BACKWARD = """\
+func @f(%g: f32[], %n: f32[], %t: i64[6,1], %keep: b1[6,1], %x: f32[6,37], %m: f32[6,1], %l: f32[6,1]) -> (f32[6,37]) [device="cpu"] {
+  %0: f32[] = div %g, %n
+  %1: i64[6,37] = iota[dim=1]
+  %2: b1[6,37] = eq %1, %t
+  %3: f32[] = full[value=-1.0]
+  %4: f32[6,37] = full[value=0.0]
+  %5: f32[6,37] = where %2, %3, %4
+  %6: f32[] = full[value=0.0]
+  %7: f32[6,1] = where %keep, %0, %6
+  %8: f32[6,37] = mul %5, %7
+  %9: f32[6,1] = reduce_sum[axes=(1,), keepdim=True] %8
+  %10: f32[6,37] = sub %x, %m
+  %11: f32[6,37] = sub %10, %l
+  %12: f32[6,37] = exp %11
+  %13: f32[6,37] = mul %12, %9
+  %14: f32[6,37] = sub %8, %13
+  return %14
+}
+"""
+
+
+def test_a_scalar_feeds_row_and_full_ops_in_one_kernel(device, strategy):
+    # Cross-entropy's backward: the scalar grad / count scales a per-row mask (a row op) and,
+    # through it, the one-hot target (full ops). A scalar is one value for every row, so it is a
+    # row value: the whole backward is one kernel, not two with the one-hot tensor in between.
+    g = _fused(device, LOSS_BACKWARD)
+    x = random_tensor((6, 37), torch.float32)
+    m = x.amax(-1, keepdim=True)
+    l = (x - m).exp().sum(-1, keepdim=True).log()
+    t = torch.randint(0, 37, (6, 1))
+    keep = torch.tensor([[True], [False], [True], [True], [False], [True]])
+    grad, n = torch.tensor(1.5), torch.tensor(4.0)
+    def want(grad, n, t, keep, x, m, l):
+        onehot = torch.zeros(6, 37).scatter_(1, t, -1.0)
+        row = torch.where(keep, grad / n, torch.tensor(0.0))
+        d = onehot * row
+        return d - (x - m - l).exp() * d.sum(-1, keepdim=True)
+    compiled = check_graph(g, [grad, n, t, keep, x, m, l], want, atol=1e-5, rtol=1e-5)
+    _one_kernel(compiled, strategy)
