@@ -11,14 +11,16 @@ launch site in a generated wrapper). Its first launch for a given specialization
 `JITFunction.run` (which compiles, caches on disk and launches); it keeps the compiled kernel, and
 later launches with the same specialization call its launcher directly.
 
-The specialization key mirrors what Triton specializes a compiled kernel on (triton 3.x,
-`native_specialize_impl`): for a tensor, whether its data pointer is 16-byte aligned; for an int,
-whether it equals 1 (then it is compiled in as a constant), whether it is a multiple of 16, and
-whether it fits int32. Dtypes need no place in the key: every launch site's tensors have the dtypes
-of its IR values, which CompiledGraph checks on entry. A kernel compiled under one key is therefore
-exactly the one `JITFunction.run` would pick. When any of this cannot hold (the interpreter, a
-Triton without the attributes used here, a launch hook installed by a profiler) every launch takes
-the ordinary path.
+The key a kept kernel is filed under is finer than what Triton specializes a compiled kernel on
+(triton 3.x, `native_specialize_impl`: a pointer's 16-byte alignment; an int's equality to 1,
+divisibility by 16 and int32 range): each int by its value, each tensor by its pointer's 16-byte
+alignment. Two launches with one key are therefore ones `JITFunction.run` would send to the same
+compiled kernel. Ints by value cost one entry per distinct size or stride at a launch site (a
+handful; the table is emptied past MAX_KEPT), where deriving Triton's properties in Python took
+3x as long per launch. Dtypes need no place in the key: every launch site's tensors have the dtypes
+of its IR values, which CompiledGraph checks on entry. When any of this cannot hold (the
+interpreter, a Triton without the attributes used here, a launch hook installed by a profiler)
+every launch takes the ordinary path.
 """
 from __future__ import annotations
 
@@ -27,14 +29,13 @@ import functools
 import torch
 import triton
 
-_INT32_MIN, _INT32_MAX = -2**31, 2**31 - 1
+MAX_KEPT = 256  # kept kernels per launch site before the table starts over
 
 
-def specialization(arg) -> object:
-    """The part of Triton's specialization key an argument decides (see the module docstring)."""
-    if isinstance(arg, torch.Tensor):
-        return arg.data_ptr() & 15 == 0
-    return 1 if arg == 1 else (arg & 15 == 0, _INT32_MIN <= arg <= _INT32_MAX)
+def launch_key(index_64: bool, args: tuple) -> tuple:
+    """What a kept kernel is filed under (see the module docstring): ints as they are, tensors by
+    whether their data pointer is 16-byte aligned."""
+    return (index_64, *[a if type(a) is int else a.data_ptr() & 15 == 0 for a in args])
 
 
 def _active(hook) -> bool:
@@ -72,8 +73,11 @@ class Launcher:
     def __call__(self, programs: int, *args, INDEX_64: bool = False) -> None:
         key = None
         if self.fast and not _launch_hooks_installed():
-            key = (INDEX_64, *map(specialization, args))
-            entry = self._compiled.get(key)
+            try:
+                key = launch_key(INDEX_64, args)
+            except AttributeError:  # an argument neither int nor tensor: Triton's path decides
+                self.fast = False
+            entry = self._compiled.get(key) if key is not None else None
             if entry is not None:
                 run, function, metadata = entry
                 run(programs, 1, 1, self._stream(), function, metadata, None, None, None,
@@ -90,4 +94,6 @@ class Launcher:
             self.fast = False
             return
         if entry[1] is not None:
+            if len(self._compiled) >= MAX_KEPT:
+                self._compiled.clear()
             self._compiled[key] = entry

@@ -1,4 +1,4 @@
-"""codegen/launcher.py: the specialization key must match Triton's own, and a launch through the
+"""codegen/launcher.py: the key of a kept kernel must never merge launches Triton compiles apart, and a launch through the
 kept compiled kernel must compute what the ordinary launch computes, including after a change of
 alignment or of an argument equal to 1 (each gets its own compiled kernel)."""
 import pytest
@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ember.codegen.launcher import Launcher, specialization
+from ember.codegen.launcher import Launcher, launch_key
 
 
 def _triton_key(arg):
@@ -19,21 +19,20 @@ def _triton_key(arg):
 INTS = [0, 1, 2, 15, 16, 17, 32, 2**31 - 1, 2**31, 2**31 + 16, -1, -16, -2**31, -2**31 - 1]
 
 
-def test_int_keys_separate_what_triton_separates():
-    # Two ints Triton would compile differently must get different keys here; ints with the
-    # same key must be ones Triton treats alike.
+def test_one_key_means_one_triton_specialization():
+    # The key must never file two launches that Triton compiles differently under one entry:
+    # ints go in by value (finer than Triton), tensors by 16-byte alignment (exactly Triton's).
     for a in INTS:
         for b in INTS:
-            if specialization(a) == specialization(b):
+            if launch_key(False, (a,)) == launch_key(False, (b,)):
                 assert _triton_key(a) == _triton_key(b), (a, b)
-            if _triton_key(a) != _triton_key(b):
-                assert specialization(a) != specialization(b), (a, b)
-
-
-def test_tensor_key_is_alignment():
     t = torch.empty(64)
-    for view in (t, t[1:], t[4:], t[5:]):
-        assert specialization(view) == (_triton_key(view)[1] == "D")
+    views = (t, t[1:], t[4:], t[5:])
+    for x in views:
+        for y in views:
+            same_key = launch_key(False, (x,)) == launch_key(False, (y,))
+            assert same_key == (_triton_key(x) == _triton_key(y)), (x.storage_offset(), y.storage_offset())
+    assert launch_key(True, (t,)) != launch_key(False, (t,))  # INDEX_64 is a constexpr
 
 
 @triton.jit
