@@ -14,10 +14,13 @@ from typing import Any
 
 # fuse groups what the cleanups left. attention must see unfused ops and views where the frontend
 # left them, so it runs before hoist_views, which moves views out of the way of pointwise chains
-# (it needs dce's single-reader facts); then sink_permutes runs pointwise ops over permuted
-# operands in their memory order. options={"pipeline": "canonicalize,cse,dce"} compiles one
+# (it needs dce's single-reader facts); conv_layout reads 16-bit CUDA convolution results as
+# channels-last permutes, and sink_permutes runs pointwise ops over permuted operands in their
+# memory order; hoist_views again then moves the views sink_permutes gave broadcast operands (a
+# batch norm's [C,1,1] scale) up their chains, so those chains still fuse. options={"pipeline": "canonicalize,cse,dce"} compiles one
 # kernel per op (useful when bisecting a wrong result).
-DEFAULT_PIPELINE = "canonicalize,cse,dce,attention,hoist_views,sink_permutes,fuse,matmul_bias"
+DEFAULT_PIPELINE = ("canonicalize,cse,dce,attention,hoist_views,conv_layout,sink_permutes,hoist_views,fuse,"
+                    "matmul_bias")
 
 
 def _default_cache_dir() -> str:

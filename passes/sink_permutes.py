@@ -15,7 +15,7 @@ sink again) inherit. An operand that is a permute by another order is read throu
 
 Taken when at least one full-size operand is a permute by P and no more full-size operands are
 something else (those are read through the inverse permute instead: the majority decides the
-order), every operand has the result's rank (or is a scalar), and every reader of the result
+order; operands of lower rank get their leading 1s first), and every reader of the result
 accepts a permuted layout: pointwise ops, permutes, externs, or the graph's outputs. Not when a
 reshape, slice or expand reads it (a reshape of a permuted layout is a copy: hoist_views moves
 permutes the other way for exactly that), nor reductions (their axes are in the result's order).
@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..ir import Graph, Op, Value
-from ..ir.types import TensorType, shapes_equal
+from ..ir.types import TensorType, dims_equal, shapes_equal
 from .context import PassContext
 from .fuse_domains import is_pointwise
 from .registry import PassResult, graph_pass
@@ -45,6 +45,20 @@ def _permuted(shape, dims) -> tuple:
     return tuple(shape[d] for d in dims)
 
 
+def _is_one(d) -> bool:
+    return dims_equal(d, 1)
+
+
+def _attr(d):
+    return int(d) if getattr(d, "is_Integer", False) else d
+
+
+def _reshape(v: Value, shape: tuple, new_ops: list[Op]) -> Op:
+    op = Op("reshape", [v], {"shape": shape}, [TensorType(v.type.dtype, shape, v.type.device)])
+    new_ops.append(op)
+    return op
+
+
 def _readers_accept(v: Value, users: dict, returned: set) -> bool:
     for u in users.get(v, []):
         if not (is_pointwise(u) or u.name in _LAYOUT_AGNOSTIC_READERS):
@@ -54,8 +68,8 @@ def _readers_accept(v: Value, users: dict, returned: set) -> bool:
 
 def _dominant_permute(op: Op) -> tuple[int, ...] | None:
     """The permutation P to sink through `op`, or None."""
-    if not is_pointwise(op) or op.name == "iota" or len(op.results) != 1:
-        return None
+    if not is_pointwise(op) or op.name in ("iota", "copy") or len(op.results) != 1:
+        return None  # a copy exists to lay its result out (conv_layout's input copy): keep it
     shape = op.result.type.shape
     rank = len(shape)
     if rank < 2:
@@ -63,9 +77,9 @@ def _dominant_permute(op: Op) -> tuple[int, ...] | None:
     perms: Counter = Counter()
     others = 0
     for v in op.inputs:
-        if v.type.rank not in (0, rank):
+        if v.type.rank > rank:
             return None
-        if v.type.rank == 0 or not shapes_equal(v.type.shape, shape):
+        if v.type.rank < rank or not shapes_equal(v.type.shape, shape):
             continue  # scalars and same-rank broadcasts follow whichever order is chosen
         p = v.producer
         if p is not None and p.name == "permute":
@@ -98,7 +112,24 @@ def sink_permutes(g: Graph, ctx: PassContext) -> PassResult:
             p = v.producer
             if v.type.rank == 0:
                 operands.append(v)
-            elif p is not None and p.name == "permute" and tuple(p.attrs["dims"]) == dims:
+                continue
+            if v.type.rank < len(dims):
+                # A smaller operand broadcasting from the right ([C,1,1] into [N,C,H,W]): padded
+                # with leading 1s and permuted it is [1,1,1,C], i.e. [C]. When its non-1 dims keep
+                # their order that is one size-1 reshape (which hoist_views can move up the
+                # operand's own chain); otherwise pad it (a view) and permute like the others.
+                t = v.type
+                padded = (1,) * (len(dims) - t.rank) + tuple(t.shape)
+                moved = [padded[d] for d in inv]
+                while moved and _is_one(moved[0]):
+                    moved.pop(0)
+                if [d for d in moved if not _is_one(d)] == [d for d in t.shape if not _is_one(d)]:
+                    shape = tuple(_attr(d) for d in moved)
+                    operands.append(_reshape(v, shape, new_ops).result if shape != tuple(_attr(d) for d in t.shape) else v)
+                    continue
+                pad = _reshape(v, tuple(_attr(d) for d in padded), new_ops)
+                v, p = pad.result, pad
+            if p is not None and p.name == "permute" and tuple(p.attrs["dims"]) == dims:
                 operands.append(p.inputs[0])
             else:
                 src, by = v, inv

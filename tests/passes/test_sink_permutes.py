@@ -32,6 +32,25 @@ def test_convnext_block_tail_runs_in_nhwc_order():
     assert rec.stats == {"sunk": 2}
 
 
+def test_a_smaller_operand_takes_one_size1_reshape_when_its_dims_keep_their_order():
+    # [5] broadcasts along the last dim of [8,5]; in y's order ([5,8]) it must broadcast along
+    # the first: [5,1], a size-1 reshape (which hoist_views can move up the operand's chain).
+    run_golden("sink_permutes", """
+        func @f(%y: f32[5,8], %b: f32[5]) -> (f32[8,5]) {
+          %0: f32[8,5] = permute[dims=(1, 0)] %y
+          %1: f32[8,5] = add %0, %b
+          return %1
+        }
+        """, """
+        func @f(%y: f32[5,8], %b: f32[5]) -> (f32[8,5]) [device="cpu"] {
+          %0: f32[5,1] = reshape[shape=(5, 1)] %b
+          %1: f32[5,8] = add %y, %0
+          %2: f32[8,5] = permute[dims=(1, 0)] %1
+          return %2
+        }
+        """)
+
+
 def test_left_alone_for_reshape_readers_reductions_and_a_majority_in_order():
     for text in ["""
         func @f(%y: f32[2,5,8]) -> (f32[2,40]) {
@@ -51,12 +70,6 @@ def test_left_alone_for_reshape_readers_reductions_and_a_majority_in_order():
         func @f(%y: f32[2,5,8], %c: b1[2,8,5], %a: f32[2,8,5]) -> (f32[2,8,5]) {
           %0: f32[2,8,5] = permute[dims=(0, 2, 1)] %y
           %1: f32[2,8,5] = where %c, %0, %a
-          return %1
-        }
-        """, """
-        func @f(%y: f32[5,8], %b: f32[5]) -> (f32[8,5]) {
-          %0: f32[8,5] = permute[dims=(1, 0)] %y
-          %1: f32[8,5] = add %0, %b
           return %1
         }
         """]:
