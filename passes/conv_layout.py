@@ -14,7 +14,9 @@ channels-last. This pass does the same in the IR, with views only:
   order (a transpose kernel, once per call) so the first result is channels-last too.
 
 Nothing here changes a value: permutes and a copy. Only convolutions that are 4-d, not
-transposed, on CUDA and in bf16 or f16 are touched (f32 convolutions run NCHW kernels well).
+transposed, on CUDA and in bf16 or f16 are touched (f32 convolutions run NCHW kernels well), and
+only those whose readers all take a permuted layout (pointwise ops, permutes, externs, outputs;
+not a reshape, which would copy a channels-last result).
 Canonicalize would fold the permute pairs back, so this runs after it; `sink_permutes` after this.
 Stats: `convolutions`.
 """
@@ -24,6 +26,7 @@ from ..ir import Graph, Op, Value
 from ..ir.types import TensorType
 from .context import PassContext
 from .registry import PassResult, graph_pass
+from .sink_permutes import readers_accept
 
 TARGET = "aten.convolution.default"
 TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
@@ -54,9 +57,13 @@ def conv_layout(g: Graph, ctx: PassContext) -> PassResult:
     new_ops: list[Op] = []
     converted: dict[Value, Value] = {}   # graph input -> its channels-last copy, made once
     count = 0
+    users = g.users()
+    returned = set(g.outputs)
     for op in g.ops:
         op.inputs = [subst.get(v, v) for v in op.inputs]
-        if not _eligible(op):
+        # Only where the readers take a permuted layout as it is (a reshape of a channels-last
+        # result would copy it: ViT's patch embedding flattens its convolution's output).
+        if not _eligible(op) or not readers_accept(op.result, users, returned):
             new_ops.append(op)
             continue
         x = op.inputs[0]

@@ -59,7 +59,7 @@ def _reshape(v: Value, shape: tuple, new_ops: list[Op]) -> Op:
     return op
 
 
-def _readers_accept(v: Value, users: dict, returned: set) -> bool:
+def readers_accept(v: Value, users: dict, returned: set) -> bool:
     for u in users.get(v, []):
         if not (is_pointwise(u) or u.name in _LAYOUT_AGNOSTIC_READERS):
             return False
@@ -103,7 +103,7 @@ def sink_permutes(g: Graph, ctx: PassContext) -> PassResult:
     for op in g.ops:
         op.inputs = [subst.get(v, v) for v in op.inputs]
         dims = _dominant_permute(op)
-        if dims is None or not _readers_accept(op.result, users, returned):
+        if dims is None or not readers_accept(op.result, users, returned):
             new_ops.append(op)
             continue
         inv = _inverse(dims)

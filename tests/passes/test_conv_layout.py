@@ -110,3 +110,15 @@ def test_cuda_bf16_resnet_blocks_run_channels_last_and_match_eager():
         got = torch.compile(model, backend="ember")(x)
         torch.testing.assert_close(got, model(x), atol=5e-2, rtol=5e-2)
     assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_left_alone_when_a_reshape_reads_the_result(on_cpu):
+    # ViT's patch embedding flattens its convolution's output: channels-last would make that
+    # reshape a copy, so the convolution keeps NCHW (and the image is not copied).
+    run_golden("conv_layout", f"""
+        func @f(%x: bf16[2,3,8,8], %w: bf16[4,3,3,3]) -> (bf16[2,4,64]) {{
+          %0: bf16[2,4,8,8] = extern[{ARGS}, {CONV}] %x, %w
+          %1: bf16[2,4,64] = reshape[shape=(2, 4, 64)] %0
+          return %1
+        }}
+        """, None)
