@@ -210,7 +210,7 @@ def _scores(m: _Match, mm1: Op, ops: list[Op], x: Value):
 def _peel(m: _Match, v: Value, scales: bool, casts: bool):
     """Walk back from a matmul operand through views, float casts (if `casts`) and scalar factors
     (if `scales`); re-apply the views to the value found, in its own dtype. Returns (value with
-    the operand's shape, scale, dtype)."""
+    the operand's shape, the product of the factors, the casts dropped as (from, to) pairs)."""
     chain: list[Op] = []
     while len(chain) < _MAX_CHAIN and (p := v.producer) is not None:
         if p.name in ("reshape", "permute", "expand") or (casts and _float_cast(p)):
