@@ -23,20 +23,14 @@ Stats: `convolutions`.
 from __future__ import annotations
 
 from ..ir import Graph, Op, Value
-from ..ir.types import TensorType
 from .context import PassContext
 from .registry import PassResult, graph_pass
-from .sink_permutes import readers_accept
+from .sink_permutes import permute_op, readers_accept
 
 TARGET = "aten.convolution.default"
 TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 DEVICES = ("cuda",)          # cuDNN's layout; tests add "cpu" to exercise the rewrite
 DTYPES = ("bf16", "f16")
-
-
-def _permute(v: Value, dims) -> Op:
-    t = v.type
-    return Op("permute", [v], {"dims": dims}, [TensorType(t.dtype, tuple(t.shape[d] for d in dims), t.device)])
 
 
 def _eligible(op: Op) -> bool:
@@ -69,15 +63,15 @@ def conv_layout(g: Graph, ctx: PassContext) -> PassResult:
         x = op.inputs[0]
         if x in inputs and x.type.rank == 4:
             if x not in converted:
-                to_nhwc = _permute(x, TO_NHWC)
+                to_nhwc = permute_op(x, TO_NHWC)
                 copy = Op("copy", [to_nhwc.result], {}, [to_nhwc.result.type])
-                back = _permute(copy.result, TO_NCHW)
+                back = permute_op(copy.result, TO_NCHW)
                 new_ops += [to_nhwc, copy, back]
                 converted[x] = back.result
             op.inputs[0] = converted[x]
         new_ops.append(op)
-        nhwc = _permute(op.result, TO_NHWC)
-        nchw = _permute(nhwc.result, TO_NCHW)
+        nhwc = permute_op(op.result, TO_NHWC)
+        nchw = permute_op(nhwc.result, TO_NCHW)
         new_ops += [nhwc, nchw]
         subst[op.result] = nchw.result
         count += 1

@@ -26,9 +26,10 @@ from __future__ import annotations
 from collections import Counter
 
 from ..ir import Graph, Op, Value
-from ..ir.types import TensorType, dims_equal, shapes_equal
+from ..ir.types import TensorType, shapes_equal
 from .context import PassContext
 from .fuse_domains import is_pointwise
+from .hoist_views import is_one, padded, shape_attr, unit_reshape_map
 from .registry import PassResult, graph_pass
 
 _LAYOUT_AGNOSTIC_READERS = ("permute", "extern")
@@ -41,16 +42,11 @@ def _inverse(dims: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(inv)
 
 
-def _permuted(shape, dims) -> tuple:
-    return tuple(shape[d] for d in dims)
-
-
-def _is_one(d) -> bool:
-    return dims_equal(d, 1)
-
-
-def _attr(d):
-    return int(d) if getattr(d, "is_Integer", False) else d
+def permute_op(v: Value, dims) -> Op:
+    """`permute[dims] v` with its result type (not yet placed in a graph)."""
+    t = v.type
+    return Op("permute", [v], {"dims": tuple(dims)},
+              [TensorType(t.dtype, tuple(t.shape[d] for d in dims), t.device)])
 
 
 def _reshape(v: Value, shape: tuple, new_ops: list[Op]) -> Op:
@@ -118,16 +114,15 @@ def sink_permutes(g: Graph, ctx: PassContext) -> PassResult:
                 # with leading 1s and permuted it is [1,1,1,C], i.e. [C]. When its non-1 dims keep
                 # their order that is one size-1 reshape (which hoist_views can move up the
                 # operand's own chain); otherwise pad it (a view) and permute like the others.
-                t = v.type
-                padded = (1,) * (len(dims) - t.rank) + tuple(t.shape)
-                moved = [padded[d] for d in inv]
-                while moved and _is_one(moved[0]):
+                full = padded(v.type.shape, len(dims))
+                moved = [full[d] for d in inv]
+                while moved and is_one(moved[0]):
                     moved.pop(0)
-                if [d for d in moved if not _is_one(d)] == [d for d in t.shape if not _is_one(d)]:
-                    shape = tuple(_attr(d) for d in moved)
-                    operands.append(_reshape(v, shape, new_ops).result if shape != tuple(_attr(d) for d in t.shape) else v)
+                if unit_reshape_map(v.type.shape, moved) is not None:
+                    shape = shape_attr(moved)
+                    operands.append(v if shape == shape_attr(v.type.shape) else _reshape(v, shape, new_ops).result)
                     continue
-                pad = _reshape(v, tuple(_attr(d) for d in padded), new_ops)
+                pad = _reshape(v, shape_attr(full), new_ops)
                 v, p = pad.result, pad
             if p is not None and p.name == "permute" and tuple(p.attrs["dims"]) == dims:
                 operands.append(p.inputs[0])
@@ -138,14 +133,12 @@ def sink_permutes(g: Graph, ctx: PassContext) -> PassResult:
                 if by == tuple(range(len(by))):
                     operands.append(src)
                     continue
-                t = src.type
-                view = Op("permute", [src], {"dims": by},
-                          [TensorType(t.dtype, _permuted(t.shape, by), t.device)])
+                view = permute_op(src, by)
                 new_ops.append(view)
                 operands.append(view.result)
         t = op.result.type
-        inner = Op(op.name, operands, dict(op.attrs), [TensorType(t.dtype, _permuted(t.shape, inv), t.device)])
-        outer = Op("permute", [inner.result], {"dims": dims}, [t])
+        inner = Op(op.name, operands, dict(op.attrs), [TensorType(t.dtype, tuple(t.shape[d] for d in inv), t.device)])
+        outer = permute_op(inner.result, dims)
         new_ops += [inner, outer]
         subst[op.result] = outer.result
         # Readers of the old result now read `outer`, itself a permute by `dims`: pointwise
