@@ -175,8 +175,8 @@ class RowKernel:
                     x = red.inputs[0]
                     v = self._read(x, x.type.shape, "full", tile_env, tile_loads, coords)
                     if red in partner and red.name == "reduce_max":
-                        for total in partner[red]:
-                            self._accumulate_online(accs[red][0], accs[total][0], self._masked(red, v))
+                        (total,) = partner[red]  # one sum per max (_online_softmax_pairs)
+                        self._accumulate_online(accs[red][0], accs[total][0], self._masked(red, v))
                     elif red in partner:
                         self._accumulate(red, accs[red], self._masked(red, v))
                         self._accumulate_welford(welford[red], v)
@@ -186,8 +186,8 @@ class RowKernel:
                     self._store(v, tile_env[v], coords)
             for red in reds:
                 if red in partner and red.name == "reduce_max":
-                    for total in partner[red]:
-                        env[red.result], env[total.result] = self._finish_online(accs[red][0], accs[total][0])
+                    (total,) = partner[red]
+                    env[red.result], env[total.result] = self._finish_online(accs[red][0], accs[total][0])
                 elif red in partner:
                     env[red.result] = self._finish_acc(red, accs[red])
                     m2 = self._finish_welford(welford[red])
