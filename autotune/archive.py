@@ -82,6 +82,13 @@ def read_archive(path: str | os.PathLike) -> list[tuple[str, bytes]]:
         raise ArchiveError(f"{path}: not a readable .tar.gz or .zip archive ({e})") from None
 
 
+def _counted(path: Path, name: str, size: int, total: int) -> int:
+    """The bytes read so far plus this member's, or ArchiveError when either limit is passed."""
+    if size > MAX_MEMBER_BYTES or total + size > MAX_TOTAL_BYTES:
+        raise ArchiveError(f"{path}: member {name!r} is too large ({size} bytes)")
+    return total + size
+
+
 def _read_tar(path: Path) -> list[tuple[str, bytes]]:
     out, total = [], 0
     # export writes gzip only; "r:*" would also try bz2/xz/plain and report all four failures
@@ -94,9 +101,7 @@ def _read_tar(path: Path) -> list[tuple[str, bytes]]:
         for m in members:
             if m.isdir():
                 continue
-            if m.size > MAX_MEMBER_BYTES or total + m.size > MAX_TOTAL_BYTES:
-                raise ArchiveError(f"{path}: member {m.name!r} is too large ({m.size} bytes)")
-            total += m.size
+            total = _counted(path, m.name, m.size, total)
             out.append((_check_name(path, m.name), t.extractfile(m).read()))
     return out
 
@@ -112,8 +117,6 @@ def _read_zip(path: Path) -> list[tuple[str, bytes]]:
         for i in infos:
             if i.is_dir():
                 continue
-            if i.file_size > MAX_MEMBER_BYTES or total + i.file_size > MAX_TOTAL_BYTES:
-                raise ArchiveError(f"{path}: member {i.filename!r} is too large ({i.file_size} bytes)")
-            total += i.file_size
+            total = _counted(path, i.filename, i.file_size, total)
             out.append((_check_name(path, i.filename), z.read(i)))
     return out
