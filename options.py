@@ -46,6 +46,12 @@ class Options:
     cache_dir: str = field(default_factory=_default_cache_dir)
     # Raise instead of falling back to an ATen extern when an op has no lowering (for debugging).
     strict_lowering: bool = False
+    # Time template configurations against the library (cuBLAS, SDPA) on the GPU at compile time
+    # and keep the fastest in the cache; False: the heuristic choice, nothing timed.
+    autotune: bool = True
+    # Seconds of timing one compiled graph may spend beyond the library and default candidates,
+    # which are always timed (so the choice is never slower than either); None: no limit.
+    autotune_budget_s: float | None = 60.0
 
     _CHECKS = {
         "pipeline": (str, "a pipeline string such as \"canonicalize,cse,dce\""),
@@ -53,6 +59,8 @@ class Options:
         "dump_dir": ((str, type(None)), "a folder path or None"),
         "cache_dir": (str, "a folder path"),
         "strict_lowering": (bool, "True or False"),
+        "autotune": (bool, "True or False"),
+        "autotune_budget_s": ((int, float, type(None)), "a number of seconds >= 0 or None"),
     }
 
     @classmethod
@@ -66,6 +74,10 @@ class Options:
             types, what = cls._CHECKS[key]
             if not isinstance(value, types):
                 raise OptionsError(f"ember option {key!r} must be {what}, got {value!r}")
+        budget = given.get("autotune_budget_s")
+        if budget is not None and (isinstance(budget, bool) or budget < 0):
+            raise OptionsError(f"ember option 'autotune_budget_s' must be a number of seconds >= 0 "
+                               f"or None, got {budget!r}")
         opts = cls(**given)
         if "pipeline" in given:
             # Validate pass names now, not at the first compile.

@@ -10,6 +10,7 @@ import torch
 from ..ir import Graph, bind_symbols, to_torch
 from ..options import Options
 from .code_cache import load_module, write_module
+from .choice import Chooser
 from .wrapper import generate_module
 
 
@@ -28,6 +29,8 @@ class CompiledGraph:
                     bytes the wrapper's own allocations hold at their peak, with and without that
                     reuse: ints, or sympy expression strings ("512*s0") when sizes are symbolic
     memory          the report.json summary: both peaks, buffers allocated, buffers reused
+    autotune        one entry per op with several implementations (codegen/choice.py): what was
+                    chosen, from the cache, by timing or by the heuristic, and the times
     """
 
     def __init__(self, graph: Graph, module, generated, path: Path):
@@ -42,6 +45,7 @@ class CompiledGraph:
         self.peak_bytes_planned: int | str = generated.memory.peak_bytes_planned
         self.peak_bytes_unplanned: int | str = generated.memory.peak_bytes_unplanned
         self.memory: dict = generated.memory.summary()
+        self.autotune: list[dict] = []
         self._call = module.call
         self._symbols = list(graph.symbols)
         self._dtypes = [to_torch(v.type.dtype) for v in graph.inputs]
@@ -68,7 +72,10 @@ class CompiledGraph:
 
 def compile_graph(graph: Graph, options: Options | None = None) -> CompiledGraph:
     options = options or Options()
-    generated = generate_module(graph)
+    chooser = Chooser.for_options(graph.device, options)
+    generated = generate_module(graph, chooser)
     path, _ = write_module(options.cache_dir, generated.source)
     module = load_module(path, generated.interpret)
-    return CompiledGraph(graph, module, generated, path)
+    compiled = CompiledGraph(graph, module, generated, path)
+    compiled.autotune = chooser.decisions
+    return compiled

@@ -28,6 +28,7 @@ from ..ir.ops import resolve_target
 from ..ir.printer import format_attrs
 from ..ir.types import TensorType, shapes_equal
 from . import launcher, runtime
+from .choice import Chooser
 from .data_movement import concat_kernel, gather_kernel, index_kernel, pad_kernel
 from .kernel_writer import Kernel
 from .memory_plan import MemoryPlan, plan_memory
@@ -59,8 +60,11 @@ def uses_interpreter(device: str) -> bool:
 
 
 class WrapperBuilder:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, chooser: Chooser | None = None):
         self.graph = graph
+        # Picks library call or template config per matmul / attention (choice.py); the default
+        # one never times anything (the heuristic choice), for callers without options.
+        self.chooser = chooser or Chooser(graph.device, cache_dir=None, autotune=False)
         self.interpret = uses_interpreter(graph.device)
         self.namer = Namer(reserved=[str(s) for s in graph.symbols])
         self.sizes = SizeNames(self.namer, list(graph.symbols))
@@ -411,8 +415,8 @@ class WrapperBuilder:
                                self.interpret, self.memory)
 
 
-def generate_module(graph: Graph) -> GeneratedModule:
-    return WrapperBuilder(graph).build()
+def generate_module(graph: Graph, chooser: Chooser | None = None) -> GeneratedModule:
+    return WrapperBuilder(graph, chooser).build()
 
 
 def _torch_dtype(dtype: str) -> str:

@@ -11,7 +11,9 @@
                        fuse cost model estimates it saves), and every pair
                        fuse left unfused with its reason (`fusion_rejected`), and the wrapper's
                        memory plan (`memory`: peak bytes with and without buffer reuse, buffers
-                       allocated, buffers reused; null when nothing was compiled)
+                       allocated, buffers reused; null when nothing was compiled), and
+                       every template choice (`autotune`: op, chosen implementation, whether
+                       from the cache, timing or the heuristic, and the times measured)
     fusion.txt         the same fusion report as tables (frontend/fusion_report.py)
 
 Every .ir file is canonical IR text that `ember.ir.parse` reads back to an equal graph. With no
@@ -92,6 +94,7 @@ class Dump:
             "input_op_count": input_ops,
             "kernel_count": getattr(compiled, "num_kernels", 0) if compiled is not None else 0,
             "memory": getattr(compiled, "memory", None),
+            "autotune": getattr(compiled, "autotune", []) if compiled is not None else [],
             "externs": externs_of(graph) if graph is not None else [],
             "fusion": regions,
             "fusion_rejected": rejected,

@@ -44,3 +44,12 @@ def test_backend_by_name_without_importing_ember():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
                          cwd="/")  # not the repo root: ember must come from the installed entry point
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_autotune_budget_is_checked():
+    from ember.options import Options, OptionsError
+    assert Options.from_dict({"autotune_budget_s": 5}).autotune_budget_s == 5
+    assert Options.from_dict({"autotune_budget_s": None}).autotune_budget_s is None
+    for bad in (-1, True, "10"):
+        with pytest.raises(OptionsError, match="autotune_budget_s"):
+            Options.from_dict({"autotune_budget_s": bad})

@@ -1,0 +1,151 @@
+"""Choosing, at compile time, how one op runs: a library call or one of a template's configs.
+
+The matmul and attention templates each offer several implementations of an op (cuBLAS or SDPA,
+and the template at each point of its search space). codegen asks the graph's `Chooser` once per
+op while it writes the wrapper; the chosen one is what the wrapper launches.
+
+    impls = [Implementation("cublas", {}, is_library=True),
+             Implementation("mm_128x128x64_w8_s3", {"BLOCK_M": 128, ...}), ...]
+    pick = chooser.choose("matmul", TEMPLATE_SOURCE, operand_types, impls, make_runner)
+
+`make_runner(impl, tensors)` returns a no-argument callable that runs `impl` once on `tensors`
+(random operands the chooser makes, of `operand_types`); it is only called when timing.
+
+How the choice is made (autotune.tune does the work):
+  * cache hit (same template source, bucketed shapes, dtypes, GPU, Triton/torch versions and pass
+    pipeline fingerprint): the stored decision, nothing is timed or even allocated;
+  * CPU interpreter, `autotune=False`, or a symbolic size (no concrete operands to time on): the
+    `heuristic` (default: the first implementation listed), not stored;
+  * otherwise every implementation is timed with do_bench on random operands, library ones
+    first and always, the rest within what is left of the compile's `autotune_budget_s`, and the
+    fastest is stored.
+Every decision is kept in `Chooser.decisions` for the dump's report.json (`autotune` section).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import sympy
+import torch
+
+from ..autotune import Candidate, TuningCache, TuningKey, TuningStats, tune
+from ..ir.dtypes import to_torch
+from ..ir.types import TensorType
+from .code_cache import content_hash
+
+
+@dataclass(frozen=True)
+class Implementation:
+    name: str                                   # unique among one op's implementations
+    config: dict[str, Any] = field(default_factory=dict)  # JSON-able; stored in the cache
+    is_library: bool = False                    # cuBLAS, SDPA: always timed, wins ties
+
+
+Runner = Callable[[Implementation, list[torch.Tensor]], Callable[[], Any]]
+
+
+def concrete_shape(t: TensorType) -> tuple[int, ...] | None:
+    """The shape as ints, or None when a size is symbolic."""
+    dims = [sympy.sympify(d) for d in t.shape]
+    return tuple(int(d) for d in dims) if all(d.is_Integer for d in dims) else None
+
+
+def random_operand(t: TensorType, shape: tuple[int, ...], device: str) -> torch.Tensor:
+    """Values like real activations (not zeros: a kernel that skips work on zeros would time fast)."""
+    dtype = to_torch(t.dtype)
+    if dtype.is_floating_point:
+        return torch.randn(shape, dtype=dtype, device=device)
+    if dtype == torch.bool:
+        return torch.rand(shape, device=device) > 0.5
+    return torch.randint(0, 8, shape, dtype=dtype, device=device)
+
+
+class Chooser:
+    """One per compiled graph: the options' cache, budget and switch, and what was decided."""
+
+    def __init__(self, device: str, *, cache_dir: str | None, autotune: bool = True,
+                 budget_s: float | None = None, pipeline: str = "",
+                 stats: TuningStats | None = None, timer: Any = None):
+        self.device = device
+        self.interpret = not device.startswith("cuda")
+        self.cache = TuningCache(cache_dir) if cache_dir and autotune else None
+        self.autotune = autotune
+        self.budget_s = budget_s
+        self.pipeline = pipeline
+        self.stats = stats
+        self.timer = timer                      # tests: a fake timer; None: do_bench on a GPU
+        self.deadline: float | None = None      # set by the first timed tune
+        self.decisions: list[dict[str, Any]] = []
+
+    @classmethod
+    def for_options(cls, device: str, options) -> "Chooser":
+        from ..passes import pipeline_fingerprint
+        try:
+            fingerprint = pipeline_fingerprint(options.pipeline)
+        except Exception:  # noqa: BLE001 - a pipeline that ran already; never fail codegen on this
+            fingerprint = ""
+        return cls(device, cache_dir=options.cache_dir, autotune=options.autotune,
+                   budget_s=options.autotune_budget_s, pipeline=fingerprint)
+
+    def _remaining(self) -> float | None:
+        if self.budget_s is None:
+            return None
+        if self.deadline is None:
+            self.deadline = time.perf_counter() + self.budget_s
+        return max(0.0, self.deadline - time.perf_counter())
+
+    def choose(self, what: str, template_source: str, operands: Sequence[TensorType],
+               impls: Sequence[Implementation], make_runner: Runner,
+               heuristic: Callable[[Sequence[Implementation]], Implementation] | None = None
+               ) -> Implementation:
+        """Pick one of `impls` for an op whose operands have `operands`' types (see module doc).
+        `what` names the op in progress lines and the report ("matmul", "attention")."""
+        impls = list(impls)
+        if not impls:
+            raise ValueError(f"choose({what}): no implementations")
+        shapes = [concrete_shape(t) for t in operands]
+        pick = (heuristic or (lambda xs: xs[0]))(impls)
+        if self.interpret or not self.autotune or any(s is None for s in shapes):
+            why = ("CPU interpreter" if self.interpret else "autotune off" if not self.autotune
+                   else "symbolic sizes")
+            self._record(what, None, pick, f"heuristic ({why})", {})
+            return pick
+
+        tensors: list[torch.Tensor] = []
+
+        def runner_for(impl: Implementation) -> Callable[[], Any]:
+            def run():
+                if not tensors:  # allocated on the first timing only: a cache hit allocates nothing
+                    tensors.extend(random_operand(t, s, self.device) for t, s in zip(operands, shapes))
+                    run.fn = None
+                if getattr(run, "fn", None) is None:
+                    run.fn = make_runner(impl, tensors)
+                return run.fn()
+            run.fn = None
+            return run
+
+        key = TuningKey.make(content_hash(template_source), shapes, [to_torch(t.dtype) for t in operands],
+                             torch.device(self.device), self.pipeline)
+        candidates = [Candidate(i.name, dict(i.config), run=runner_for(i), is_library=i.is_library)
+                      for i in impls]
+        by_name = {i.name: i for i in impls}
+        kwargs: dict[str, Any] = {"cache": self.cache, "budget_s": self._remaining(),
+                                  "heuristic": lambda cs: next(c for c in cs if c.name == pick.name)}
+        if self.stats is not None:
+            kwargs["stats"] = self.stats
+        if self.timer is not None:
+            kwargs["timer"] = self.timer
+        choice = tune(key, candidates, **kwargs)
+        chosen = by_name[choice.name]
+        self._record(what, key, chosen, choice.source, choice.timings_ms)
+        return chosen
+
+    def _record(self, what: str, key: TuningKey | None, impl: Implementation, source: str,
+                timings: dict[str, float]) -> None:
+        self.decisions.append({"op": what, "choice": impl.name, "config": dict(impl.config),
+                               "is_library": impl.is_library, "source": source,
+                               "key": key.summary() if key is not None else None,
+                               "timings_ms": {k: round(v, 5) for k, v in timings.items()}})
+

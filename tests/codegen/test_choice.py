@@ -1,0 +1,82 @@
+"""Chooser: the compile-time choice between a library call and template configs (fake timer)."""
+import sympy
+import torch
+
+from ember.autotune import TuningStats
+from ember.autotune import keys as tuning_keys
+from ember.codegen import choice
+from ember.codegen.choice import Chooser, Implementation
+from ember.ir.types import TensorType
+
+IMPLS = [Implementation("library", {}, is_library=True),
+         Implementation("t64", {"BLOCK": 64}), Implementation("t128", {"BLOCK": 128})]
+TYPES = [TensorType("bf16", (32, 64), "cuda"), TensorType("bf16", (64, 16), "cuda")]
+MS = {"library": 2.0, "t64": 1.0, "t128": 3.0}
+
+
+def fake_gpu(monkeypatch):
+    """A 'cuda' chooser that makes its operands on the CPU and names a fake GPU in its keys."""
+    monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
+    monkeypatch.setattr(choice, "random_operand",
+                        lambda t, shape, device: torch.randn(shape, dtype=torch.bfloat16))
+
+
+def make_runner(log):
+    def make(impl, tensors):
+        assert [tuple(t.shape) for t in tensors] == [(32, 64), (64, 16)]
+        assert tensors[0].abs().sum() > 0  # random, never zeros
+        return lambda: log.append(impl.name) or impl.name
+    return make
+
+
+def timer_by_name(timed):
+    def timer(run):
+        name = run()
+        timed.append(name)
+        return MS[name]
+    return timer
+
+
+def test_times_every_candidate_then_hits_the_cache(monkeypatch, tmp_path):
+    fake_gpu(monkeypatch)
+    timed, ran = [], []
+    stats = TuningStats()
+    first = Chooser("cuda:0", cache_dir=str(tmp_path), stats=stats, timer=timer_by_name(timed))
+    assert first.choose("matmul", "SRC", TYPES, IMPLS, make_runner(ran)).name == "t64"
+    assert sorted(timed) == ["library", "t128", "t64"]
+    assert first.decisions[0]["source"] == "benchmark" and first.decisions[0]["choice"] == "t64"
+
+    timed.clear()
+    second = Chooser("cuda:0", cache_dir=str(tmp_path), stats=stats, timer=timer_by_name(timed))
+    assert second.choose("matmul", "SRC", TYPES, IMPLS, make_runner(ran)).name == "t64"
+    assert timed == [] and stats.hits == 1 and second.decisions[0]["source"] == "cache"
+
+    # Another template source is another key: timed again.
+    third = Chooser("cuda:0", cache_dir=str(tmp_path), stats=stats, timer=timer_by_name(timed))
+    third.choose("matmul", "SRC v2", TYPES, IMPLS, make_runner(ran))
+    assert len(timed) == 3
+
+
+def test_spent_budget_times_only_library_and_default(monkeypatch, tmp_path):
+    fake_gpu(monkeypatch)
+    timed = []
+    c = Chooser("cuda:0", cache_dir=str(tmp_path), budget_s=0.0, timer=timer_by_name(timed))
+    heuristic = lambda impls: impls[2]  # noqa: E731
+    assert c.choose("matmul", "SRC", TYPES, IMPLS, make_runner([]), heuristic).name == "library"
+    assert sorted(timed) == ["library", "t128"]
+
+
+def test_no_timing_on_the_interpreter_off_or_symbolic(monkeypatch, tmp_path):
+    fake_gpu(monkeypatch)
+    never = lambda run: (_ for _ in ()).throw(AssertionError("timed"))  # noqa: E731
+    cpu = Chooser("cpu", cache_dir=str(tmp_path), timer=never)
+    assert cpu.choose("matmul", "SRC", TYPES, IMPLS, make_runner([])).name == "library"
+    assert cpu.decisions[0]["source"] == "heuristic (CPU interpreter)"
+    off = Chooser("cuda:0", cache_dir=str(tmp_path), autotune=False, timer=never)
+    assert off.choose("matmul", "SRC", TYPES, IMPLS, make_runner([]), lambda xs: xs[1]).name == "t64"
+    s0 = sympy.Symbol("s0", positive=True, integer=True)
+    sym = Chooser("cuda:0", cache_dir=str(tmp_path), timer=never)
+    symbolic = [TensorType("bf16", (s0, 64), "cuda"), TYPES[1]]
+    assert sym.choose("matmul", "SRC", symbolic, IMPLS, make_runner([])).name == "library"
+    assert sym.decisions[0]["source"] == "heuristic (symbolic sizes)"
+    assert not list(tmp_path.rglob("*.json"))  # heuristic choices are never stored
