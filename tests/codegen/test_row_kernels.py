@@ -278,8 +278,8 @@ def test_a_scalar_feeds_row_and_full_ops_in_one_kernel(device, strategy):
     keep = torch.tensor([[True], [False], [True], [True], [False], [True]])
     grad, n = torch.tensor(1.5), torch.tensor(4.0)
     def want(grad, n, t, keep, x, m, l):
-        onehot = torch.zeros(6, 37).scatter_(1, t, -1.0)
-        row = torch.where(keep, grad / n, torch.tensor(0.0))
+        onehot = torch.zeros(6, 37, device=x.device).scatter_(1, t, -1.0)  # want() runs on the test's device
+        row = torch.where(keep, grad / n, torch.tensor(0.0, device=x.device))
         d = onehot * row
         return d - (x - m - l).exp() * d.sum(-1, keepdim=True)
     compiled = check_graph(g, [grad, n, t, keep, x, m, l], want, atol=1e-5, rtol=1e-5)
