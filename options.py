@@ -17,10 +17,12 @@ from typing import Any
 # (it needs dce's single-reader facts); conv_layout reads 16-bit CUDA convolution results as
 # channels-last permutes, and sink_permutes runs pointwise ops over permuted operands in their
 # memory order; hoist_views again then moves the views sink_permutes gave broadcast operands (a
-# batch norm's [C,1,1] scale) up their chains, so those chains still fuse. options={"pipeline": "canonicalize,cse,dce"} compiles one
+# batch norm's [C,1,1] scale) up their chains, so those chains still fuse; move_reshapes puts a
+# cast cut off by a reshape next to the kernel it belongs to, and sink_gathers then gathers a
+# loss's log-probabilities from the logits instead of writing the whole log_softmax. options={"pipeline": "canonicalize,cse,dce"} compiles one
 # kernel per op (useful when bisecting a wrong result).
-DEFAULT_PIPELINE = ("canonicalize,cse,dce,attention,hoist_views,conv_layout,sink_permutes,hoist_views,fuse,"
-                    "matmul_bias")
+DEFAULT_PIPELINE = ("canonicalize,cse,dce,attention,hoist_views,conv_layout,sink_permutes,hoist_views,"
+                    "move_reshapes,sink_gathers,fuse,matmul_bias")
 
 
 def _default_cache_dir() -> str:
