@@ -87,25 +87,14 @@ def _needs_int64(t: torch.Tensor) -> bool:
 
 
 def mm_aligned(a: torch.Tensor, b: torch.Tensor, m_pad: int, k_pad: int, n_pad: int) -> torch.Tensor:
-    """a [M, K] @ b [K, N] where some size is not a multiple of 16 bytes (the wrapper rounded
-    those up into m_pad, k_pad, n_pad). cuBLAS has only slow unaligned kernels when a leading
-    dimension is not a multiple of 16 bytes (GPT-2's 50257-word vocabulary: 3.3 ms instead of
-    0.45 on an H100), so every matrix it touches gets an aligned leading dimension:
-
-    - K aligned: an operand whose leading dimension is unaligned is copied into storage with a
-      padded one (the weight of GPT-2's LM head, read transposed, already has one: no copy), and
-      the product is written into [M, n_pad] storage and returned as its [M, N] view;
-    - K not aligned: both operands are copied with K padded by zeros (it is summed over), M and
-      N padded where a leading dimension needs it (rows and columns past M and N are left
-      uninitialized: each only reaches result rows and columns that are cut off)."""
+    """a [M, K] @ b [K, N] with M, K, N rounded up to m_pad, k_pad, n_pad (the wrapper picks them:
+    multiples of 16 bytes where a size is not), as a view of the result's first M rows and N
+    columns. cuBLAS has only slow unaligned kernels when a size or leading dimension is not a
+    multiple of 16 bytes (GPT-2's 50257-word vocabulary: 3.3 ms instead of 0.45 on an H100).
+    Padding along K must be zeros (it is summed over); rows and columns past M and N are left
+    uninitialized, since each only reaches result rows and columns that are cut off."""
     m, k = a.shape
     n = b.shape[1]
-    if k_pad == k:
-        a, b = _aligned_ld(a), _aligned_ld(b)
-        if n_pad == n:
-            return torch.mm(a, b)
-        out = torch.empty((m, n_pad), dtype=a.dtype, device=a.device)[:, :n]
-        return torch.mm(a, b, out=out)
     if a.stride(1) == 1:  # row-major a: M is no leading dimension, its rows need no padding
         m_pad = m
     if (m_pad, k_pad) != (m, k):
@@ -114,20 +103,6 @@ def mm_aligned(a: torch.Tensor, b: torch.Tensor, m_pad: int, k_pad: int, n_pad: 
         b = _padded_copy(b, k_pad, n_pad, zero_rows=k_pad != k)
     out = torch.mm(a, b)
     return out if (m_pad, n_pad) == (m, n) else out[:m, :n]
-
-
-def _aligned_ld(t: torch.Tensor) -> torch.Tensor:
-    """t itself when it is row- or column-major with a leading dimension of a multiple of 16
-    bytes, else a copy whose storage has one (same orientation, same [r, c] view)."""
-    per = max(1, 16 // t.element_size())
-    r, c = t.shape
-    if t.stride(1) == 1 and t.stride(0) % per == 0 and t.stride(0) >= c:
-        return t
-    if t.stride(0) == 1 and t.stride(1) % per == 0 and t.stride(1) >= r:
-        return t
-    column_major = t.stride(0) == 1 and t.stride(1) != 1
-    return _padded_copy(t, -(-r // per) * per if column_major else r,
-                        c if column_major else -(-c // per) * per)[:r, :c]
 
 
 def _padded_copy(t: torch.Tensor, rows: int, cols: int, zero_rows: bool = False,
