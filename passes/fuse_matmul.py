@@ -69,7 +69,7 @@ def _epilogue_refusal(mm: Op, reader: Op, g: Graph, written: set[Value]) -> tupl
     elif reader.opdef.kind in POINTWISE_KINDS and len(reader.results) == 1:
         inner = [reader]
     else:
-        return "not-fusible-op", f"is a {reader.name} (kind {reader.opdef.kind}), no pointwise epilogue"
+        return "not-fusible-op", f"is a {reader.opdef.kind} op ({reader.name}), not a pointwise epilogue"
     if any(r.type.device != g.device for r in reader.results):
         return "not-fusible-op", "runs on another device"
     if any(v in written for v in (*reader.inputs, *reader.results)):
