@@ -2,7 +2,8 @@
 
 The wrapper walks the graph in order. Per op it writes a comment with the op's IR line, then either
 allocates the (contiguous) result and launches a kernel on one line, or applies a torch view, or
-calls a library function (matmul, ATen externs). Sizes derived from symbols are computed once at
+calls a library function (a matmul the autotuner gave to the library, ATen externs). Matmuls and
+matmul regions are matmul_emit.py's: ember's template or the library, as the graph's Chooser decides. Sizes derived from symbols are computed once at
 the top of `call`. Where memory_plan.py finds a dead buffer of the same byte size, a kernel's
 result takes its storage (`buf2 = buf0  # reuses buf0 (dead after %1)`) instead of a torch.empty.
 
