@@ -19,10 +19,12 @@ from typing import Any
 # memory order; hoist_views again then moves the views sink_permutes gave broadcast operands (a
 # batch norm's [C,1,1] scale) up their chains, so those chains still fuse; move_reshapes puts a
 # cast cut off by a reshape next to the kernel it belongs to, and sink_gathers then gathers a
-# loss's log-probabilities from the logits instead of writing the whole log_softmax. options={"pipeline": "canonicalize,cse,dce"} compiles one
-# kernel per op (useful when bisecting a wrong result).
+# loss's log-probabilities from the logits instead of writing the whole log_softmax; fuse_matmul
+# then puts each matmul with its operand cast and fuse's region reading its product in one
+# template kernel. options={"pipeline": "canonicalize,cse,dce"} compiles one kernel per op
+# (useful when bisecting a wrong result).
 DEFAULT_PIPELINE = ("canonicalize,cse,dce,attention,hoist_views,conv_layout,sink_permutes,hoist_views,"
-                    "move_reshapes,sink_gathers,fuse,matmul_bias")
+                    "move_reshapes,sink_gathers,fuse,fuse_matmul")
 
 
 def _default_cache_dir() -> str:
@@ -54,6 +56,9 @@ class Options:
     # Seconds of timing one compiled graph may spend beyond the library and default candidates,
     # which are always timed (so the choice is never slower than either); None: no limit.
     autotune_budget_s: float | None = 60.0
+    # Let the library (cuBLAS) race ember's matmul template; False: the template alone (what the
+    # benchmark measures as "template only"). Products the template cannot compute still call it.
+    matmul_library: bool = True
 
     _CHECKS = {
         "pipeline": (str, "a pipeline string such as \"canonicalize,cse,dce\""),
@@ -63,6 +68,7 @@ class Options:
         "strict_lowering": (bool, "True or False"),
         "autotune": (bool, "True or False"),
         "autotune_budget_s": ((int, float, type(None)), "a number of seconds >= 0 or None"),
+        "matmul_library": (bool, "True or False"),
     }
 
     @classmethod

@@ -65,6 +65,10 @@ def roofline(results: dict, path: Path) -> bool:
     names = [r["name"] for r in recs]
     series = {labels[b]: [r["backends"].get(b, {}).get("pct_ceiling") for r in recs] for b in backends}
     misses = {labels[b]: [_why_missing(r["backends"].get(b)) for r in recs] for b in backends}
+    # Extra ember rows (the matmul template alone) get their own bars; "n/a" on other kernels.
+    for n in sorted({n for r in recs for n, rec in r.get("refs", {}).items() if rec.get("variant_of")}):
+        series[n] = [r["refs"].get(n, {}).get("pct_ceiling") for r in recs]
+        misses[n] = [_why_missing(r["refs"].get(n)) for r in recs]
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names) + 2), 4))
     _grouped(ax, names, series, misses, ".0f")
     ax.axhline(100.0, color="gray", lw=0.8, ls="--")

@@ -202,7 +202,10 @@ def _kernels(results: dict, backends: list[str], labels: dict) -> list[str]:
         rows = [[r["name"], r["shape"]] + [check_cell(r["backends"].get(b)) for b in backends]
                 + [check_cell(r["refs"].get(n)) for n in ref_names] for r in recs]
         return ["## Kernels (correctness)", ""] + _table(header, rows) + [""]
+    # Extra ember rows (the matmul template alone): also as a percent of eager, i.e. of cuBLAS.
+    variants = sorted({n for r in recs for n, rec in r.get("refs", {}).items() if rec.get("variant_of")})
     header = (["kernel", "shape", "unit"] + [labels[b] for b in backends] + ref_names
+              + [f"{n} % of eager" for n in variants]
               + [f"{labels[b]} check" for b in backends if b != "eager"] + ["kernels (" + "/".join(backends) + ")"])
     rows = []
     for r in recs:
@@ -210,6 +213,7 @@ def _kernels(results: dict, backends: list[str], labels: dict) -> list[str]:
         rows.append([r["name"], r["shape"], r.get("metric") or ""]
                     + [value_cell(r["backends"].get(b), unit) for b in backends]
                     + [value_cell(r["refs"].get(n), unit) for n in ref_names]
+                    + [_num((r["refs"].get(n) or {}).get("pct_eager"), ".0f") for n in variants]
                     + [check_cell(r["backends"].get(b)) for b in backends if b != "eager"]
                     + ["/".join(_num((r["backends"].get(b) or {}).get("kernels"), "d") for b in backends)])
     return (["## Kernels (GB/s or TFLOP/s, percent of the measured ceiling)", "",

@@ -209,6 +209,17 @@ def run_case(case, backends: list[Backend], cfg: Config, log: Callable[[str], No
             record["refs"][name] = rec
             _speedup(record, rec)
             log(line(name, rec, work))
+        ember = next((b for b in backends if b.name == "ember"), None)
+        for name, extra in (work.variants.items() if ember is not None else ()):
+            variant = Backend(ember.name, name, backend=ember.backend,
+                              options={**(ember.options or {}), **extra}, reports=True)
+            rec, _ = run_backend(work, variant, ref, cfg, f"{case.name}.{name}")
+            rec["variant_of"] = "ember"
+            record["refs"][name] = rec
+            _speedup(record, rec)
+            if rec.get("speedup"):
+                rec["pct_eager"] = 100.0 * rec["speedup"]   # same work: eager's time over this one's
+            log(line(name, rec, work))
     work = ref = None
     _free(cfg.device)
     record["wall_s"] = time.perf_counter() - t0

@@ -60,6 +60,10 @@ class Workload:
     # Eager-only reference implementations (e.g. SDPA next to naive attention): same inputs,
     # checked against eager and timed, reported as extra rows.
     refs: dict[str, Callable] = field(default_factory=dict)
+    # Extra ember rows: row name -> ember options merged over the run's (matmul rows: the
+    # template alone, {"matmul_library": False}). Checked and timed like ember, reported as
+    # extra rows next to the refs, with their percent of eager (cuBLAS for a matmul) as pct_eager.
+    variants: dict[str, dict] = field(default_factory=dict)
 
     def params(self) -> list[torch.Tensor]:
         if isinstance(self.target, torch.nn.Module):

@@ -70,9 +70,11 @@ class CompiledGraph:
         return self._call(list(inputs), *values)
 
 
-def compile_graph(graph: Graph, options: Options | None = None) -> CompiledGraph:
+def compile_graph(graph: Graph, options: Options | None = None, chooser: Chooser | None = None) -> CompiledGraph:
+    """`chooser`: who picks library or template per matmul (default: one made from `options`;
+    tests pass one that imposes a choice)."""
     options = options or Options()
-    chooser = Chooser.for_options(graph.device, options)
+    chooser = chooser or Chooser.for_options(graph.device, options)
     generated = generate_module(graph, chooser)
     path, _ = write_module(options.cache_dir, generated.source)
     module = load_module(path, generated.interpret)

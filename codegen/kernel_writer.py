@@ -56,8 +56,9 @@ class Kernel:
     source: str                     # contains NAME_PLACEHOLDER where the kernel's name goes
     params: list[Param]
     config: LaunchConfig
-    grid_numel: sympy.Expr          # programs = cdiv(grid_numel, XBLOCK)
+    grid_numel: sympy.Expr          # programs = cdiv(grid_numel, XBLOCK); nothing to launch when 0
     tensors: list[Value] = field(default_factory=list)
+    programs: sympy.Expr | None = None  # a template's own program count (matmul tiles), else None
 
     def named(self, name: str) -> str:
         return self.source.replace(NAME_PLACEHOLDER, name)
@@ -68,11 +69,15 @@ def is_one(d: sympy.Expr) -> bool:
 
 
 class KernelWriter:
-    def __init__(self, kind: str, summary: str, axes: tuple[str, ...] = ("x",)):
+    def __init__(self, kind: str, summary: str, axes: tuple[str, ...] = ("x",),
+                 block_names: dict[str, str] | None = None):
         self.kind = kind
         self.summary = summary
         self.axes = axes
-        self.block_shape = "[" + ", ".join(f"{a.upper()}BLOCK" for a in axes) + "]"
+        # The constexpr naming each axis's block size: XBLOCK/RBLOCK, or a template's own
+        # (the matmul template's BLOCK_M/BLOCK_N).
+        self.block_names = {a: (block_names or {}).get(a, f"{a.upper()}BLOCK") for a in axes}
+        self.block_shape = "[" + ", ".join(self.block_names[a] for a in axes) + "]"
         self.params: list[Param] = []
         self.lines: list[str] = []
         self._indent = 1
@@ -189,10 +194,12 @@ class KernelWriter:
         ptr = self.tensor(value, "in")
         off, used = self.offset(value, dim_coords)
         addr = f"{ptr} + ({off})" if off else ptr
-        if used != set(want):
+        # A coordinate that is one value for the whole block (a matmul's batch index) varies along
+        # no block axis: only the block's own axes decide whether the address needs broadcasting.
+        if used & set(self.axes) != set(want):
             # The address does not vary along every block axis (a broadcast input): give it the
             # block's shape so the load returns a full block like every other value.
-            shape = "[" + ", ".join(f"{a.upper()}BLOCK" if a in want else "1" for a in self.axes) + "]"
+            shape = "[" + ", ".join(self.block_names[a] if a in want else "1" for a in self.axes) + "]"
             addr = f"tl.broadcast_to({addr}, {shape})"
         expr = f"tl.load({addr}, mask={mask})"
         if compute_dtype(value.type.dtype) != value.type.dtype:
@@ -204,10 +211,15 @@ class KernelWriter:
         self.line(f"tl.store({ptr} + {index}, {storage_cast(expr, from_dtype, value.type.dtype)}, mask={mask})")
 
     # ------------------------------------------------------------------ result
-    def finish(self, config: LaunchConfig, grid_numel: sympy.Expr) -> Kernel:
+    def finish(self, config: LaunchConfig | None, grid_numel: sympy.Expr,
+               constexprs: tuple[str, ...] | None = None) -> Kernel:
+        """The kernel; `constexprs` are the config's compile-time parameters in launch order
+        (default: each axis's block size), INDEX_64 always comes last."""
         order = {"tensor": 0, "size": 1, "stride": 2}
         params = sorted(self.params, key=lambda p: order[p.kind])  # stable within a kind
-        names = [p.name for p in params] + [f"{a.upper()}BLOCK: tl.constexpr" for a in self.axes]
+        if constexprs is None:
+            constexprs = tuple(self.block_names[a] for a in self.axes)
+        names = [p.name for p in params] + [f"{c}: tl.constexpr" for c in constexprs]
         names.append("INDEX_64: tl.constexpr")
         header = ["@triton.jit", f"def {NAME_PLACEHOLDER}({', '.join(names)}):",
                   f'    """{self.summary}"""']

@@ -27,6 +27,11 @@ class LaunchConfig:
     RBLOCK: int | None = None   # reductions only
     persistent: bool = False    # reductions only: whole reduced extent in one block
     num_warps: int = 4
+    num_stages = None           # Triton's default; templates (matmul) set their own
+
+    def blocks(self) -> dict[str, int]:
+        """The kernel's constexpr block sizes, in its signature's order."""
+        return {"XBLOCK": self.XBLOCK, **({"RBLOCK": self.RBLOCK} if self.RBLOCK is not None else {})}
 
 
 def _concrete(n: sympy.Expr) -> int | None:

@@ -8,9 +8,10 @@ Storage roots. Each value maps to the set of wrapper-allocated buffers whose sto
 a kernel result is its own root; a view (reshape/permute/expand/slice) has its input's roots; an
 extern may return its inputs or views of them, so its results get the roots of all its inputs
 (conservative: its schema's alias annotations could say more); matmul's result is torch's own
-(aten::matmul has no alias annotation: it never shares its inputs' storage); a `fused` region
-emitted op by op is walked through, its body's values standing for the region's operands and
-results.
+(aten::matmul has no alias annotation: it never shares its inputs' storage), unless the matmul
+template computes it (then it is a kernel result); a `fused` region emitted op by op is walked
+through, its body's values standing for the region's operands and results (a matmul region left
+to the library: its library body, prologue kernels, the library call and one epilogue kernel).
 
 Live range. A buffer is live from the op that allocates it to the last op that reads any value
 rooted in it (so a view read later keeps its base alive). Buffers rooted by a graph output never
@@ -87,8 +88,9 @@ class _Step:
 class _Walk:
     """The wrapper's op sequence as steps, with each value's storage roots."""
 
-    def __init__(self, lowering: Callable[[Op], str]):
+    def __init__(self, lowering: Callable[[Op], str], body_of: Callable[[Op], Graph]):
         self.lowering = lowering
+        self.body_of = body_of
         self.roots: dict[Value, frozenset[Value]] = {}
         self.steps: list[_Step] = []
 
@@ -117,7 +119,7 @@ class _Walk:
                 raise ValueError(f"unknown lowering {kind!r} for op {op.name}")
 
     def walk_region(self, op: Op, label: str) -> None:
-        body: Graph = op.attrs["body"]
+        body = self.body_of(op)
         for v, outer in zip(body.inputs, op.inputs):
             self.roots[v] = self.roots_of(outer)
         self.walk(body.ops, suffix=f" in {label}")
@@ -125,10 +127,12 @@ class _Walk:
             self.roots[r] = self.roots_of(v)
 
 
-def plan_memory(graph: Graph, lowering: Callable[[Op], str]) -> MemoryPlan:
+def plan_memory(graph: Graph, lowering: Callable[[Op], str],
+                body_of: Callable[[Op], Graph] = lambda op: op.attrs["body"]) -> MemoryPlan:
     """Plan `graph`'s wrapper-allocated buffers; `lowering(op)` says how the wrapper emits `op`
-    (one of ALLOCATES, ALIASES, FRESH or UNFUSED)."""
-    w = _Walk(lowering)
+    (one of ALLOCATES, ALIASES, FRESH or UNFUSED) and `body_of(op)` which ops an UNFUSED region
+    runs (its body, or for a matmul region left to the library, its library body)."""
+    w = _Walk(lowering, body_of)
     w.walk(graph.ops)
     returned = frozenset().union(*(w.roots_of(v) for v in graph.outputs))
 

@@ -2,7 +2,8 @@
 
 The wrapper walks the graph in order. Per op it writes a comment with the op's IR line, then either
 allocates the (contiguous) result and launches a kernel on one line, or applies a torch view, or
-calls a library function (matmul, ATen externs). Sizes derived from symbols are computed once at
+calls a library function (a matmul the autotuner gave to the library, ATen externs). Matmuls and
+matmul regions are matmul_emit.py's: ember's template or the library, as the graph's Chooser decides. Sizes derived from symbols are computed once at
 the top of `call`. Where memory_plan.py finds a dead buffer of the same byte size, a kernel's
 result takes its storage (`buf2 = buf0  # reuses buf0 (dead after %1)`) instead of a torch.empty.
 
@@ -31,6 +32,7 @@ from . import launcher, runtime
 from .choice import Chooser
 from .data_movement import concat_kernel, gather_kernel, index_kernel, pad_kernel
 from .kernel_writer import Kernel
+from .matmul_emit import MatmulEmitter, is_matmul_region
 from .memory_plan import MemoryPlan, plan_memory
 from .naming import Namer, SizeNames
 from .pointwise import can_lower, fused_pointwise_kernel, pointwise_kernel
@@ -80,6 +82,7 @@ class WrapperBuilder:
         self._region_kernels: dict[Op, Kernel | None] = {}
         self._launchers: dict[str, str] = {}      # Launcher(...) definition -> its module-level name
         self.memory = MemoryPlan()  # planned in build(), once every op's lowering is known
+        self.matmuls = MatmulEmitter(self)  # template or library, per matmul and matmul region
 
     # ------------------------------------------------------------------ helpers
     def line(self, text: str, indent: int = 1) -> None:
@@ -164,7 +167,9 @@ class WrapperBuilder:
         if numel == 0:
             self.line("pass  # empty result: nothing to launch", indent)
             return
-        if numel.is_Integer:
+        if kernel.programs is not None:  # a template counts its own programs (matmul: tiles)
+            programs = self.sizes.ref(kernel.programs)
+        elif numel.is_Integer:
             programs = str(-(-int(numel) // cfg.XBLOCK))
         else:
             programs = f"cdiv({self.sizes.ref(numel)}, {cfg.XBLOCK})"
@@ -173,7 +178,9 @@ class WrapperBuilder:
     def launcher_name(self, kernel_name: str, cfg) -> str:
         """The module-level Launcher (codegen/launcher.py) for `kernel_name` with `cfg`'s block
         sizes and warps; one per distinct pair, shared by the launch sites that use it."""
-        blocks = [f"XBLOCK={cfg.XBLOCK}"] + ([f"RBLOCK={cfg.RBLOCK}"] if cfg.RBLOCK is not None else [])
+        blocks = [f"{k}={v}" for k, v in cfg.blocks().items()]
+        if cfg.num_stages is not None:
+            blocks.insert(0, f"num_stages={cfg.num_stages}")
         definition = f"Launcher({kernel_name}, DEVICE, num_warps={cfg.num_warps}, {', '.join(blocks)})"
         name = self._launchers.get(definition)
         if name is None:
@@ -193,12 +200,16 @@ class WrapperBuilder:
     def lowering(self, op: Op) -> str:
         """How `op` is emitted, in the terms memory_plan.py plans with: "kernel" (allocates its
         result, one launch), "view" (a torch view of its input), "matmul" or "extern" (library
-        calls: torch allocates), "region" (a fused region as one kernel) or "unfused" (op by op)."""
+        calls: torch allocates), "region" (a fused region as one kernel) or "unfused" (the ops of
+        `body_of(op)` one by one). A matmul or matmul region is the template's "kernel"/"region"
+        or the library's "matmul"/"unfused", as the chooser decides (matmul_emit.py)."""
+        if op.name == "matmul" or is_matmul_region(op):
+            return self.matmuls.lowering(op)
         if can_lower(op) or op.opdef.kind == "reduction" or op.name in _KERNEL_BUILDERS:
             return "kernel"
         if op.name in _VIEWS:
             return "view"
-        if op.name in ("matmul", "extern"):
+        if op.name == "extern":
             return op.name
         if op.name == "fused":
             return "region" if self.region_kernel(op) is not None else "unfused"
@@ -206,7 +217,9 @@ class WrapperBuilder:
 
     def _emit(self, op: Op) -> None:
         kind = self.lowering(op)
-        if kind == "kernel":
+        if kind == "kernel" and op.name == "matmul":
+            self.matmuls.emit_template(op)
+        elif kind == "kernel":
             if can_lower(op):
                 kernel = pointwise_kernel([op])
             elif op.opdef.kind == "reduction":
@@ -217,7 +230,7 @@ class WrapperBuilder:
         elif kind == "view":
             self.view_op(op)
         elif kind == "matmul":
-            self.matmul_op(op)
+            self.matmuls.emit_library(op)
         elif kind == "extern":
             self.extern_op(op)
         else:  # "region" or "unfused"
@@ -230,25 +243,10 @@ class WrapperBuilder:
         self.launch(kernel, op.name, self.names)
         self.num_kernels += 1
 
-    def matmul_op(self, op: Op) -> None:
-        a, b = (self.names[v] for v in op.inputs)
-        out, t = self.names[op.result], op.result.type
-        padded = aligned_mm_sizes(op)
-        if padded is None:
-            self.line(f"{out} = torch.matmul({a}, {b})")
-            self._set_index64(op.result, self.static_index64(op.result))  # a new contiguous tensor
-        else:
-            # cuBLAS has only slow kernels for sizes that are not multiples of 16 bytes (GPT-2's
-            # 50257-word vocabulary): multiply padded copies, keep the [M, N] corner.
-            m, k, n = (self.sizes.ref(d) for d in padded)
-            self.line(f"{out} = mm_aligned({a}, {b}, {m}, {k}, {n})  # sizes padded to 16 bytes")
-            storage = TensorType(t.dtype, (padded[0], padded[2]), t.device)
-            self._set_index64(op.result, self.static_index64_of(storage))
-        self.externs.append({"op": "matmul", "target": "aten.matmul",
-                             "reason": "matmul template not implemented yet"})
-
     def region_kernel(self, op: Op) -> Kernel | None:
         """The one kernel a fused region becomes, or None when its body must run op by op."""
+        if is_matmul_region(op):
+            return self.matmuls.kernel(op) if self.matmuls.uses_template(op) else None
         if op not in self._region_kernels:
             body = op.attrs["body"]
             try:
@@ -260,8 +258,9 @@ class WrapperBuilder:
 
     def region_op(self, op: Op) -> None:
         """A fused region: one kernel when its body is a pointwise chain over one iteration space
-        or a row kernel's domain, else its body's ops emitted one by one (correct, just unfused)."""
-        body = op.attrs["body"]
+        or a row kernel's domain (or a matmul template's), else the ops of its body (body_of: a
+        matmul region's library body) emitted one by one."""
+        body = self.body_of(op)
         for v, outer in zip(body.inputs, op.inputs):
             self.names[v], self.ir_names[v] = self.names[outer], f"%{v.name}"
             self._set_index64(v, self.index64.get(outer))
@@ -287,6 +286,9 @@ class WrapperBuilder:
             self._set_index64(r, self.index64.get(v))
             if v in self.contiguous:
                 self.contiguous.add(r)
+
+    def body_of(self, op: Op) -> Graph:
+        return self.matmuls.body_of(op)
 
     def _set_index64(self, v: Value, flag: str | None) -> None:
         if flag is not None:
@@ -356,7 +358,7 @@ class WrapperBuilder:
                 n += 1
         for v in g.inputs:
             self.index64[v] = "inputs_64"
-        self.memory = plan_memory(g, self.lowering)
+        self.memory = plan_memory(g, self.lowering, self.body_of)
         dead_after = self._dead_after()
         for i, op in enumerate(g.ops):
             self.emit(op)
@@ -374,7 +376,7 @@ class WrapperBuilder:
         index = {op: i for i, op in enumerate(g.ops)}
         for i, op in enumerate(g.ops):  # a region emitted op by op allocates inside its body
             if op.name == "fused":
-                index.update((inner, i) for inner in op.attrs["body"].ops)
+                index.update((inner, i) for inner in self.body_of(op).ops)
         last: dict[Value, int] = {}
         for i, op in enumerate(g.ops):
             for r in op.results:

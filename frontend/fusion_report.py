@@ -1,13 +1,15 @@
 """The dump's fusion report: what `fuse` put in each region and why it left other pairs apart.
 
-report.json gets `fusion` (regions, from the final graph) and `fusion_rejected` (from the fuse
-pass records' details); fusion.txt shows both as text tables. Rejected pairs name ops as the
-fuse pass's *input* IR prints them ("%3 = exp"): fuse re-numbers everything, so each entry also
-says which dump file (`ir`) those names are lines of.
+report.json gets `fusion` (regions, from the final graph) and `fusion_rejected` (from the
+records' details of the fusion passes, `fuse` and `fuse_matmul`); fusion.txt shows both as text
+tables. Rejected pairs name ops as the pass's *input* IR prints them ("%3 = exp"): each pass
+re-numbers everything, so each entry also says which dump file (`ir`) those names are lines of.
 """
 from __future__ import annotations
 
 from typing import Any
+
+FUSION_PASSES = ("fuse", "fuse_matmul")   # passes whose details hold `rejected` and `bytes_saved`
 
 
 def _get(rec: Any, key: str, default=None):
@@ -15,14 +17,14 @@ def _get(rec: Any, key: str, default=None):
 
 
 def rejected_of(records) -> list[dict]:
-    """Every fuse run's rejected pairs, each with the IR file its op names refer to: the file the
-    DumpIR instrument wrote just before fuse ran (skipped passes write none)."""
+    """Every fusion pass run's rejected pairs, each with the IR file its op names refer to: the
+    file the DumpIR instrument wrote just before the pass ran (skipped passes write none)."""
     out: list[dict] = []
     before = "00.input.ir"
     for rec in records:
         if _get(rec, "skipped", False):
             continue
-        if _get(rec, "name") == "fuse":
+        if _get(rec, "name") in FUSION_PASSES:
             for r in (_get(rec, "details") or {}).get("rejected", []):
                 out.append({**r, "ir": before})
         before = f"{_get(rec, 'index', 0):02d}.{_get(rec, 'name')}.ir"
@@ -30,12 +32,13 @@ def rejected_of(records) -> list[dict]:
 
 
 def bytes_saved_of(records) -> dict[str, int]:
-    """Region name -> the bytes the fuse cost model estimated its fusion saves (last fuse run)."""
-    saved: dict[str, int] = {}
+    """Region name -> the bytes its fusion saves by the pass's estimate (a later run of a pass
+    replaces an earlier one's figures; fuse_matmul's regions are named apart from fuse's)."""
+    by_pass: dict[str, dict[str, int]] = {}
     for rec in records:
-        if _get(rec, "name") == "fuse" and not _get(rec, "skipped", False):
-            saved = dict((_get(rec, "details") or {}).get("bytes_saved", {}))
-    return saved
+        if _get(rec, "name") in FUSION_PASSES and not _get(rec, "skipped", False):
+            by_pass[_get(rec, "name")] = dict((_get(rec, "details") or {}).get("bytes_saved", {}))
+    return {k: v for saved in by_pass.values() for k, v in saved.items()}
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -40,7 +40,7 @@ def _is_barrier(op: Op) -> bool:
     return has_side_effects(op) or is_mutating(op) or is_nondeterministic(op)
 
 
-def _dependency_graph(g: Graph) -> nx.DiGraph:
+def dependency_graph(g: Graph) -> nx.DiGraph:
     """Nodes are op indices; edges are data dependencies plus ordering edges around barriers (every
     op between two barriers stays between them)."""
     index = {id(op): i for i, op in enumerate(g.ops)}
@@ -103,7 +103,7 @@ def _build_region(g: Graph, ops: list[Op], users: dict[Value, list[Op]], written
 @graph_pass("fuse", options={}, description="group pointwise chains, reductions with their prologues and epilogues, and independent ops reading the same input into fused regions")
 def fuse(g: Graph, ctx: PassContext) -> PassResult:
     written = mutated_values(g)
-    dag = _dependency_graph(g)
+    dag = dependency_graph(g)
     rejected = Rejections()
     groups = GroupBuilder(g, dag, written, rejected).build()
     group, cg = groups.group, groups.cg

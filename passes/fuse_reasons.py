@@ -26,6 +26,7 @@ REASONS = {
     "not-fusible-op": "one of the two ops is never put in a region (matmul, extern, view, index, ...)",
     "written-by-extern": "an extern writes one of the values in place, so its ops stay unfused",
     "not-considered": "the pass has no rule that fuses along this edge",
+    "epilogue-reduces": "a reduction reads a matmul's product (a matmul epilogue is pointwise)",
 }
 
 _POINTWISE = ("unary", "binary", "ternary", "cast")
@@ -69,14 +70,15 @@ class Rejections:
                     continue
                 if names is None:
                     names = value_names(g)
-                    label = _labeler(g, names)
+                    label = op_labeler(g, names)
                 code, detail = reason
                 out.append({"producer": label(pi), "consumer": label(ci), "reason": code,
                             "detail": detail(label, names)})
         return out
 
 
-def _labeler(g: Graph, names: dict[Value, str]) -> Label:
+def op_labeler(g: Graph, names: dict[Value, str]) -> Label:
+    """Names ops as `g` prints them: "%3 = exp", "%6 = extern[aten.sort.default]"."""
     def label(i: int) -> str:
         op = g.ops[i]
         what = f"extern[{op.attrs.get('target', '?')}]" if op.name == "extern" else op.name

@@ -67,12 +67,12 @@ def test_region_storing_its_prologue_and_reduction_is_one_kernel(device):
 
 
 WITH_MATMUL = """\
-func @f(%x: f32[4,4]) -> (f32[4,4]) [device="cpu"] {
-  %0: f32[4,4] = fused[name="fused0"] %x {
-    ^(%a: f32[4,4]):
-    %0: f32[4,4] = exp %a
-    %1: f32[4,4] = matmul %0, %a
-    %2: f32[4,4] = relu %1
+func @f(%x: f64[4,4]) -> (f64[4,4]) [device="cpu"] {
+  %0: f64[4,4] = fused[name="fused0"] %x {
+    ^(%a: f64[4,4]):
+    %0: f64[4,4] = exp %a
+    %1: f64[4,4] = matmul %0, %a
+    %2: f64[4,4] = relu %1
     yield %2
   }
   return %0
@@ -81,9 +81,12 @@ func @f(%x: f32[4,4]) -> (f32[4,4]) [device="cpu"] {
 
 
 def test_region_no_kernel_can_walk_runs_op_by_op(device):
+    # The matmul template has no f64: the body runs op by op, the matmul through the library.
     g = parse_on(device, WITH_MATMUL)
-    compiled = check_graph(g, [random_tensor((4, 4), torch.float32)], lambda x: torch.relu(torch.exp(x) @ x))
+    x = random_tensor((4, 4), torch.float64)
+    compiled = check_graph(g, [x], lambda x: torch.relu(torch.exp(x) @ x))
     assert compiled.num_kernels == 2  # exp and relu; the matmul is a library call
+    assert [e["target"] for e in compiled.externs] == ["aten.matmul"]
 
 
 CHAIN = """\

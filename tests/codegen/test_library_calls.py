@@ -1,12 +1,14 @@
-"""matmul (torch.matmul for now) and extern ops (ATen calls) in the wrapper, listed in `externs`."""
+"""matmul (torch.matmul when the library is chosen) and extern ops (ATen calls) in the wrapper, listed in `externs`."""
 import torch
 
 from ember.ir import Builder, ExternArg, TensorType, parse, symbol
 
+from ember.codegen.matmul_emit import FixedChoice
+
 from codegen_check import check_graph, parse_on, random_tensor
 
 
-def test_matmul_is_a_library_call(device):
+def test_matmul_is_a_library_call_when_chosen(device):
     g = parse_on(device, """
 func @f[s0](%x: f32[s0,8], %w: f32[8,5], %b: f32[5]) -> (f32[s0,5]) [device="cpu"] {
   %0: f32[s0,5] = matmul %x, %w
@@ -16,11 +18,14 @@ func @f[s0](%x: f32[s0,8], %w: f32[8,5], %b: f32[5]) -> (f32[s0,5]) [device="cpu
 """)
     ins = [random_tensor((3, 8), torch.float32, device=device), random_tensor((8, 5), torch.float32, device=device),
            random_tensor((5,), torch.float32, device=device)]
-    compiled = check_graph(g, ins, lambda x, w, b: x @ w + b)
+    compiled = check_graph(g, ins, lambda x, w, b: x @ w + b, chooser=FixedChoice(g.device, "library"))
     assert compiled.externs == [{"op": "matmul", "target": "aten.matmul",
-                                 "reason": "matmul template not implemented yet"}]
+                                 "reason": "the library was chosen over ember's template"}]
     assert "torch.matmul(x, w)" in compiled.wrapper_source
     assert compiled.num_kernels == 1
+    # The template's untimed choice (the interpreter, symbolic sizes): no library call at all.
+    compiled = check_graph(g, ins, lambda x, w, b: x @ w + b, chooser=FixedChoice(g.device, "template"))
+    assert compiled.externs == [] and compiled.num_kernels == 2
 
 
 def test_batched_matmul_f16(device):

@@ -2,6 +2,7 @@
 that the compiled graph still computes the same values when they do."""
 import torch
 
+from ember.codegen.matmul_emit import FixedChoice
 from ember.codegen.memory_plan import plan_memory
 from ember.codegen.wrapper import WrapperBuilder, generate_module
 from ember.ir import Builder, ExternArg, TensorType, parse
@@ -9,8 +10,9 @@ from ember.ir import Builder, ExternArg, TensorType, parse
 from codegen_check import check_graph, random_tensor
 
 
-def plan_of(g):
-    return plan_memory(g, WrapperBuilder(g).lowering)
+def plan_of(g, chooser=None):
+    builder = WrapperBuilder(g, chooser)
+    return plan_memory(g, builder.lowering, builder.body_of)
 
 
 def names(g) -> dict:
@@ -190,8 +192,7 @@ def test_extern_results_may_alias_their_inputs():
     check_graph(g, [random_tensor((8, 16), torch.float32)], lambda x: -(torch.relu(x) + torch.exp(-x)))
 
 
-def test_matmul_results_are_not_planned():
-    g = parse("""\
+MATMUL_IN_THE_MIDDLE = """\
 func @f(%x: f32[8,8], %w: f32[8,8]) -> (f32[8,8]) [device="cpu"] {
   %0: f32[8,8] = relu %x
   %1: f32[8,8] = matmul %0, %w
@@ -200,13 +201,35 @@ func @f(%x: f32[8,8], %w: f32[8,8]) -> (f32[8,8]) [device="cpu"] {
   %4: f32[8,8] = add %3, %1
   return %4
 }
-""")
-    plan = plan_of(g)
+"""
+
+
+def _mm_eager(x, w):
+    return torch.exp(-(torch.relu(x) @ w)) + torch.relu(x) @ w
+
+
+def test_library_matmul_results_are_not_planned():
+    g = parse(MATMUL_IN_THE_MIDDLE)
+    library = FixedChoice("cpu", "library")
+    plan = plan_of(g, library)
     assert_sound(plan)
     assert g.ops[1].result not in plan.buffers
     assert reuse_pairs(g, plan) == {"buf2": "buf0"}   # buf0 died at the matmul; buf1 is torch's
     check_graph(g, [random_tensor((8, 8), torch.float32), random_tensor((8, 8), torch.float32)],
-                lambda x, w: torch.exp(-(torch.relu(x) @ w)) + torch.relu(x) @ w)
+                _mm_eager, chooser=FixedChoice("cpu", "library"))
+
+
+def test_template_matmul_results_are_planned():
+    # The template writes into a buffer the wrapper allocates: it is planned like a kernel's, and
+    # may take a dead buffer's storage (x's relu is dead once the product is written).
+    g = parse(MATMUL_IN_THE_MIDDLE)
+    plan = plan_of(g, FixedChoice("cpu", "template"))
+    assert_sound(plan)
+    assert g.ops[1].result in plan.buffers
+    assert reuse_pairs(g, plan) == {"buf2": "buf0"}
+    compiled = check_graph(g, [random_tensor((8, 8), torch.float32), random_tensor((8, 8), torch.float32)],
+                           _mm_eager, chooser=FixedChoice("cpu", "template"))
+    assert compiled.externs == [] and compiled.num_kernels == 5
 
 
 SYMBOLIC = """\

@@ -53,3 +53,11 @@ def test_autotune_budget_is_checked():
     for bad in (-1, True, "10"):
         with pytest.raises(OptionsError, match="autotune_budget_s"):
             Options.from_dict({"autotune_budget_s": bad})
+
+
+def test_matmul_library_is_a_bool():
+    from ember.options import Options, OptionsError
+    assert Options().matmul_library is True
+    assert Options.from_dict({"matmul_library": False}).matmul_library is False
+    with pytest.raises(OptionsError, match="matmul_library"):
+        Options.from_dict({"matmul_library": "no"})

@@ -1,0 +1,265 @@
+"""How the wrapper emits a `matmul` and a matmul region (a `fused` op holding one, made by the
+fuse_matmul pass): ember's template (matmul_template.py) at a chosen config, or the library.
+
+For each such op the graph's Chooser (choice.py) picks one implementation:
+  * "library": torch.matmul (runtime.mm_aligned for a 2-d CUDA product whose sizes are not
+    multiples of 16 bytes), or torch.addmm when a 2-d region's epilogue is exactly a bias add.
+    For a region the library path runs its prologue as a kernel of its own, then the library
+    matmul, then the rest of the epilogue as ONE fused pointwise kernel (a nested region), never
+    op by op. Left out when `Options.matmul_library` is False (the template alone), and the only
+    implementation where the template cannot run (f64, integer products, ...).
+  * the template at one config of its search space (pruned by the problem's sizes).
+Untimed, the heuristic takes the template at a size-appropriate config (the CPU interpreter,
+`autotune=False`: so CPU tests run the template and its epilogues); for symbolic sizes on a GPU,
+where nothing can be timed, the library (when it may race), as a safe default.
+
+The decision is made once per op, the first time the wrapper asks how an op is lowered (the
+memory planner asks before anything is emitted), and every later question reads it back.
+"""
+from __future__ import annotations
+
+import tempfile
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+
+from ..ir import Graph, Op, Value
+from ..ir.externs import ExternArg
+from ..ir.types import TensorType, dims_equal
+from .choice import Chooser, Implementation
+from .matmul_template import MatmulConfig, MatmulKernel, matmul_kernel, split_matmul_body, template_ops
+
+if TYPE_CHECKING:
+    from .wrapper import WrapperBuilder
+
+LIBRARY = "library"
+ADDMM_REASON = "matmul + bias: the library adds the bias in its epilogue (chosen over ember's template)"
+
+
+def is_matmul_region(op: Op) -> bool:
+    return op.name == "fused" and any(b.name == "matmul" for b in op.attrs["body"].ops)
+
+
+class MatmulEmitter:
+    def __init__(self, builder: "WrapperBuilder"):
+        self.b = builder
+        self.allow_tf32 = bool(torch.backends.cuda.matmul.allow_tf32) and not builder.interpret
+        self._chosen: dict[Op, Implementation] = {}
+        self._templates: dict[Op, MatmulKernel | None] = {}
+        self._library_bodies: dict[Op, Graph] = {}
+        self._library_only: set[Op] = set()   # matmuls inside a library body: already decided
+
+    # ------------------------------------------------------------------ the decision
+    def template(self, op: Op) -> MatmulKernel | None:
+        if op not in self._templates:
+            ops, outputs = template_ops(op)
+            self._templates[op] = None if op in self._library_only else \
+                matmul_kernel(ops, outputs, interpret=self.b.interpret, allow_tf32=self.allow_tf32)
+        return self._templates[op]
+
+    def choice(self, op: Op) -> Implementation:
+        if op in self._chosen:
+            return self._chosen[op]
+        library = Implementation(LIBRARY, {}, is_library=True)
+        mk = self.template(op)
+        if mk is None:
+            pick = library
+        else:
+            heuristic_cfg = mk.heuristic()
+            configs = [heuristic_cfg] + [c for c in mk.search_space() if c != heuristic_cfg]
+            impls = [Implementation(c.name, c.as_dict()) for c in configs]
+            chooser = self.b.chooser
+            if chooser.matmul_library:
+                impls.insert(0, library)
+            untimed_template = chooser.interpret or not chooser.autotune
+
+            def heuristic(xs: Sequence[Implementation]) -> Implementation:
+                if not untimed_template and xs[0].is_library:
+                    return xs[0]  # symbolic sizes on a GPU: nothing to time; the library is safe
+                return next(x for x in xs if x.name == heuristic_cfg.name)
+
+            pick = chooser.choose("matmul", mk.source, [v.type for v in op.inputs], impls,
+                                  self._runner_maker(op), heuristic)
+        self._chosen[op] = pick
+        return pick
+
+    def uses_template(self, op: Op) -> bool:
+        return not self.choice(op).is_library
+
+    def lowering(self, op: Op) -> str:
+        """memory_plan's terms: a template allocates its results ("kernel" / "region"); the
+        library's matmul is torch's ("matmul"); a library region runs its library body ("unfused")."""
+        template = self.uses_template(op)
+        if op.name == "matmul":
+            return "kernel" if template else "matmul"
+        return "region" if template else "unfused"
+
+    def kernel(self, op: Op):
+        """The chosen template config's Kernel for `op` (uses_template(op) must hold)."""
+        return self.template(op).with_config(MatmulConfig.from_dict(self.choice(op).config))
+
+    # ------------------------------------------------------------------ emitting
+    def emit_template(self, op: Op) -> None:
+        """A bare matmul through the template: allocate the result, one launch."""
+        b = self.b
+        b.alloc(op.result, b.names[op.result])
+        b.contiguous.add(op.result)
+        b._set_index64(op.result, b.static_index64(op.result))
+        b.launch(self.kernel(op), "matmul", b.names)
+        b.num_kernels += 1
+
+    def emit_library(self, op: Op) -> None:
+        """A bare matmul through the library: torch.matmul, or mm_aligned for unaligned sizes."""
+        from .wrapper import aligned_mm_sizes
+        b = self.b
+        a, w = (b.names[v] for v in op.inputs)
+        out, t = b.names[op.result], op.result.type
+        padded = aligned_mm_sizes(op)
+        if padded is None:
+            b.line(f"{out} = torch.matmul({a}, {w})")
+            b._set_index64(op.result, b.static_index64(op.result))  # a new contiguous tensor
+        else:
+            # cuBLAS has only slow kernels for sizes that are not multiples of 16 bytes (GPT-2's
+            # 50257-word vocabulary): multiply padded copies, keep the [M, N] corner.
+            m, k, n = (b.sizes.ref(d) for d in padded)
+            b.line(f"{out} = mm_aligned({a}, {w}, {m}, {k}, {n})  # sizes padded to 16 bytes")
+            storage = TensorType(t.dtype, (padded[0], padded[2]), t.device)
+            b._set_index64(op.result, b.static_index64_of(storage))
+        why = "the template cannot compute it" if self.template(op) is None and op not in self._library_only \
+            else "the library was chosen over ember's template"
+        b.externs.append({"op": "matmul", "target": "aten.matmul", "reason": why})
+
+    # ------------------------------------------------------------------ the library body of a region
+    def body_of(self, op: Op) -> Graph:
+        """What a matmul region runs: its own body for the template, else its library body."""
+        if not is_matmul_region(op) or self.uses_template(op):
+            return op.attrs["body"]
+        if op not in self._library_bodies:
+            self._library_bodies[op] = self._library_body(op.attrs["body"], op.attrs.get("name") or "fused")
+        return self._library_bodies[op]
+
+    def _library_body(self, body: Graph, name: str) -> Graph:
+        """The region's body rewritten for the library: prologue ops as they are, then
+        extern[aten.addmm] for a 2-d product plus a bias, else the matmul (marked library) and one
+        nested region holding the whole epilogue."""
+        parts = split_matmul_body(body.ops, body.outputs)
+        mms = [o for o in body.ops if o.name == "matmul"]
+        self._library_only.update(mms)
+        if parts is None:  # nothing the template could do: op by op, with the library's matmul
+            return body
+        mm, epilogue = parts.matmul, parts.epilogue
+        out = Graph(body.name, body.device)
+        out.symbols, out.inputs = body.symbols, list(body.inputs)
+        out.ops = [o for o in body.ops if o in parts.prologues.values()]
+        bias = _bias_of(mm, epilogue, body.outputs)
+        if bias is not None:
+            a, w = mm.inputs
+            addmm = Op("extern", [bias, a, w], {"target": "aten.addmm.default",
+                                                "args": [ExternArg(0), ExternArg(1), ExternArg(2)],
+                                                "kwargs": {}, "outputs": (0,), "reason": ADDMM_REASON},
+                       [epilogue[0].result.type])
+            out.ops.append(addmm)
+            out.outputs = [addmm.result]
+            return out
+        out.ops.append(mm)
+        results = {mm.result: mm.result}
+        if epilogue:
+            nested = _region(body, epilogue, [v for v in body.outputs if v is not mm.result], f"{name}_epilogue")
+            out.ops.append(nested)
+            produced = [v for v in body.outputs if v is not mm.result]
+            results.update(zip(produced, nested.results))
+        out.outputs = [results[v] for v in body.outputs]
+        return out
+
+    # ------------------------------------------------------------------ timing runs (GPU only)
+    def _runner_maker(self, op: Op) -> Callable[[Implementation, list[torch.Tensor]], Callable[[], Any]]:
+        layouts = [_layout_of(v) for v in op.inputs]
+        cache_dir = self.b.chooser.cache_dir or tempfile.mkdtemp(prefix="ember-tune-")
+
+        def make_runner(impl: Implementation, tensors: list[torch.Tensor]) -> Callable[[], Any]:
+            """`op` alone in a graph, compiled with `impl` imposed: what the wrapper would run."""
+            from .code_cache import load_module, write_module
+            from .wrapper import generate_module
+            g = Graph("tune", self.b.graph.device)
+            g.symbols = list(self.b.graph.symbols)
+            ins = [g.add_input(f"x{i}", v.type) for i, v in enumerate(op.inputs)]
+            attrs = {k: (v.copy() if isinstance(v, Graph) else v) for k, v in op.attrs.items()}
+            clone = Op(op.name, ins, attrs, [r.type for r in op.results])
+            g.ops, g.outputs = [clone], list(clone.results)
+            generated = generate_module(g, FixedChoice(g.device, impl))
+            path, _ = write_module(cache_dir, generated.source)
+            call = load_module(path, generated.interpret).call
+            args = [_with_layout(t, order) for t, order in zip(tensors, layouts)]
+            return lambda: call(args)
+        return make_runner
+
+
+class FixedChoice(Chooser):
+    """A Chooser that always answers with the implementation named like `impl` (timing runs, tests)."""
+
+    def __init__(self, device: str, impl: Implementation | str):
+        super().__init__(device, cache_dir=None, autotune=False)
+        self.name = impl if isinstance(impl, str) else impl.name
+
+    def choose(self, what, template_source, operands, impls, make_runner, heuristic=None):
+        if self.name == "template":  # tests: the template at whatever config the heuristic takes
+            pick = (heuristic or (lambda xs: xs[0]))([i for i in impls if not i.is_library])
+        else:
+            pick = next((i for i in impls if i.name == self.name), None)
+            if pick is None:
+                raise ValueError(f"no implementation named {self.name!r} among {[i.name for i in impls]}")
+        self._record(what, None, pick, "fixed", {})
+        return pick
+
+
+def _bias_of(mm: Op, epilogue: list[Op], outputs: list[Value]) -> Value | None:
+    """The bias when the epilogue is exactly `add(product, bias)` on a 2-d product, the bias an
+    [n] or [1, n] input of the product's dtype, and the add's result the one output."""
+    if len(epilogue) != 1 or epilogue[0].name != "add" or mm.result.type.rank != 2:
+        return None
+    add = epilogue[0]
+    if outputs != [add.result] or add.inputs.count(mm.result) != 1:
+        return None
+    bias = add.inputs[1] if add.inputs[0] is mm.result else add.inputs[0]
+    n, t = mm.result.type.shape[1], bias.type
+    ok = (t.rank == 1 and dims_equal(t.shape[0], n)) or \
+        (t.rank == 2 and dims_equal(t.shape[0], 1) and dims_equal(t.shape[1], n))
+    if not ok or t.dtype != mm.result.type.dtype or bias.producer is not None:
+        return None
+    return bias
+
+
+def _region(outer: Graph, ops: list[Op], outputs: list[Value], name: str) -> Op:
+    """A `fused` op holding `ops` (all of `outer`'s body values they read become its operands)."""
+    body = Graph(outer.name, outer.device)
+    body.symbols = outer.symbols
+    mapping: dict[Value, Value] = {}
+    operands: list[Value] = []
+    for op in ops:
+        args = []
+        for v in op.inputs:
+            if v not in mapping:
+                mapping[v] = Value(v.type, None, 0, f"in{len(operands)}")
+                body.inputs.append(mapping[v])
+                operands.append(v)
+            args.append(mapping[v])
+        new = Op(op.name, args, op.attrs, [r.type for r in op.results])
+        body.ops.append(new)
+        mapping[op.result] = new.result
+    body.outputs = [mapping[v] for v in outputs]
+    return Op("fused", operands, {"body": body, "name": name}, [v.type for v in outputs])
+
+
+def _layout_of(v: Value) -> tuple[int, ...] | None:
+    """The dim order a permute gives its (presumably contiguous) input's memory: a Linear's
+    transposed weight is read column-major, and tuning should see that layout."""
+    p = v.producer
+    return tuple(p.attrs["dims"]) if p is not None and p.name == "permute" else None
+
+
+def _with_layout(t: torch.Tensor, dims: tuple[int, ...] | None) -> torch.Tensor:
+    if dims is None:
+        return t
+    inverse = [dims.index(i) for i in range(len(dims))]
+    return t.permute(inverse).contiguous().permute(dims)
+

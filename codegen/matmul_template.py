@@ -1,0 +1,328 @@
+"""ember's Triton matmul template: `[B.., M, K] @ [B.., K, N]` with a fused prologue and epilogue.
+
+One program computes one BLOCK_M x BLOCK_N tile of one batch's product. The grid is 1-d (the
+wrapper's Launcher takes a program count): the program id is split into a batch index and a tile
+index, and tiles are visited in groups of GROUP_M rows (each group walks its rows column by
+column), so programs that run at the same time share the B tiles they read and those stay in L2.
+
+The K loop loads an A tile [BLOCK_M, BLOCK_K] and a B tile [BLOCK_K, BLOCK_N] and accumulates
+their product in f32 with `tl.dot`. Rows past M and columns past N are read from row `m % M`
+(column `n % N`): in bounds without a mask, and never stored. Only the K tail is masked (zeros
+contribute nothing). A *prologue* (one one-input pointwise op, typically the cast of an f32
+activation to bf16) is applied to a tile right after its load. The *epilogue* (the pointwise ops
+of the region that read the product: bias, activation, residual, scale, cast) runs on the
+accumulator tile before the one store, loading its other operands by their strides, broadcast
+into the [.., M, N] domain exactly as in a pointwise kernel (kernel_writer.py, pointwise.py).
+
+Numerics. f32 accumulation always. bf16/f16 operands go to the tensor cores as they are; f32
+operands use full f32 products (`input_precision="ieee"`), as eager does by default, unless
+`torch.backends.cuda.matmul.allow_tf32` was True at compile time ("tf32"); the choice is written
+in the source, so it is part of the kernel's hash. The product is rounded to its dtype before the
+epilogue reads it, as when the product goes through memory, so a fused region computes what the
+unfused ops compute. The Triton interpreter (CPU) multiplies 16-bit tiles wrongly, so there they
+are upcast to f32 first (exact: a product of two 16-bit floats fits in f32).
+
+The source holds no configuration (block sizes, warps and stages are launch-time constexprs and
+options), so its hash is the autotuner's kernel key and every config of a search space shares it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import sympy
+
+from ..ir import Op, Value
+from ..ir.types import TensorType, broadcasts_to, shapes_equal
+from .kernel_writer import Coord, Kernel, KernelWriter, storage_cast
+from .launch_heuristics import next_power_of_2
+from .pointwise import broadcast_coords, emit_rounded, rounded
+from .pointwise_ops import lower_pointwise
+from .triton_types import compute_dtype, tl_dtype
+
+TEMPLATE_DTYPES = ("f32", "bf16", "f16")
+CONSTEXPRS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
+MIN_BLOCK = 16  # tl.dot's smallest tile side
+
+
+@dataclass(frozen=True)
+class MatmulConfig:
+    BLOCK_M: int
+    BLOCK_N: int
+    BLOCK_K: int
+    num_warps: int = 4
+    num_stages: int = 3
+    GROUP_M: int = 8
+
+    @property
+    def name(self) -> str:
+        return (f"mm_{self.BLOCK_M}x{self.BLOCK_N}x{self.BLOCK_K}_g{self.GROUP_M}"
+                f"_w{self.num_warps}_s{self.num_stages}")
+
+    def blocks(self) -> dict[str, int]:
+        """The kernel's constexprs, in signature order (CONSTEXPRS)."""
+        return {"BLOCK_M": self.BLOCK_M, "BLOCK_N": self.BLOCK_N, "BLOCK_K": self.BLOCK_K,
+                "GROUP_M": self.GROUP_M}
+
+    def as_dict(self) -> dict[str, int]:
+        return {**self.blocks(), "num_warps": self.num_warps, "num_stages": self.num_stages}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MatmulConfig":
+        return cls(d["BLOCK_M"], d["BLOCK_N"], d["BLOCK_K"], d["num_warps"], d["num_stages"], d["GROUP_M"])
+
+
+def _cfg(m: int, n: int, k: int, warps: int, stages: int) -> MatmulConfig:
+    return MatmulConfig(m, n, k, warps, stages)
+
+
+# H100 (228 KiB shared memory per SM, 4 warp schedulers): 16-bit tiles up to 128x256 with 64-deep
+# K steps fit 3 stages; the smaller ones are for thin products (decode batches, small N).
+SEARCH_16BIT = [
+    _cfg(128, 256, 64, 8, 3), _cfg(256, 128, 64, 8, 3), _cfg(128, 128, 64, 8, 4),
+    _cfg(128, 128, 64, 4, 4), _cfg(64, 256, 64, 4, 4), _cfg(128, 128, 32, 4, 4),
+    _cfg(128, 64, 64, 4, 4), _cfg(64, 128, 64, 4, 4), _cfg(64, 64, 64, 4, 3),
+    _cfg(64, 32, 64, 4, 4), _cfg(32, 64, 64, 4, 4), _cfg(32, 32, 64, 2, 4),
+    _cfg(16, 64, 128, 4, 3), _cfg(16, 32, 128, 2, 4), _cfg(16, 16, 64, 2, 3),
+]
+# f32 tiles take twice the bytes per element: shallower K steps, fewer stages.
+SEARCH_F32 = [
+    _cfg(128, 128, 32, 8, 3), _cfg(128, 64, 32, 4, 4), _cfg(64, 128, 32, 4, 4),
+    _cfg(64, 64, 32, 4, 4), _cfg(32, 64, 32, 4, 3), _cfg(32, 32, 32, 2, 3), _cfg(16, 32, 32, 2, 3),
+]
+
+
+def _fits(block: int, size: sympy.Expr) -> bool:
+    """A block no larger than the size (rounded up to a power of two, at least MIN_BLOCK): a larger
+    one computes only masked-off rows. A symbolic size takes any block."""
+    size = sympy.sympify(size)
+    return not size.is_Integer or block <= max(MIN_BLOCK, next_power_of_2(int(size)))
+
+
+def search_space(dtype: str, m: sympy.Expr, n: sympy.Expr, k: sympy.Expr) -> list[MatmulConfig]:
+    """The configs worth timing for a product of these sizes (never empty)."""
+    configs = SEARCH_F32 if dtype == "f32" else SEARCH_16BIT
+    fit = [c for c in configs if _fits(c.BLOCK_M, m) and _fits(c.BLOCK_N, n) and _fits(c.BLOCK_K, k)]
+    return fit or [min(configs, key=lambda c: c.BLOCK_M * c.BLOCK_N * c.BLOCK_K)]
+
+
+def heuristic_config(dtype: str, m: sympy.Expr, n: sympy.Expr, k: sympy.Expr) -> MatmulConfig:
+    """The untimed choice (CPU interpreter, autotune off, symbolic sizes): each block the size
+    rounded up to a power of two, between 16 and 128 (K: 64, 32 for f32); 8 warps for a
+    128x128 tile. Symbolic sizes count as large."""
+    def side(size, cap):
+        size = sympy.sympify(size)
+        return cap if not size.is_Integer else max(MIN_BLOCK, min(cap, next_power_of_2(int(size))))
+    bm, bn = side(m, 128), side(n, 128)
+    bk = side(k, 32 if dtype == "f32" else 64)
+    warps = 8 if bm * bn >= 128 * 128 else 4 if bm * bn >= 64 * 64 else 2
+    return MatmulConfig(bm, bn, bk, warps, 3 if dtype == "f32" else 4)
+
+
+# ----------------------------------------------------------------------------- the kernel
+
+
+@dataclass
+class MatmulParts:
+    """A matmul region's body split into what the template does where."""
+    matmul: Op
+    prologues: dict[int, Op]    # operand index (0: A, 1: B) -> the one-input op computing it
+    epilogue: list[Op]          # every other op, in body order (pointwise ops and constants)
+
+
+def split_matmul_body(ops: Sequence[Op], outputs: Sequence[Value]) -> MatmulParts | None:
+    """The parts of a body the template can compute, or None: exactly one matmul of a template
+    dtype; prologues are one-input pointwise ops whose only reader is the matmul; the epilogue is
+    pointwise ops and constants over the product's shape (inputs broadcasting into it); every
+    output has the product's shape and is computed by the matmul or the epilogue."""
+    mms = [op for op in ops if op.name == "matmul"]
+    if len(mms) != 1 or mms[0].result.type.dtype not in TEMPLATE_DTYPES:
+        return None
+    mm = mms[0]
+    shape = mm.result.type.shape
+    readers: dict[Value, list[Op]] = {}
+    for op in ops:
+        for v in op.inputs:
+            readers.setdefault(v, []).append(op)
+    prologues: dict[int, Op] = {}
+    for i, v in enumerate(mm.inputs):
+        p = v.producer
+        if p is not None and p in ops:
+            if p.opdef.kind not in ("unary", "cast") or len(p.inputs) != 1 or \
+                    any(r is not mm for r in readers.get(v, [])) or v in outputs:
+                return None
+            prologues[i] = p
+    epilogue = [op for op in ops if op is not mm and op not in prologues.values()]
+    before = ops.index(mm)
+    for op in epilogue:
+        if op.name != "full" and op.opdef.kind not in ("unary", "binary", "ternary", "cast"):
+            return None
+        if len(op.results) != 1 or not broadcasts_to(op.result.type.shape, shape):
+            return None
+        if ops.index(op) < before and op.name != "full":
+            return None  # computed before the product: a separate kernel's job
+        if any(not broadcasts_to(v.type.shape, shape) for v in op.inputs):
+            return None
+    produced = {mm.result} | {op.result for op in epilogue}
+    if not outputs or any(v not in produced or not shapes_equal(v.type.shape, shape) for v in outputs):
+        return None
+    return MatmulParts(mm, prologues, epilogue)
+
+
+@dataclass
+class MatmulKernel:
+    """The template's kernel for one matmul (or matmul region), before a config is chosen."""
+    kernel: Kernel              # config None; source without any config
+    dtype: str                  # the product's dtype (picks the search space)
+    batch: sympy.Expr           # product of the batch dims (1 for a 2-d matmul)
+    m: sympy.Expr
+    n: sympy.Expr
+    k: sympy.Expr
+
+    @property
+    def source(self) -> str:
+        return self.kernel.source
+
+    def search_space(self) -> list[MatmulConfig]:
+        return search_space(self.dtype, self.m, self.n, self.k)
+
+    def heuristic(self) -> MatmulConfig:
+        return heuristic_config(self.dtype, self.m, self.n, self.k)
+
+    def with_config(self, cfg: MatmulConfig) -> Kernel:
+        programs = self.batch * sympy.ceiling(self.m / cfg.BLOCK_M) * sympy.ceiling(self.n / cfg.BLOCK_N)
+        k = self.kernel
+        return Kernel(k.kind, k.source, k.params, cfg, k.grid_numel, k.tensors, programs)
+
+
+def matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], *, interpret: bool,
+                  allow_tf32: bool = False) -> MatmulKernel | None:
+    """The template kernel computing `outputs` from `ops` (a bare matmul, or a matmul region's
+    body), or None when split_matmul_body refuses them."""
+    ops, outputs = list(ops), list(outputs)
+    parts = split_matmul_body(ops, outputs)
+    if parts is None:
+        return None
+    mm = parts.matmul
+    out_t = mm.result.type
+    dtype, rank = out_t.dtype, out_t.rank
+    names = [op.name for op in ops]
+    w = KernelWriter("matmul", "matmul template: " + ", ".join(names), axes=("m", "n"),
+                     block_names={"m": "BLOCK_M", "n": "BLOCK_N"})
+    shape = out_t.shape
+    m_size, n_size = shape[-2], shape[-1]
+    k_size = mm.inputs[0].type.shape[-1]
+    M, N, K = w.size(m_size, "M"), w.size(n_size, "N"), w.size(k_size, "K")
+    batch_dims = list(enumerate(shape[:-2]))
+    batch = sympy.Integer(1)
+    for _, d in batch_dims:
+        batch *= sympy.sympify(d)
+
+    # ---- which program computes which tile
+    w.line("pid = tl.program_id(0)")
+    w.line("if INDEX_64:  # some tensor spans 2**31 elements or more: index math in int64")
+    w.line("    pid = pid.to(tl.int64)")
+    w.line(f"tiles_m = ({M} + BLOCK_M - 1) // BLOCK_M")
+    w.line(f"tiles_n = ({N} + BLOCK_N - 1) // BLOCK_N")
+    coords: dict[int, Coord] = {}
+    if batch_dims:
+        w.line("batch = pid // (tiles_m * tiles_n)  # the flat batch index, split into batch<d> below")
+        w.line("tile = pid % (tiles_m * tiles_n)")
+        coords.update(w.decompose("batch", batch_dims, "batch", "b", "bsize"))
+    else:
+        w.line("tile = pid")
+    w.line("# GROUP_M row tiles are walked column by column: programs running together share B tiles in L2")
+    w.line("group_size = GROUP_M * tiles_n")
+    w.line("first_m = (tile // group_size) * GROUP_M")
+    w.line("group_m = tl.minimum(tiles_m - first_m, GROUP_M)")
+    w.line("pid_m = first_m + (tile % group_size) % group_m")
+    w.line("pid_n = (tile % group_size) // group_m")
+    w.line("rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+    w.line("rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+    w.line("rk = tl.arange(0, BLOCK_K)")
+    w.line(f"rm_in = rm % {M}  # rows past M re-read real rows (never stored): no load mask")
+    w.line(f"rn_in = rn % {N}")
+
+    # ---- operand tiles: the matmul's operands, or a prologue's input
+    sources = []
+    for i, v in enumerate(mm.inputs):
+        p = parts.prologues.get(i)
+        sources.append(p.inputs[0] if p is not None else v)
+    ptrs = []
+    for i, src in enumerate(sources):
+        ptr = w.tensor(src, "in")
+        base, _ = w.offset(src, [coords.get(d) for d in range(rank - 2)] + [None, None])
+        row_c, col_c = ("rm_in[:, None]", "rk[None, :]") if i == 0 else ("rk[:, None]", "rn_in[None, :]")
+        row = f"{row_c} * {w.stride(src, rank - 2)}"
+        col = f"{col_c} * {w.stride(src, rank - 1)}"
+        addr = " + ".join(filter(None, [ptr, f"({base})" if base else "", row, col]))
+        ptrs.append(w.assign("a_ptrs" if i == 0 else "b_ptrs", addr))
+    w.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+    w.line(f"for k in range(0, {K}, BLOCK_K):")
+    with w.indented():
+        w.line(f"k_left = rk < {K} - k  # the last K step may be partial: zeros add nothing")
+        tiles = []
+        for i, src in enumerate(sources):
+            mask = "k_left[None, :]" if i == 0 else "k_left[:, None]"
+            prefix = "a" if i == 0 else "b"
+            tile = w.assign(prefix, f"tl.load({ptrs[i]}, mask={mask}, other=0.0)")
+            p = parts.prologues.get(i)
+            if p is not None:
+                tile = _prologue(w, p, tile, mask, prefix)
+            if interpret and dtype != "f32":
+                tile = w.assign(prefix, f"{tile}.to(tl.float32)",
+                                "the interpreter multiplies 16-bit tiles wrongly")
+            tiles.append(tile)
+        precision = ", input_precision=\"tf32\"" if dtype == "f32" and allow_tf32 and not interpret else \
+            ", input_precision=\"ieee\"" if dtype == "f32" or interpret else ""
+        w.line(f"acc = tl.dot({tiles[0]}, {tiles[1]}, acc{precision})")
+        for i, src in enumerate(sources):
+            stride = w.stride(src, rank - 1 if i == 0 else rank - 2)
+            w.line(f"{ptrs[i]} += BLOCK_K * {stride}")
+
+    # ---- epilogue over the tile, then the stores
+    w.line("rm2 = rm[:, None]")
+    w.line("rn2 = rn[None, :]")
+    w.line(f"mask = (rm2 < {M}) & (rn2 < {N})")
+    coords[rank - 2] = Coord("rm2", "m")
+    coords[rank - 1] = Coord("rn2", "n")
+    env: dict[Value, str] = {mm.result: w.assign("t", rounded("acc", dtype), "the product, in its dtype")}
+    for op in parts.epilogue:
+        for v in op.inputs:
+            if v not in env and (v.producer is None or v.producer not in ops):
+                env[v] = w.load(v, broadcast_coords(v, coords, rank), "mask")
+        env[op.results[0]] = w.assign("t", emit_rounded(w, op, env, coords), op.name)
+    mn = w.size(sympy.sympify(m_size) * sympy.sympify(n_size), "MN")
+    index = (f"batch * {mn} + " if batch_dims else "") + f"rm2 * {N} + rn2"
+    for v in outputs:
+        w.store(v, index, env[v], compute_dtype(v.type.dtype), "mask")
+    numel = TensorType("f32", shape).numel
+    kernel = w.finish(None, numel, CONSTEXPRS)
+    return MatmulKernel(kernel, dtype, batch, sympy.sympify(m_size), sympy.sympify(n_size),
+                        sympy.sympify(k_size))
+
+
+def _prologue(w: KernelWriter, op: Op, tile: str, mask: str, prefix: str) -> str:
+    """`op` applied to a loaded tile of its input, as the matmul operand's dtype. Masked-off K
+    positions are zeroed again after any op but a cast: f(0) need not be 0 (exp, reciprocal)."""
+    src = op.inputs[0].type.dtype
+    dst = op.result.type.dtype
+    x = tile if compute_dtype(src) == src else f"{tile}.to({tl_dtype(compute_dtype(src))})"
+    if op.name == "cast":
+        expr = storage_cast(x, compute_dtype(src), dst) if src != "b1" else f"{x}.to({tl_dtype(dst)})"
+        return w.assign(prefix, expr, "prologue: cast")
+    value = lower_pointwise(op.name, [x], src, op.attrs)
+    expr = storage_cast(value, compute_dtype(dst), dst)
+    expr = f"tl.where({mask}, {expr}, 0.0)"
+    return w.assign(prefix, expr, f"prologue: {op.name}")
+
+
+def template_ops(op: Op) -> tuple[list[Op], list[Value]] | None:
+    """(ops, outputs) the template computes for a top-level `matmul` or matmul `fused` op."""
+    if op.name == "matmul":
+        return [op], [op.result]
+    if op.name == "fused":
+        body = op.attrs["body"]
+        return list(body.ops), list(body.outputs)
+    return None
+

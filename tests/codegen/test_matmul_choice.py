@@ -1,0 +1,85 @@
+"""The wrapper asks the Chooser (codegen/choice.py) for every matmul: with a fake GPU and a fake
+timer, a faster library makes the wrapper call torch, a faster template config makes it launch
+the template at that config, and a second compile takes the cached decision without timing."""
+import torch
+
+from ember.autotune import TuningStats
+from ember.autotune import keys as tuning_keys
+from ember.codegen import choice
+from ember.codegen.choice import Chooser
+from ember.codegen.matmul_emit import MatmulEmitter
+from ember.codegen.wrapper import generate_module
+from ember.ir import parse
+
+GRAPH = """
+func @f(%x: bf16[256,512], %w: bf16[512,384], %b: bf16[384]) -> (bf16[256,384]) [device="cuda"] {
+  %0: bf16[256,384] = fused[name="matmul0"] %x, %w, %b {
+    ^(%in0: bf16[256,512], %in1: bf16[512,384], %in2: bf16[384]):
+    %0: bf16[256,384] = matmul %in0, %in1
+    %1: bf16[256,384] = add %0, %in2
+    %2: bf16[256,384] = relu %1
+    yield %2
+  }
+  return %0
+}"""
+
+
+def fake_gpu(monkeypatch, ran):
+    """A 'cuda' compile on this CPU machine: operands made on the CPU, a fake GPU name in the
+    keys, and runners that report which implementation they would run."""
+    monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
+    monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
+
+    def runner_maker(self, op):
+        def make(impl, tensors):
+            assert [tuple(t.shape) for t in tensors] == [(256, 512), (512, 384), (384,)]
+            return lambda: ran.append(impl.name) or impl.name
+        return make
+    monkeypatch.setattr(MatmulEmitter, "_runner_maker", runner_maker)
+
+
+def compile_with(tmp_path, ms, stats=None, matmul_library=True):
+    timed = []
+
+    def timer(run):
+        name = run()
+        timed.append(name)
+        return ms(name)
+    chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, stats=stats, matmul_library=matmul_library)
+    return generate_module(parse(GRAPH), chooser), chooser, timed
+
+
+def test_faster_library_is_called(monkeypatch, tmp_path):
+    ran = []
+    fake_gpu(monkeypatch, ran)
+    gen, chooser, timed = compile_with(tmp_path, lambda name: 1.0 if name == "library" else 2.0)
+    assert "library" in timed and len(timed) > 3                  # every config of the space timed
+    assert "torch.ops.aten.relu" not in gen.wrapper_source
+    assert "torch.matmul(x, w)" in gen.wrapper_source             # the library's matmul ...
+    assert "launch_k0_matmul0_epilogue(" in gen.wrapper_source    # ... and ONE epilogue kernel
+    assert gen.num_kernels == 1 and [e["target"] for e in gen.externs] == ["aten.matmul"]
+    assert chooser.decisions[0]["choice"] == "library" and chooser.decisions[0]["source"] == "benchmark"
+
+
+def test_faster_template_config_is_launched_and_cached(monkeypatch, tmp_path):
+    ran = []
+    fake_gpu(monkeypatch, ran)
+    best = "mm_64x128x64_g8_w4_s4"
+    stats = TuningStats()
+    gen, chooser, timed = compile_with(tmp_path, lambda name: 0.5 if name == best else 1.0, stats)
+    assert chooser.decisions[0]["choice"] == best
+    assert "BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8" in gen.source and "num_stages=4" in gen.source
+    assert "launch_k0_matmul0(12, x, w, b, buf0" in gen.wrapper_source   # 256/64 * 384/128 tiles
+    assert gen.num_kernels == 1 and gen.externs == []
+
+    again, chooser2, timed2 = compile_with(tmp_path, lambda name: 0.5 if name == best else 1.0, stats)
+    assert timed2 == [] and stats.hits == 1 and chooser2.decisions[0]["source"] == "cache"
+    assert again.source == gen.source
+
+
+def test_matmul_library_false_races_the_template_alone(monkeypatch, tmp_path):
+    ran = []
+    fake_gpu(monkeypatch, ran)
+    gen, chooser, timed = compile_with(tmp_path, lambda name: 1.0, matmul_library=False)
+    assert "library" not in timed and gen.externs == []
+    assert not chooser.decisions[0]["is_library"]
