@@ -14,16 +14,24 @@ that reads the reshape (the log_softmax reads bf16 and upcasts in registers):
 
     reshape(u(x, scalars))  ->  u(reshape(x), scalars)
 
-Down (a kernel's result, then a reshape, then a pointwise op u): the reshape moves below u, so u
-joins the kernel that produced its input as an epilogue (the backward writes bf16 directly):
-
-    u(reshape(y), scalars)  ->  reshape(u(y, scalars))
-
 u has one operand of its full shape; its others hold one element (constants, a 0-d loss scale),
-which broadcast the same in either shape and become 0-d. The moved-past value must have no
-other reader and not be returned. The two directions never undo each other: up needs a
-non-kernel input below u, down a kernel result, and each rewrite leaves the other's pattern
-with the wrong kind of input. Moving up can turn a free view into a copy only where the input
+which broadcast the same in either shape and become 0-d. u's result has no other reader and is
+not returned.
+
+Down (a kernel's result y, a reshape of it, then a pointwise op u reading the reshape): u moves
+above the reshape and joins the kernel that produced y as an epilogue (the loss backward writes
+bf16 directly; a Linear's bias add, GELU and residual add on [B,T,N] join the [B*T,N] matmul):
+
+    u(reshape(y), z, scalars)  ->  reshape(u(y, reshape'(z), scalars))
+
+Every full-size operand of u is read in y's shape: a reshape from that shape is undone, any other
+(a residual input) is viewed in it. One-element operands become 0-d. The reshape may have other
+readers (GELU reads x twice); each pointwise reader moves on its own, and the next op of a chain
+then finds its operands reshaped the same way and moves too.
+
+Up needs u to have one full-size operand, whose value is no kernel's result; down needs a reshape
+of a kernel's result. Each rewrite leaves the other's pattern with the wrong kind of input, so
+the two never undo each other. Moving up can turn a free view into a copy only where the input
 itself is not viewable as the new shape; then the copy reads the narrower dtype.
 Stats: `up`, `down`.
 """
@@ -33,12 +41,14 @@ from ..ir import Graph, Op, Value
 from ..ir.types import TensorType, shapes_equal
 from .context import PassContext
 from .fuse_domains import is_pointwise
-from .hoist_views import is_one
+from .hoist_views import is_one, shape_attr
 from .registry import PassResult, graph_pass
 
 
 def _makes_kernel(op: Op | None) -> bool:
-    return op is not None and (is_pointwise(op) or op.opdef.kind == "reduction")
+    """Whether op's result comes out of a kernel that a pointwise op could join (a matmul's
+    through fuse_matmul's epilogue)."""
+    return op is not None and (is_pointwise(op) or op.opdef.kind == "reduction" or op.name == "matmul")
 
 
 def _main_operand(op: Op) -> Value | None:
@@ -121,22 +131,49 @@ class _Mover:
         return True
 
     def down(self, u: Op, subst: dict, new_ops: list[Op]) -> bool:
-        """u(reshape(y)) -> reshape(u(y)) when y is a kernel's result."""
-        main = _main_operand(u)
-        reshape = main.producer if main is not None else None
-        if reshape is None or reshape.name != "reshape" or self.only_reader(main) is not u:
+        """u(reshape(y), ...) -> reshape(u(y, ...)) when y is a kernel's result (see module doc)."""
+        if not is_pointwise(u) or u.name in ("iota", "copy") or len(u.results) != 1:
             return False
-        y = reshape.inputs[0]
-        if not _makes_kernel(y.producer):
+        shape = u.result.type.shape
+        full = [v for v in u.inputs if shapes_equal(v.type.shape, shape)]
+        if not all(v in full or all(is_one(d) for d in v.type.shape) for v in u.inputs):
             return False
-        moved = self.rebuilt(u, main, y, y.type.shape, new_ops)
-        view = Op("reshape", [moved.result], {"shape": reshape.attrs["shape"]},
-                  [_with_shape(moved.result.type, reshape.attrs["shape"])])
-        new_ops.append(view)
+        reshaped = [v for v in full if v.producer is not None and v.producer.name == "reshape"
+                    and _makes_kernel(v.producer.inputs[0].producer)]
+        if not reshaped:
+            return False
+        source = reshaped[0].producer.inputs[0].type.shape
+        new_main: dict[Value, Value] = {}
+        for v in full:
+            p = v.producer
+            if p is not None and p.name == "reshape" and shapes_equal(p.inputs[0].type.shape, source):
+                new_main[v] = p.inputs[0]  # the reshape undone
+        if any(self.returned_or_shared(v) for v in new_main):
+            return False
+        for v in full:
+            if v not in new_main:  # another full operand is read in the source shape: a view of it
+                view = Op("reshape", [v], {"shape": shape_attr(source)}, [_with_shape(v.type, source)])
+                new_ops.append(view)
+                new_main[v] = view.result
+        scalars = {}
+        for v in u.inputs:
+            if v not in new_main and v.type.rank > 0 and v not in scalars:
+                r = Op("reshape", [v], {"shape": ()}, [_with_shape(v.type, ())])
+                new_ops.append(r)
+                scalars[v] = r.result
+        moved = Op(u.name, [new_main.get(v) or scalars.get(v, v) for v in u.inputs], dict(u.attrs),
+                   [_with_shape(u.result.type, source)])
+        view = Op("reshape", [moved.result], {"shape": shape_attr(shape)}, [_with_shape(moved.result.type, shape)])
+        new_ops += [moved, view]
         subst[u.result] = view.result
         self.users[view.result] = self.users.pop(u.result, [])
         self.stats["down"] += 1
         return True
+
+    def returned_or_shared(self, v: Value) -> bool:
+        """A reshape result that is returned: undoing it for u changes nothing for the output,
+        but keep such graphs as they are (the reshape stays needed, and so is its input)."""
+        return v in self.returned
 
 
 @graph_pass("move_reshapes", options={},

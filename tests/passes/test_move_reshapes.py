@@ -49,19 +49,16 @@ def test_down_a_cast_after_a_reshape_joins_the_kernel_that_made_its_input():
 
 
 def test_stays_when_nothing_would_fuse_or_the_value_has_other_readers():
-    # Up: the reshape's only reader is a matmul (no kernel to join). Down: the reshape's input is
-    # a graph input (no kernel to join). Returned or shared values never move.
+    # Up: the reshape is only returned (no kernel to join). Down: the reshape's input is a
+    # graph input (no kernel to join). A cast whose result is also returned never moves up.
     run_golden("move_reshapes", """
-        func @f(%x: bf16[2,3,4], %w: f32[4,5], %y: f32[6,4]) -> (f32[6,5], f32[2,3,4], f32[6,4]) {
+        func @f(%x: bf16[2,3,4], %y: f32[6,4]) -> (f32[6,4], f32[2,3,4], f32[2,3,4], f32[6,4]) {
           %0: f32[2,3,4] = cast[dtype="f32"] %x
           %1: f32[6,4] = reshape[shape=(6, 4)] %0
-          %2: f32[6,5] = matmul %1, %w
-          %3: f32[2,3,4] = reshape[shape=(2, 3, 4)] %y
-          %4: f32[2,3,4] = neg %3
-          %5: f32[6,4] = exp %y
-          %6: f32[6,4] = reshape[shape=(6, 4)] %4
-          %7: f32[6,4] = add %6, %5
-          return %2, %4, %7
+          %2: f32[2,3,4] = reshape[shape=(2, 3, 4)] %y
+          %3: f32[2,3,4] = neg %2
+          %4: f32[6,4] = exp %1
+          return %1, %3, %0, %4
         }
         """, None)
 
@@ -77,3 +74,34 @@ def test_an_op_with_two_full_operands_does_not_move():
           return %2
         }
         """, None)
+
+
+def test_down_a_linear_epilogue_on_3d_moves_below_the_unflattening_reshape():
+    # nn.Linear on [B,T,K]: the matmul runs on [B*T,K] and is unflattened before GELU (which reads
+    # its input twice) and the residual add. Every op moves to [B*T,N]: the residual is viewed
+    # in that shape, and fuse_matmul can take the whole chain as the matmul's epilogue.
+    rec = run_golden("move_reshapes", """
+        func @f(%x: f32[6,4], %w: f32[4,5], %r: f32[2,3,5]) -> (f32[2,3,5]) {
+          %0: f32[6,5] = matmul %x, %w
+          %1: f32[2,3,5] = reshape[shape=(2, 3, 5)] %0
+          %2: f32[] = full[value=0.5]
+          %3: f32[2,3,5] = mul %1, %2
+          %4: f32[2,3,5] = erf %1
+          %5: f32[2,3,5] = mul %3, %4
+          %6: f32[2,3,5] = add %r, %5
+          return %6
+        }
+        """, """
+        func @f(%x: f32[6,4], %w: f32[4,5], %r: f32[2,3,5]) -> (f32[2,3,5]) [device="cpu"] {
+          %0: f32[6,5] = matmul %x, %w
+          %1: f32[] = full[value=0.5]
+          %2: f32[6,5] = mul %0, %1
+          %3: f32[6,5] = erf %0
+          %4: f32[6,5] = mul %2, %3
+          %5: f32[6,5] = reshape[shape=(6, 5)] %r
+          %6: f32[6,5] = add %5, %4
+          %7: f32[2,3,5] = reshape[shape=(2, 3, 5)] %6
+          return %7
+        }
+        """)
+    assert rec.stats == {"up": 0, "down": 4}
