@@ -52,6 +52,9 @@ class Options:
     # Seconds of timing one compiled graph may spend beyond the library and default candidates,
     # which are always timed (so the choice is never slower than either); None: no limit.
     autotune_budget_s: float | None = 60.0
+    # Offer the library SDPA as a candidate for attention; False leaves ember's flash-attention
+    # template alone in the race wherever it applies (to measure it; a benchmark option).
+    attention_library: bool = True
 
     _CHECKS = {
         "pipeline": (str, "a pipeline string such as \"canonicalize,cse,dce\""),
@@ -61,6 +64,7 @@ class Options:
         "strict_lowering": (bool, "True or False"),
         "autotune": (bool, "True or False"),
         "autotune_budget_s": ((int, float, type(None)), "a number of seconds >= 0 or None"),
+        "attention_library": (bool, "True or False"),
     }
 
     @classmethod

@@ -67,8 +67,9 @@ class Chooser:
 
     def __init__(self, device: str, *, cache_dir: str | None, autotune: bool = True,
                  budget_s: float | None = None, pipeline: str = "",
-                 stats: TuningStats | None = None, timer: Any = None):
+                 stats: TuningStats | None = None, timer: Any = None, attention_library: bool = True):
         self.device = device
+        self.cache_dir = cache_dir                # also where timed template kernels are written
         self.interpret = not device.startswith("cuda")
         self.cache = TuningCache(cache_dir) if cache_dir and autotune else None
         self.autotune = autotune
@@ -78,6 +79,7 @@ class Chooser:
         self.timer = timer                      # tests: a fake timer; None: do_bench on a GPU
         self.deadline: float | None = None      # set by the first timed tune
         self.decisions: list[dict[str, Any]] = []
+        self.attention_library = attention_library  # False: SDPA left out of attention's race
 
     @classmethod
     def for_options(cls, device: str, options) -> "Chooser":
@@ -87,7 +89,8 @@ class Chooser:
         except Exception:  # noqa: BLE001 - a pipeline that ran already; never fail codegen on this
             fingerprint = ""
         return cls(device, cache_dir=options.cache_dir, autotune=options.autotune,
-                   budget_s=options.autotune_budget_s, pipeline=fingerprint)
+                   budget_s=options.autotune_budget_s, pipeline=fingerprint,
+                   attention_library=options.attention_library)
 
     def _remaining(self) -> float | None:
         if self.budget_s is None:
