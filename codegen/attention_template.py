@@ -117,14 +117,14 @@ def search_space(head_dim: int, itemsize: int, m: int | None, n: int | None) -> 
 
 def heuristic_config(configs: list[AttentionConfig], head_dim: int) -> AttentionConfig:
     """The untimed default (CPU interpreter, autotune off, symbolic sizes): the usual Hopper
-    picks by head dim, 128x64 tiles with 4 warps up to D=64, 8 warps up to 128, 64x32 beyond;
+    picks by head dim, 128x64 tiles with 4 warps up to D=64, 8 warps up to 128, 64x32 with 8 warps beyond;
     the first config of the space with the largest tiles not above those, else the first one."""
     if head_dim <= 64:
         want = AttentionConfig(128, 64, 4, 3)
     elif head_dim <= 128:
         want = AttentionConfig(128, 64, 8, 3)
     else:
-        want = AttentionConfig(64, 32, 4, 2)
+        want = AttentionConfig(64, 32, 8, 2)
     if want in configs:
         return want
     smaller = [c for c in configs if c.BLOCK_M <= want.BLOCK_M and c.BLOCK_N <= want.BLOCK_N
