@@ -53,3 +53,12 @@ def test_autotune_budget_is_checked():
     for bad in (-1, True, "10"):
         with pytest.raises(OptionsError, match="autotune_budget_s"):
             Options.from_dict({"autotune_budget_s": bad})
+
+
+def test_attention_library_is_checked_and_reaches_the_chooser():
+    from ember.codegen.choice import Chooser
+    opts = Options.from_dict({"attention_library": False})
+    assert Chooser.for_options("cuda:0", opts).attention_library is False
+    assert Chooser.for_options("cuda:0", Options()).attention_library is True
+    with pytest.raises(OptionsError, match="attention_library"):
+        Options.from_dict({"attention_library": "no"})
