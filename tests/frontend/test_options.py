@@ -57,6 +57,7 @@ def test_autotune_budget_is_checked():
 
 def test_attention_library_is_checked_and_reaches_the_chooser():
     from ember.codegen.choice import Chooser
+    from ember.options import Options, OptionsError
     opts = Options.from_dict({"attention_library": False})
     assert Chooser.for_options("cuda:0", opts).attention_library is False
     assert Chooser.for_options("cuda:0", Options()).attention_library is True
