@@ -122,11 +122,21 @@ def why_not_template(call: SdpaCall, graph) -> str | None:
             return f"mask {mt}"
         if call.is_causal:
             return "both a mask and is_causal"
-    if str(q.device).startswith("cuda") and call.mask is not None:
-        from ..passes.attention_mask import classify
-        if classify(call.mask, False, scores, graph.ops).empty_rows is not False:
-            return "a row may be fully masked (torch's CUDA kernels differ there)"
+    if str(q.device).startswith("cuda") and call.mask is not None and _rows_may_be_empty(call.mask, scores, graph):
+        return "a row may be fully masked (torch's CUDA kernels differ there)"
     return None
+
+
+def _rows_may_be_empty(mask: Value, scores: tuple, graph) -> bool:
+    """Unless attention_mask.classify proves every row keeps a key. A mask computed by a fused
+    region (fuse ran after the attention pass) is judged by what the region's body yields."""
+    from ..passes.attention_mask import classify
+    ops = graph.ops
+    p = mask.producer
+    if p is not None and p.name == "fused":
+        body = p.attrs["body"]
+        mask, ops = body.outputs[p.results.index(mask)], body.ops
+    return classify(mask, False, scores, ops).empty_rows is not False
 
 
 def choose(b: "WrapperBuilder", op: Op) -> TemplateChoice | None:

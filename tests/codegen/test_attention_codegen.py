@@ -166,3 +166,25 @@ def test_compiled_module_launches_one_attention_kernel(tmp_path):
     assert not [e for e in report["externs"] if "scaled_dot_product" in e["target"]]
     wrapper = next(tmp_path.glob("*/wrapper.py")).read_text()
     assert wrapper.count("launch_attention(") == 1
+
+
+def test_cuda_padding_mask_built_in_a_fused_region_gets_the_template():
+    # fuse runs after the attention pass: codegen looks into the region that yields the mask.
+    g = parse(dedent(f"""
+        func @f(%keep: b1[2,1,1,20], %q: bf16[2,4,20,16], %k: bf16[2,2,20,16], %v: bf16[2,2,20,16]) -> (bf16[2,4,20,16]) [device="cuda"] {{
+          %0: bf16[2,1,1,20] = fused[name="fused0"] %keep {{
+            ^(%in0: b1[2,1,1,20]):
+            %0: b1[2,1,1,20] = bitwise_not %in0
+            %1: bf16[] = full[value=-3.3895313892515355e+38]
+            %2: bf16[2,1,1,20] = full[value=0.0]
+            %3: bf16[2,1,1,20] = where %0, %1, %2
+            yield %3
+          }}
+          %1: bf16[2,4,20,16] = extern[args=[#0, #1, #2], kwargs={{"attn_mask": #3, "enable_gqa": True}}, {SDPA}] %q, %k, %v, %0
+          return %1
+        }}
+        """))
+    assert why_not_template(bind_sdpa(g.ops[1]), g) is None
+    # The same region yielding -inf where a key is dropped could empty a row: the library.
+    g2 = parse(str(g).replace("-3.3895313892515355e+38", "-inf"))
+    assert "fully masked" in why_not_template(bind_sdpa(g2.ops[1]), g2)
