@@ -7,7 +7,9 @@
 Module map: wrapper.py walks the graph; memory_plan.py decides which buffers reuse dead ones'
 storage; pointwise.py, reduction.py, row_kernel.py (fused regions with reductions) and
 data_movement.py write kernels through kernel_writer.py;
-pointwise_ops.py says how each pointwise op becomes Triton;
+pointwise_ops.py says how each pointwise op becomes Triton; attention_template.py is the
+flash-attention template and attention_emit.py runs SDPA externs as it or the library, as
+choice.py's Chooser (the autotuner) decides;
 triton_helpers.py holds the @triton.jit helpers kernels call; launch_heuristics.py picks block sizes;
 code_cache.py puts the module on disk and imports it; runtime.py is what the module uses at run time.
 """
