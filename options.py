@@ -59,6 +59,9 @@ class Options:
     # Let the library (cuBLAS) race ember's matmul template; False: the template alone (what the
     # benchmark measures as "template only"). Products the template cannot compute still call it.
     matmul_library: bool = True
+    # Offer the library SDPA as a candidate for attention; False leaves ember's flash-attention
+    # template alone in the race wherever it applies (to measure it; a benchmark option).
+    attention_library: bool = True
 
     _CHECKS = {
         "pipeline": (str, "a pipeline string such as \"canonicalize,cse,dce\""),
@@ -69,6 +72,7 @@ class Options:
         "autotune": (bool, "True or False"),
         "autotune_budget_s": ((int, float, type(None)), "a number of seconds >= 0 or None"),
         "matmul_library": (bool, "True or False"),
+        "attention_library": (bool, "True or False"),
     }
 
     @classmethod

@@ -69,22 +69,30 @@ def extern_summary(dump: Path | None) -> dict | None:
     """Externs over every compiled graph (forward and backward) in one dump folder.
 
     Each graph's report.json has an "externs" list; entries name their ATen op under "target"
-    (or "op"). Returns the count, the count per op, and how many graphs were reported.
+    (or "op"). Returns the count, the count per op, and how many graphs were reported; plus, when
+    codegen chose implementations (report.json's "autotune": the attention template's config or
+    the library), `choices`: "op=choice" per decision, e.g. "attention=flash_128x64_w8_s3".
     """
     if dump is None:
         return None
     reports = sorted(dump.rglob("report.json"))
     ops: Counter = Counter()
     total = 0
+    choices: list[str] = []
     for path in reports:
         try:
-            externs = json.loads(path.read_text()).get("externs", [])
+            report = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        externs = report.get("externs", [])
         total += len(externs)
         for e in externs:
             ops[str(e.get("target", e.get("op", "?"))) if isinstance(e, dict) else str(e)] += 1
-    return {"externs": total, "extern_ops": dict(ops.most_common()), "graphs": len(reports)}
+        choices += [f"{d.get('op')}={d.get('choice')}" for d in report.get("autotune", []) if isinstance(d, dict)]
+    out = {"externs": total, "extern_ops": dict(ops.most_common()), "graphs": len(reports)}
+    if choices:
+        out["choices"] = choices
+    return out
 
 
 def settle_dumps(b: Backend, keep_as: Path | None) -> str | None:

@@ -5,10 +5,12 @@ copy bandwidth measured in the same run), bf16 matmuls (TFLOP/s vs cuBLAS mm 819
 same run), linear+bias+gelu, and causal attention written naively as softmax(QK^T/sqrt(d) + mask)V
 for eager / TorchInductor / ember, with SDPA as a reference row.
 
-Attention FLOPs are counted as 4*B*H*S^2*D, the full (non-causal) product the naive formulation
-computes, for every row including SDPA (which skips the masked half). Ratios between rows do not
-depend on the convention; this one is what the anchor figures appear to use (their naive eager
-time is consistent only with the full count).
+Attention FLOPs are counted over the causal triangle, 2*B*H*S^2*D, for every row (see
+_causal_attention_flops). ember's attention row runs what its codegen chose for the one SDPA op
+the attention pass makes of the naive formulation: its own flash-attention template or the
+library SDPA, timed against each other at compile time; the run's progress line names the choice
+("chose attention=flash_128x64_w8_s3" or "attention=sdpa"). For the template alone, run with
+--ember-options '{"attention_library": false}'.
 """
 from __future__ import annotations
 

@@ -276,6 +276,8 @@ def line(label: str, rec: dict, work: Workload) -> str:
         parts.append(f"{rec['kernels']} kernels")
     if rec.get("externs") is not None:
         parts.append(f"{rec['externs']} externs")
+    if rec.get("choices"):  # which implementation ember's codegen chose (attention: template or SDPA)
+        parts.append("chose " + ", ".join(rec["choices"]))
     if rec.get("mem_call_bytes") is not None:
         parts.append(f"peak +{mib(rec['mem_call_bytes'])} MiB")
     if rec.get("mem_above_eager"):

@@ -67,7 +67,8 @@ class Chooser:
 
     def __init__(self, device: str, *, cache_dir: str | None, autotune: bool = True,
                  budget_s: float | None = None, pipeline: str = "",
-                 stats: TuningStats | None = None, timer: Any = None, matmul_library: bool = True):
+                 stats: TuningStats | None = None, timer: Any = None, matmul_library: bool = True,
+                 attention_library: bool = True):
         self.device = device
         self.cache_dir = cache_dir              # also where timing runs put their modules
         self.interpret = not device.startswith("cuda")
@@ -80,6 +81,7 @@ class Chooser:
         self.deadline: float | None = None      # set by the first timed tune
         self.decisions: list[dict[str, Any]] = []
         self.matmul_library = matmul_library    # False: matmuls race ember's template configs only
+        self.attention_library = attention_library  # False: SDPA left out of attention's race
 
     @classmethod
     def for_options(cls, device: str, options) -> "Chooser":
@@ -90,7 +92,7 @@ class Chooser:
             fingerprint = ""
         return cls(device, cache_dir=options.cache_dir, autotune=options.autotune,
                    budget_s=options.autotune_budget_s, pipeline=fingerprint,
-                   matmul_library=options.matmul_library)
+                   matmul_library=options.matmul_library, attention_library=options.attention_library)
 
     def _remaining(self) -> float | None:
         if self.budget_s is None:

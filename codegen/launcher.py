@@ -50,10 +50,11 @@ def _launch_hooks_installed() -> bool:
 
 
 class Launcher:
-    """Launches `fn` over a 1-d grid with fixed block sizes (`XBLOCK=`, `RBLOCK=`, or a template's
-    `BLOCK_M=`, ..., in the kernel's signature order), `num_warps` and, for templates whose loops
-    are software-pipelined, `num_stages` (None: Triton's default); the call passes the runtime
-    arguments positionally and the INDEX_64 flag by keyword:
+    """Launches `fn` over a 1-d grid with fixed block sizes (`XBLOCK=`, `RBLOCK=`, ...: the
+    kernel's constexpr parameters before INDEX_64, in signature order), `num_warps` and
+    optionally `num_stages` (software pipelining depth, for kernels with loops over tl.dot: the
+    attention template; None: Triton's default); the call passes the runtime arguments
+    positionally and the INDEX_64 flag by keyword:
 
         launch_k0_relu = Launcher(k0_relu, DEVICE, num_warps=4, XBLOCK=1024)
         launch_k0_relu(cdiv(d0, 1024), x, buf0, d0, INDEX_64=False)
@@ -63,9 +64,7 @@ class Launcher:
                  **blocks: int):
         self.fn = fn
         self.num_warps = num_warps
-        self._options = {"num_warps": num_warps}
-        if num_stages is not None:
-            self._options["num_stages"] = num_stages
+        self.options = {"num_warps": num_warps} | ({"num_stages": num_stages} if num_stages else {})
         self.blocks = blocks
         self._block_values = tuple(blocks.values())
         # Interpreted kernels (CPU tensors) have no compiled launcher to call.
@@ -88,7 +87,7 @@ class Launcher:
                 run(programs, 1, 1, self._stream(), function, metadata, None, None, None,
                     *args, *self._block_values, INDEX_64)
                 return
-        kernel = self.fn[(programs,)](*args, **self.blocks, INDEX_64=INDEX_64, **self._options)
+        kernel = self.fn[(programs,)](*args, **self.blocks, INDEX_64=INDEX_64, **self.options)
         if key is not None:
             self._remember(key, kernel)
 

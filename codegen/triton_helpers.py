@@ -149,6 +149,18 @@ if triton.knobs.runtime.interpret:
     loop_bound = interpreter_shims.python_int
 
 
+@triton.jit
+def dot(a, b):
+    # tl.dot of 16-bit tiles accumulating in f32 (the attention template's Q K^T and P V).
+    return tl.dot(a, b)
+
+
+if triton.knobs.runtime.interpret:
+    @triton.jit
+    def dot(a, b):  # noqa: F811 - the interpreter multiplies bf16 tiles' raw bits as numbers
+        return tl.dot(a.to(tl.float32), b.to(tl.float32))
+
+
 # Rounding casts to low-precision floats (`.to` rounds to nearest even on the GPU; the interpreter's
 # bf16 and fp8 conversions do not, so they get torch's instead).
 @triton.jit

@@ -28,7 +28,7 @@ from ..ir.dtypes import itemsize
 from ..ir.ops import resolve_target
 from ..ir.printer import format_attrs
 from ..ir.types import TensorType, shapes_equal
-from . import launcher, runtime
+from . import attention_emit, attention_template, launcher, runtime
 from .choice import Chooser
 from .data_movement import concat_kernel, gather_kernel, index_kernel, pad_kernel
 from .kernel_writer import Kernel
@@ -80,6 +80,7 @@ class WrapperBuilder:
         self.contiguous: set[Value] = set()   # values known to be contiguous (kernel outputs)
         self.index64: dict[Value, str] = {}   # value -> its INDEX_64 flag expression (see static_index64)
         self._region_kernels: dict[Op, Kernel | None] = {}
+        self._attention: dict[Op, attention_emit.TemplateChoice | None] = {}
         self._launchers: dict[str, str] = {}      # Launcher(...) definition -> its module-level name
         self.memory = MemoryPlan()  # planned in build(), once every op's lowering is known
         self.matmuls = MatmulEmitter(self)  # template or library, per matmul and matmul region
@@ -178,10 +179,14 @@ class WrapperBuilder:
     def launcher_name(self, kernel_name: str, cfg) -> str:
         """The module-level Launcher (codegen/launcher.py) for `kernel_name` with `cfg`'s block
         sizes and warps; one per distinct pair, shared by the launch sites that use it."""
-        blocks = [f"{k}={v}" for k, v in cfg.blocks().items()]
-        if cfg.num_stages is not None:
-            blocks.insert(0, f"num_stages={cfg.num_stages}")
-        definition = f"Launcher({kernel_name}, DEVICE, num_warps={cfg.num_warps}, {', '.join(blocks)})"
+        return self.launcher_for(kernel_name, cfg.num_warps, cfg.blocks(), cfg.num_stages)
+
+    def launcher_for(self, kernel_name: str, num_warps: int, blocks: dict[str, int],
+                     num_stages: int | None = None) -> str:
+        """The Launcher for `kernel_name` with these constexpr block sizes (signature order)."""
+        stages = f", num_stages={num_stages}" if num_stages is not None else ""
+        sizes = ", ".join(f"{k}={v}" for k, v in blocks.items())
+        definition = f"Launcher({kernel_name}, DEVICE, num_warps={num_warps}{stages}, {sizes})"
         name = self._launchers.get(definition)
         if name is None:
             name = self.namer.claim(f"launch_{kernel_name}")
@@ -209,6 +214,8 @@ class WrapperBuilder:
             return "kernel"
         if op.name in _VIEWS:
             return "view"
+        if op.name == "extern" and self.attention_template(op) is not None:
+            return "kernel"  # ember's flash-attention template, into a buffer the wrapper allocates
         if op.name == "extern":
             return op.name
         if op.name == "fused":
@@ -219,6 +226,8 @@ class WrapperBuilder:
         kind = self.lowering(op)
         if kind == "kernel" and op.name == "matmul":
             self.matmuls.emit_template(op)
+        elif op.name == "extern" and kind == "kernel":
+            attention_emit.emit(self, op, self.attention_template(op))
         elif kind == "kernel":
             if can_lower(op):
                 kernel = pointwise_kernel([op])
@@ -242,6 +251,13 @@ class WrapperBuilder:
         self._set_index64(op.result, self.static_index64(op.result))
         self.launch(kernel, op.name, self.names)
         self.num_kernels += 1
+
+    def attention_template(self, op: Op) -> "attention_emit.TemplateChoice | None":
+        """For an SDPA extern: the template config the chooser picked (None: the library call).
+        Asked once per op: memory planning needs the answer before the op is emitted."""
+        if op not in self._attention:
+            self._attention[op] = attention_emit.choose(self, op)
+        return self._attention[op]
 
     def region_kernel(self, op: Op) -> Kernel | None:
         """The one kernel a fused region becomes, or None when its body must run op by op."""
@@ -412,7 +428,8 @@ class WrapperBuilder:
         wrapper = "\n".join(head + self.body + [f"    return [{outputs}]"]) + "\n"
         kernels = "\n\n".join(self.kernels.values())
         launchers = "".join(f"{name} = {definition}\n" for definition, name in self._launchers.items())
-        source = "\n\n".join(filter(None, [_header(g, self.interpret), kernels, launchers, wrapper]))
+        header = _header(g, self.interpret, attention=any(self._attention.values()))
+        source = "\n\n".join(filter(None, [header, kernels, launchers, wrapper]))
         return GeneratedModule(source, dict(self.kernels), wrapper, self.externs, self.num_kernels,
                                self.interpret, self.memory)
 
@@ -455,18 +472,21 @@ def _returns_one_tensor(fn) -> bool:
     return schema is not None and len(schema.returns) == 1 and str(schema.returns[0].type) == "Tensor"
 
 
-def _header(g: Graph, interpret: bool) -> str:
+def _header(g: Graph, interpret: bool, attention: bool) -> str:
     mode = "in Triton's interpreter" if interpret else "compiled by Triton"
     ir = "".join(f"#   {line}\n" for line in str(g).splitlines())
+    imports = (f"from {runtime.__name__} import (extern_results, helpers_for, libdevice_for, mm_aligned,\n"
+               f"    needs_int64, view_or_none)\n"
+               f"from {launcher.__name__} import Launcher\n")
+    if attention:
+        imports += f"from {attention_template.__name__} import launch_attention\n"
     return (f"# Generated by ember for graph @{g.name} on {g.device}; kernels run {mode}.\n"
             f"# IR:\n{ir}"
             "import torch\n"
             "import triton\n"
             "import triton.language as tl\n"
             "from triton import cdiv\n\n"
-            f"from {runtime.__name__} import (extern_results, helpers_for, libdevice_for, mm_aligned,\n"
-            f"    needs_int64, view_or_none)\n"
-            f"from {launcher.__name__} import Launcher\n\n"
+            f"{imports}\n"
             f"INTERPRET = {interpret}\n"
             "helpers = helpers_for(INTERPRET)\n"
             "libdevice = libdevice_for(INTERPRET)\n"

@@ -41,7 +41,12 @@ def _record(rec: Any) -> dict:
             "seconds": get("seconds")}
 
 
-def externs_of(graph) -> list[dict]:
+def externs_of(graph, compiled=None) -> list[dict]:
+    """The ATen calls the wrapper makes: the graph's externs, less those codegen ran as its own
+    kernels (an SDPA extern for which the attention template was chosen)."""
+    if compiled is not None and hasattr(compiled, "externs"):
+        return [{"target": e["target"], "reason": e.get("reason", "")}
+                for e in compiled.externs if e.get("op") == "extern"]
     return [{"target": op.attrs["target"], "reason": op.attrs.get("reason", "")}
             for op in graph.ops if op.name == "extern"]
 
@@ -95,7 +100,7 @@ class Dump:
             "kernel_count": getattr(compiled, "num_kernels", 0) if compiled is not None else 0,
             "memory": getattr(compiled, "memory", None),
             "autotune": getattr(compiled, "autotune", []) if compiled is not None else [],
-            "externs": externs_of(graph) if graph is not None else [],
+            "externs": externs_of(graph, compiled) if graph is not None else [],
             "fusion": regions,
             "fusion_rejected": rejected,
             "passes": [_record(r) for r in records],

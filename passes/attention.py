@@ -23,7 +23,8 @@ mask added before a scale, a masked_fill with a finite value) leaves the graph a
 Fully masked rows: the plain-softmax form gives NaN there, SDPA gives 0, so that form is
 rewritten only when no row can be fully masked (attention_mask.py). Stats: `matched`, by form
 (`sdpa_math`, `eager`), `causal`, `masked`, `gqa`, and `rejected` (attention-shaped subgraphs
-left alone; details["rejected"] says why).
+left alone; details["rejected"] says why); `fused_op`: torch's backend SDPA ops (flash, efficient,
+cuDNN) whose extra outputs nobody reads, made the same extern (attention_fused.py).
 """
 from __future__ import annotations
 
@@ -34,12 +35,13 @@ from ..ir.graph import infer_result_types
 from ..ir.ops import ExternArg, attrs_with_defaults, get_op
 from ..ir.printer import value_names
 from ..ir.types import dims_equal, shapes_equal
+from .attention_fused import rewrite_fused_ops
 from .attention_mask import Mask, classify, constant_cone, scalar_constant, sdpa_mask
 from .context import PassContext
 from .effects import has_side_effects, mutated_values
 from .registry import PassResult, graph_pass
 
-REASON = "attention: library SDPA until ember's flash-attention template"
+REASON = "attention: SDPA, ember's flash-attention template or the library (codegen chooses)"
 TARGET = "aten.scaled_dot_product_attention.default"
 _FLOATS = ("f16", "bf16", "f32", "f64")
 _MAX_CHAIN = 16  # ops walked through on one operand's way back from a matmul
@@ -488,5 +490,9 @@ def attention(g: Graph, ctx: PassContext) -> PassResult:
             stats[key] += int(found[key])
         matched.append({"softmax": f"{names[div.result]} = div", "form": form,
                         **{k: found[k] for k in ("causal", "masked", "gqa")}})
-    return PassResult(changed=stats["matched"] > 0, stats=stats,
-                      details={"matched": matched, "rejected": rejected})
+    # torch's fused SDPA ops (what a direct F.scaled_dot_product_attention call becomes on CUDA)
+    # whose logsumexp nobody reads: the same extern (attention_fused.py).
+    fused = rewrite_fused_ops(g)
+    stats["fused_op"] = len(fused)
+    return PassResult(changed=stats["matched"] + stats["fused_op"] > 0, stats=stats,
+                      details={"matched": matched, "rejected": rejected, "fused_ops": fused})

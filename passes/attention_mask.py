@@ -135,9 +135,11 @@ def _no_neg_inf(v: Value) -> bool:
     p = v.producer
     if p is None:
         return False
-    if p.name == "full":
-        c = scalar_constant(v)
-        return c is not None and c > -math.inf
+    if p.name == "full":  # of any shape (fuse copies constants into regions at full size)
+        value = p.attrs["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return torch.full((), value, dtype=to_torch(v.type.dtype)).item() > -math.inf  # as stored
     if p.name == "where":
         return _no_neg_inf(p.inputs[1]) and _no_neg_inf(p.inputs[2])
     if p.name == "maximum":

@@ -122,6 +122,9 @@ def test_extern_summary_reads_every_report(tmp_path):
     s = extern_summary(tmp_path)
     assert s == {"externs": 3, "extern_ops": {"aten.mm": 2, "aten.convolution": 1}, "graphs": 2}
     assert extern_summary(None) is None
+    (tmp_path / "graph0" / "report.json").write_text(json.dumps({"externs": [], "autotune": [
+        {"op": "attention", "choice": "flash_128x64_w8_s3"}]}))
+    assert extern_summary(tmp_path)["choices"] == ["attention=flash_128x64_w8_s3"]
 
 
 def test_cli_helpers():

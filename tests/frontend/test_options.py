@@ -61,3 +61,13 @@ def test_matmul_library_is_a_bool():
     assert Options.from_dict({"matmul_library": False}).matmul_library is False
     with pytest.raises(OptionsError, match="matmul_library"):
         Options.from_dict({"matmul_library": "no"})
+
+
+def test_attention_library_is_checked_and_reaches_the_chooser():
+    from ember.codegen.choice import Chooser
+    from ember.options import Options, OptionsError
+    opts = Options.from_dict({"attention_library": False})
+    assert Chooser.for_options("cuda:0", opts).attention_library is False
+    assert Chooser.for_options("cuda:0", Options()).attention_library is True
+    with pytest.raises(OptionsError, match="attention_library"):
+        Options.from_dict({"attention_library": "no"})

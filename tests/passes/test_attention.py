@@ -5,7 +5,7 @@ from textwrap import dedent
 from ember.ir import interpret, parse
 from pass_testing import random_inputs, run_golden
 
-SDPA = 'reason="attention: library SDPA until ember\'s flash-attention template", ' \
+SDPA = 'reason="attention: SDPA, ember\'s flash-attention template or the library (codegen chooses)", ' \
        'target="aten.scaled_dot_product_attention.default"'
 
 
@@ -62,7 +62,7 @@ def test_math_sdpa_f32_without_mask():
         }}
         """)
     assert rec.stats == {"matched": 1, "sdpa_math": 1, "eager": 0, "causal": 0, "masked": 0, "gqa": 0,
-                         "rejected": 0}
+                         "rejected": 0, "fused_op": 0}
     assert rec.details["matched"] == [{"softmax": "%12 = div", "form": "sdpa_math", "causal": False,
                                        "masked": False, "gqa": False}]
 

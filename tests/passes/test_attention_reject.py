@@ -29,7 +29,7 @@ def _rejected(text: str) -> str:
 def test_the_base_case_matches():
     rec = run_golden("attention", EAGER, """
         func @f(%q: f32[6,5,4], %k: f32[6,5,4], %v: f32[6,5,4], %m: f32[6,5,5]) -> (f32[6,5,4]) [device="cpu"] {
-          %0: f32[6,5,4] = extern[args=[#0, #1, #2], kwargs={"scale": 0.5}, reason="attention: library SDPA until ember's flash-attention template", target="aten.scaled_dot_product_attention.default"] %q, %k, %v
+          %0: f32[6,5,4] = extern[args=[#0, #1, #2], kwargs={"scale": 0.5}, reason="attention: SDPA, ember's flash-attention template or the library (codegen chooses)", target="aten.scaled_dot_product_attention.default"] %q, %k, %v
           return %0
         }
         """)
