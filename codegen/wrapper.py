@@ -378,13 +378,18 @@ class WrapperBuilder:
         dead_after = self._dead_after()
         for i, op in enumerate(g.ops):
             self.emit(op)
-            if dead_after.get(i):
-                self.line(f"del {', '.join(dead_after[i])}")
+            # Names are looked up after emitting: a region run op by op names its body's values
+            # only then (and a region run as one kernel never names them).
+            names = [self.names[v] for v in dead_after.get(i, []) if v in self.names]
+            if names:
+                self.line(f"del {', '.join(names)}")
         return self._assemble()
 
-    def _dead_after(self) -> dict[int, list[str]]:
-        """Op index -> the local names `call` can drop after that op: values no later op reads,
-        that are not returned and that no later buffer takes the storage of. Without the `del`
+    def _dead_after(self) -> dict[int, list[Value]]:
+        """Op index -> the values whose local names `call` can drop after that op: values no
+        later op reads, that are not returned and that no later buffer takes the storage of. The
+        values inside a region run op by op (a library matmul and its epilogue kernel) die with
+        the region; its results live on under the region's own names. Without the `del`
         every intermediate lives until `call` returns and a model's peak memory is the sum of all
         of them (ViT: 2.4 GiB per call against eager's 0.2). Dropping a name frees nothing a
         view still holds: a view keeps its base's storage alive."""
@@ -399,15 +404,19 @@ class WrapperBuilder:
                 last.setdefault(r, i)
             for v in op.inputs:
                 last[v] = i
+            if op.name == "fused":
+                for inner in self.body_of(op).ops:
+                    for r in inner.results:
+                        last.setdefault(r, i)
         for taker, reuse in self.memory.reuses.items():
             at = index.get(taker.producer)
             if at is not None:  # `bufN = <donor>` names the donor when bufN is allocated
                 last[reuse.donor] = max(last.get(reuse.donor, at), at)
         keep = set(g.outputs) | set(g.inputs)
-        out: dict[int, list[str]] = {}
+        out: dict[int, list[Value]] = {}
         for v, i in last.items():
-            if v not in keep and v in self.names:
-                out.setdefault(i, []).append(self.names[v])
+            if v not in keep:
+                out.setdefault(i, []).append(v)
         return out
 
     def _assemble(self) -> GeneratedModule:
