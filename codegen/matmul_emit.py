@@ -21,9 +21,11 @@ from __future__ import annotations
 import tempfile
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import sympy
 import torch
 
 from ..ir import Graph, Op, Value
+from ..ir.dtypes import itemsize
 from ..ir.externs import ExternArg
 from ..ir.types import TensorType, dims_equal
 from .choice import Chooser, Implementation
@@ -110,7 +112,6 @@ class MatmulEmitter:
 
     def emit_library(self, op: Op) -> None:
         """A bare matmul through the library: torch.matmul, or mm_aligned for unaligned sizes."""
-        from .wrapper import aligned_mm_sizes
         b = self.b
         a, w = (b.names[v] for v in op.inputs)
         out, t = b.names[op.result], op.result.type
@@ -263,3 +264,26 @@ def _with_layout(t: torch.Tensor, dims: tuple[int, ...] | None) -> torch.Tensor:
     inverse = [dims.index(i) for i in range(len(dims))]
     return t.permute(inverse).contiguous().permute(dims)
 
+
+PAD_MIN_SIZE = 256        # smaller sizes gain little from an aligned GEMM; copies would cost more
+PAD_DEVICES = ("cuda",)   # cuBLAS's concern; tests add "cpu" to run the code path here
+
+
+def aligned_mm_sizes(op: Op) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | None:
+    """(M, K, N) for runtime.mm_aligned, each rounded up to a multiple of 16 bytes where it is a
+    concrete size >= PAD_MIN_SIZE that is not one, for a 2-d CUDA matmul; None when no size
+    needs it (the matmul is left to torch.matmul). Sizes stay as written where not padded."""
+    a, b = op.inputs
+    t = op.result.type
+    if t.rank != 2 or not str(t.device).startswith(PAD_DEVICES):
+        return None
+    per = max(1, 16 // itemsize(t.dtype))
+    sizes, changed = [], False
+    for d in (a.type.shape[0], a.type.shape[1], b.type.shape[1]):
+        d = sympy.sympify(d)
+        if d.is_Integer and int(d) >= PAD_MIN_SIZE and int(d) % per:
+            sizes.append(sympy.Integer(-(-int(d) // per) * per))
+            changed = True
+        else:
+            sizes.append(d)
+    return tuple(sizes) if changed else None

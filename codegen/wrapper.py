@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import sympy
 
 from ..ir import Graph, Op, Value
-from ..ir.dtypes import itemsize
 from ..ir.ops import resolve_target
 from ..ir.printer import format_attrs
 from ..ir.types import TensorType, shapes_equal
@@ -450,30 +449,6 @@ def generate_module(graph: Graph, chooser: Chooser | None = None) -> GeneratedMo
 def _torch_dtype(dtype: str) -> str:
     from ..ir import to_torch
     return str(to_torch(dtype))  # "torch.float32"
-
-
-PAD_MIN_SIZE = 256        # smaller sizes gain little from an aligned GEMM; copies would cost more
-PAD_DEVICES = ("cuda",)   # cuBLAS's concern; tests add "cpu" to run the code path here
-
-
-def aligned_mm_sizes(op: Op) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | None:
-    """(M, K, N) for runtime.mm_aligned, each rounded up to a multiple of 16 bytes where it is a
-    concrete size >= PAD_MIN_SIZE that is not one, for a 2-d CUDA matmul; None when no size
-    needs it (the matmul is left to torch.matmul). Sizes stay as written where not padded."""
-    a, b = op.inputs
-    t = op.result.type
-    if t.rank != 2 or not str(t.device).startswith(PAD_DEVICES):
-        return None
-    per = max(1, 16 // itemsize(t.dtype))
-    sizes, changed = [], False
-    for d in (a.type.shape[0], a.type.shape[1], b.type.shape[1]):
-        d = sympy.sympify(d)
-        if d.is_Integer and int(d) >= PAD_MIN_SIZE and int(d) % per:
-            sizes.append(sympy.Integer(-(-int(d) // per) * per))
-            changed = True
-        else:
-            sizes.append(d)
-    return tuple(sizes) if changed else None
 
 
 def _returns_one_tensor(fn) -> bool:

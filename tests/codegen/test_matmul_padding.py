@@ -4,7 +4,7 @@ reader of it (kernels, reshapes, externs, graph outputs) must still see the righ
 import pytest
 import torch
 
-from ember.codegen import compile_graph, wrapper
+from ember.codegen import compile_graph, matmul_emit
 from ember.codegen.matmul_emit import FixedChoice
 from ember.codegen.runtime import mm_aligned
 from ember.ir import parse
@@ -16,7 +16,7 @@ func @f(%a: {dtype}[{m},{k}], %b: {dtype}[{k},{n}]) -> ({dtype}[{m},{n}]) [devic
   %0: {dtype}[{m},{n}] = matmul %a, %b
   return %0
 }}""")
-    got = wrapper.aligned_mm_sizes(g.ops[0])
+    got = matmul_emit.aligned_mm_sizes(g.ops[0])
     return None if got is None else tuple(int(d) if d.is_Integer else str(d) for d in got)
 
 
@@ -36,7 +36,7 @@ func @f[s0](%a: bf16[s0,768], %b: bf16[768,50257]) -> (bf16[s0,50257]) [device="
   %0: bf16[s0,50257] = matmul %a, %b
   return %0
 }""")
-    m, k, n = wrapper.aligned_mm_sizes(g.ops[0])
+    m, k, n = matmul_emit.aligned_mm_sizes(g.ops[0])
     assert str(m) == "s0"
     assert (k, n) == (768, 50264)
 
@@ -63,7 +63,7 @@ func @f(%x: f32[6,16], %w: f32[16,301], %b: f32[301]) -> (f32[6,301], f32[2,3,30
 
 
 def test_padded_result_reads_right_everywhere(monkeypatch):
-    monkeypatch.setattr(wrapper, "PAD_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(matmul_emit, "PAD_DEVICES", ("cuda", "cpu"))
     compiled = compile_graph(parse(GRAPH), chooser=FixedChoice("cpu", "library"))
     assert "mm_aligned(x, w, 6, 16, 304)" in compiled.wrapper_source
     x, w, b = torch.randn(6, 16), torch.randn(16, 301), torch.randn(301)
