@@ -100,6 +100,17 @@ def _build_region(g: Graph, ops: list[Op], users: dict[Value, list[Op]], written
     return fused, escaping, constants
 
 
+def install_ops(g: Graph, new_ops: list[Op], subst: dict[Value, Value], copied: set[Op]) -> None:
+    """Make `new_ops` (regions in place of their members) the graph's ops: readers and outputs
+    read the regions' results through `subst`, and constants copied into regions that nothing
+    outside reads any more are dropped rather than launched."""
+    for op in new_ops:
+        op.inputs = [subst.get(v, v) for v in op.inputs]
+    g.outputs = [subst.get(v, v) for v in g.outputs]
+    used = {v for op in new_ops for v in op.inputs} | set(g.outputs)
+    g.ops = [op for op in new_ops if not (op in copied and op.result not in used)]
+
+
 @graph_pass("fuse", options={}, description="group pointwise chains, reductions with their prologues and epilogues, and independent ops reading the same input into fused regions")
 def fuse(g: Graph, ctx: PassContext) -> PassResult:
     written = mutated_values(g)
@@ -151,12 +162,7 @@ def fuse(g: Graph, ctx: PassContext) -> PassResult:
             new_ops.append(regions[gid])
         else:
             new_ops.extend(g.ops[i] for i in sorted(by_group[gid]))
-    for op in new_ops:
-        op.inputs = [subst.get(v, v) for v in op.inputs]
-    g.outputs = [subst.get(v, v) for v in g.outputs]
-    # Constants copied into regions and now unused outside: drop them rather than launch them.
-    used = {v for op in new_ops for v in op.inputs} | set(g.outputs)
-    g.ops = [op for op in new_ops if not (op in cloned_from and op.result not in used)]
+    install_ops(g, new_ops, subst, cloned_from)
     details["bytes_saved"] = bytes_saved
     stats = {"regions": n_regions, "ops_fused": n_fused, "bytes_saved": sum(bytes_saved.values())}
     return PassResult(changed=True, stats=stats, details=details)

@@ -39,7 +39,7 @@ from ..ir.printer import value_names
 from ..ir.types import broadcasts_to, shapes_equal
 from .context import PassContext
 from .effects import mutated_values
-from .fuse import dependency_graph
+from .fuse import dependency_graph, install_ops
 from .fuse_groups import SYMBOL_HINT
 from .fuse_reasons import op_labeler
 from .registry import PassResult, graph_pass
@@ -268,9 +268,4 @@ def _reorder(g: Graph, cg: _Contracted, regions: dict[int, tuple[Op, list[Value]
             new_ops.append(regions[node][0])
         else:
             new_ops.extend(g.ops[i] for i in sorted(members[node]))
-    for op in new_ops:
-        op.inputs = [subst.get(v, v) for v in op.inputs]
-    g.outputs = [subst.get(v, v) for v in g.outputs]
-    # Constants copied into regions and no longer read outside: dropped, as fuse does.
-    used = {v for op in new_ops for v in op.inputs} | set(g.outputs)
-    g.ops = [op for op in new_ops if not (op in copied and op.result not in used)]
+    install_ops(g, new_ops, subst, copied)
