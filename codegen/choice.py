@@ -121,14 +121,15 @@ class Chooser:
         tensors: list[torch.Tensor] = []
 
         def runner_for(impl: Implementation) -> Callable[[], Any]:
+            fn = None
+
             def run():
+                nonlocal fn
                 if not tensors:  # allocated on the first timing only: a cache hit allocates nothing
                     tensors.extend(random_operand(t, s, self.device) for t, s in zip(operands, shapes))
-                    run.fn = None
-                if getattr(run, "fn", None) is None:
-                    run.fn = make_runner(impl, tensors)
-                return run.fn()
-            run.fn = None
+                if fn is None:
+                    fn = make_runner(impl, tensors)
+                return fn()
             return run
 
         key = TuningKey.make(content_hash(template_source), shapes, [to_torch(t.dtype) for t in operands],

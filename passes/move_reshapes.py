@@ -77,18 +77,19 @@ class _Mover:
         readers = self.users.get(v, [])
         return readers[0] if len(readers) == 1 and v not in self.returned else None
 
-    def scalar_operands(self, u: Op, main: Value, new_ops: list[Op]) -> dict[Value, Value]:
-        """Each one-element operand of u as a 0-d value (it broadcasts into any shape)."""
+    def scalar_operands(self, u: Op, full, new_ops: list[Op]) -> dict[Value, Value]:
+        """Each one-element operand of u (those not in `full`) as a 0-d value (it broadcasts
+        into any shape)."""
         out = {}
         for v in u.inputs:
-            if v is not main and v.type.rank > 0 and v not in out:
+            if v not in full and v.type.rank > 0 and v not in out:
                 r = Op("reshape", [v], {"shape": ()}, [_with_shape(v.type, ())])
                 new_ops.append(r)
                 out[v] = r.result
         return out
 
     def rebuilt(self, u: Op, main: Value, new_main: Value, shape, new_ops: list[Op]) -> Op:
-        scalars = self.scalar_operands(u, main, new_ops)
+        scalars = self.scalar_operands(u, {main}, new_ops)
         inputs = [new_main if v is main else scalars.get(v, v) for v in u.inputs]
         op = Op(u.name, inputs, dict(u.attrs), [_with_shape(u.result.type, shape)])
         new_ops.append(op)
@@ -148,19 +149,14 @@ class _Mover:
             p = v.producer
             if p is not None and p.name == "reshape" and shapes_equal(p.inputs[0].type.shape, source):
                 new_main[v] = p.inputs[0]  # the reshape undone
-        if any(self.returned_or_shared(v) for v in new_main):
-            return False
+        if any(v in self.returned for v in new_main):
+            return False  # a returned reshape stays needed: leave such graphs as they are
         for v in full:
             if v not in new_main:  # another full operand is read in the source shape: a view of it
                 view = Op("reshape", [v], {"shape": shape_attr(source)}, [_with_shape(v.type, source)])
                 new_ops.append(view)
                 new_main[v] = view.result
-        scalars = {}
-        for v in u.inputs:
-            if v not in new_main and v.type.rank > 0 and v not in scalars:
-                r = Op("reshape", [v], {"shape": ()}, [_with_shape(v.type, ())])
-                new_ops.append(r)
-                scalars[v] = r.result
+        scalars = self.scalar_operands(u, new_main, new_ops)
         moved = Op(u.name, [new_main.get(v) or scalars.get(v, v) for v in u.inputs], dict(u.attrs),
                    [_with_shape(u.result.type, source)])
         view = Op("reshape", [moved.result], {"shape": shape_attr(shape)}, [_with_shape(moved.result.type, shape)])
@@ -169,11 +165,6 @@ class _Mover:
         self.users[view.result] = self.users.pop(u.result, [])
         self.stats["down"] += 1
         return True
-
-    def returned_or_shared(self, v: Value) -> bool:
-        """A reshape result that is returned: undoing it for u changes nothing for the output,
-        but keep such graphs as they are (the reshape stays needed, and so is its input)."""
-        return v in self.returned
 
 
 @graph_pass("move_reshapes", options={},
