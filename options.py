@@ -62,6 +62,10 @@ class Options:
     # Offer the library SDPA as a candidate for attention; False leaves ember's flash-attention
     # template alone in the race wherever it applies (to measure it; a benchmark option).
     attention_library: bool = True
+    # Replay each compiled CUDA graph of fixed sizes as a captured CUDA graph (one host call per
+    # graph instead of one per kernel; codegen/cuda_graphs.py says when it cannot and what it
+    # does then). False: the wrapper launches every kernel itself at every call.
+    cuda_graphs: bool = True
 
     _CHECKS = {
         "pipeline": (str, "a pipeline string such as \"canonicalize,cse,dce\""),
@@ -73,6 +77,7 @@ class Options:
         "autotune_budget_s": ((int, float, type(None)), "a number of seconds >= 0 or None"),
         "matmul_library": (bool, "True or False"),
         "attention_library": (bool, "True or False"),
+        "cuda_graphs": (bool, "True or False"),
     }
 
     @classmethod

@@ -26,6 +26,9 @@ class Backend:
     backend: str | Callable | None = None  # torch.compile backend; None = run eagerly
     options: dict | None = None     # torch.compile(options=...)
     reports: bool = False           # reads ember's report.json dumps (extern counts)
+    mode: str | None = None         # torch.compile(mode=...): "reduce-overhead" for Inductor's CUDA graphs
+    # Memory the backend keeps between calls that the allocator's peak does not show (memory.py).
+    held: Callable[[], dict] | None = None
     # Dump folders made since the runner last took them (see runner.run_backend: kept for a wrong
     # or failed result, deleted otherwise).
     dumps: list = field(default_factory=list)
@@ -42,6 +45,8 @@ class Backend:
             kwargs["backend"] = self.backend
         if self.options:
             kwargs["options"] = self.options
+        if self.mode:
+            kwargs["mode"] = self.mode
         return torch.compile(target, **kwargs)
 
     @contextlib.contextmanager
@@ -111,12 +116,22 @@ def settle_dumps(b: Backend, keep_as: Path | None) -> str | None:
     return kept
 
 
+def _ember_held_bytes() -> dict:
+    from ember.codegen.cuda_graphs import held_bytes
+    return held_bytes()
+
+
 def make_backends(names: list[str], ember_options: dict | None = None) -> list[Backend]:
     table = {
         "eager": Backend("eager", "eager"),
         "inductor": Backend("inductor", "TorchInductor", backend="inductor"),
         "aot_eager": Backend("aot_eager", "aot_eager", backend="aot_eager"),
-        "ember": Backend("ember", "ember", backend="ember", options=ember_options, reports=True),
+        # Inductor with its CUDA graphs (cudagraph trees): opt-in, next to ember's, which are on
+        # by default.
+        "inductor_cg": Backend("inductor_cg", "TorchInductor reduce-overhead", backend="inductor",
+                               mode="reduce-overhead"),
+        "ember": Backend("ember", "ember", backend="ember", options=ember_options, reports=True,
+                         held=_ember_held_bytes),
     }
     unknown = [n for n in names if n not in table]
     if unknown:

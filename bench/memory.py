@@ -39,8 +39,16 @@ KEYS = ("mem_before_bytes", "mem_peak_bytes", "mem_call_bytes")
 SLACK_BYTES = MiB
 
 
-def peak_memory(fn: Callable, device: str) -> dict[str, int | None]:
-    """The three figures for one call of fn; all None when the device has no CUDA allocator."""
+def peak_memory(fn: Callable, device: str, held: Callable[[], dict] | None = None
+                ) -> dict[str, int | None]:
+    """The three figures for one call of fn; all None when the device has no CUDA allocator.
+
+    `held`: for a backend that keeps memory between calls where the allocator's peak cannot see
+    it (ember's CUDA graphs: a replay allocates nothing, its intermediates and outputs live in a
+    private pool reserved at capture), a function returning that memory as
+    {"pool_reserved", "pool_allocated", "input_buffers"} bytes. The call figure then counts the
+    whole pool and the input buffers (what a call needs, its outputs included, as eager's call
+    figure does), the absolute peak the pool's idle part (the rest is already allocated)."""
     if not device.startswith("cuda"):
         return dict.fromkeys(KEYS)
     gc.collect()
@@ -51,7 +59,17 @@ def peak_memory(fn: Callable, device: str) -> dict[str, int | None]:
     fn()  # the result is dropped on return: its allocation is already in the peak
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device)
-    return {"mem_before_bytes": before, "mem_peak_bytes": peak, "mem_call_bytes": peak - before}
+    rec = {"mem_before_bytes": before, "mem_peak_bytes": peak, "mem_call_bytes": peak - before}
+    return add_held(rec, held()) if held is not None else rec
+
+
+def add_held(rec: dict, held: dict) -> dict:
+    """rec with memory kept between calls counted in (see peak_memory), and kept as `mem_held`."""
+    if not (held["pool_reserved"] or held["input_buffers"]):
+        return rec
+    return dict(rec, mem_held=held,
+                mem_call_bytes=rec["mem_call_bytes"] + held["pool_reserved"] + held["input_buffers"],
+                mem_peak_bytes=rec["mem_peak_bytes"] + held["pool_reserved"] - held["pool_allocated"])
 
 
 def compare(eager: dict | None, rec: dict, flag: bool) -> None:

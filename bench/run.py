@@ -50,7 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="batch size for every model case (e.g. 4) or per case (gpt2=4,resnet50=32)")
     p.add_argument("--out", default="bench_out", help="output folder (default bench_out/, gitignored)")
     p.add_argument("--backends", default=None,
-                   help="comma-separated from eager,inductor,ember,aot_eager; default eager,inductor,ember "
+                   help="comma-separated from eager,inductor,inductor_cg,ember,aot_eager; default eager,inductor,ember "
                         "(--smoke: eager,ember, as Inductor on CPU compiles C++, too slow for the smoke budget)")
     p.add_argument("--ember-options", default=None, help="JSON dict passed as torch.compile(options=...) to ember")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny shapes, Triton interpreter, correctness only")

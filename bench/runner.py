@@ -73,7 +73,8 @@ def _first_call(work: Workload, b: Backend, cfg: Config):
     return fn, outs, secs, dump
 
 
-def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config) -> None:
+def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config,
+             held: Callable[[], dict] | None = None) -> None:
     if cfg.timer is not None:
         grads = work.params() if work.train else None
         # Whole models are launch-bound in eager: their per-call time kept falling for about a
@@ -97,7 +98,7 @@ def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config) -> None:
         # next backend starts from the same harness state (the parameters are shared).
         _no_grads(work)
         try:
-            rec.update(peak_memory(lambda: work.call(fn), cfg.device))
+            rec.update(peak_memory(lambda: work.call(fn), cfg.device, held))
         except Exception as exc:  # noqa: BLE001 - a failed measurement never costs the row's time
             rec["mem_error"] = _short(exc)
         finally:
@@ -143,12 +144,20 @@ def run_backend(work: Workload, b: Backend, ref, cfg: Config, case: str, fn_over
                     rec["nondeterministic"] = True
             else:
                 err, where = compare(outs, ref)
+                if b.compiles:
+                    # The first call may run differently from the rest (ember runs its wrapper
+                    # then and replays a captured CUDA graph from the second call on): check a
+                    # third call too, and report the worse of the two.
+                    work.results(fn)
+                    later, where_later = compare(work.results(fn), ref)
+                    if later > err:
+                        err, where = later, f"{where_later} (third call)"
                 rec["err"] = err
                 rec["worst"] = where
                 rec["status"] = "ok" if err <= rec["tol"] else "WRONG"
                 outs = None
             if rec["status"] != "WRONG":
-                _measure(rec, work, fn, cfg)
+                _measure(rec, work, fn, cfg, b.held)
     except Exception as exc:  # noqa: BLE001 - any failure is data, the suite goes on
         rec["status"] = "error"
         rec["exception"] = _short(exc)

@@ -42,7 +42,9 @@ class Timer:
     def __call__(self, fn: Callable, grad_to_none: list[torch.Tensor] | None = None,
                  warmup_ms: int | None = None) -> float:
         from triton.testing import do_bench
-        _, one = wall(fn, "cuda")
+        # Not `_, one = wall(...)`: `_` would hold the call's outputs through do_bench, and a
+        # backend whose outputs live in a CUDA graph's pool (ember) would then need two pools.
+        one = wall(fn, "cuda")[1]
         rep = max(self.rep_ms, self.min_reps * one * 1e3)
         # Python's cyclic GC pausing inside the timed loop shows up as launch gaps in CPU-bound
         # models (eager GPT-2 is one); collect once, then keep it off while timing.

@@ -11,6 +11,7 @@ from ..ir import Graph, bind_symbols, to_torch
 from ..options import Options
 from .code_cache import load_module, write_module
 from .choice import Chooser
+from .cuda_graphs import CudaGraphRunner, graph_capture_refusal
 from .wrapper import generate_module
 
 
@@ -31,6 +32,11 @@ class CompiledGraph:
     memory          the report.json summary: both peaks, buffers allocated, buffers reused
     autotune        one entry per op with several implementations (codegen/choice.py): what was
                     chosen, from the cache, by timing or by the heuristic, and the times
+    cuda_graphs     the CudaGraphRunner that replays the wrapper as a CUDA graph (cuda_graphs.py),
+                    or None: a CPU graph, symbolic sizes, an op that waits on the host, the
+                    option off
+    cuda_graphs_status  "on" or why not, for the report (a runner that turns itself off later
+                    logs why)
     """
 
     def __init__(self, graph: Graph, module, generated, path: Path):
@@ -47,6 +53,8 @@ class CompiledGraph:
         self.memory: dict = generated.memory.summary()
         self.autotune: list[dict] = []
         self._call = module.call
+        self.cuda_graphs: CudaGraphRunner | None = None
+        self.cuda_graphs_status: str = "off"
         self._symbols = list(graph.symbols)
         self._dtypes = [to_torch(v.type.dtype) for v in graph.inputs]
         self._ranks = [v.type.rank for v in graph.inputs]
@@ -63,6 +71,8 @@ class CompiledGraph:
     def __call__(self, inputs: Sequence[torch.Tensor],
                  symbols: dict[sympy.Symbol, int] | None = None) -> list[torch.Tensor]:
         self._check(inputs)
+        if self.cuda_graphs is not None:
+            return self.cuda_graphs(list(inputs))
         values = []
         if self._symbols:
             env = bind_symbols(self.graph, inputs, symbols)
@@ -70,9 +80,11 @@ class CompiledGraph:
         return self._call(list(inputs), *values)
 
 
-def compile_graph(graph: Graph, options: Options | None = None, chooser: Chooser | None = None) -> CompiledGraph:
+def compile_graph(graph: Graph, options: Options | None = None, chooser: Chooser | None = None,
+                  copy_out: Sequence[int] = ()) -> CompiledGraph:
     """`chooser`: who picks library or template per matmul (default: one made from `options`;
-    tests pass one that imposes a choice)."""
+    tests pass one that imposes a choice). `copy_out`: outputs the caller sees, which CUDA graph
+    replays hand out as copies when small (cuda_graphs.py)."""
     options = options or Options()
     chooser = chooser or Chooser.for_options(graph.device, options)
     generated = generate_module(graph, chooser)
@@ -80,4 +92,8 @@ def compile_graph(graph: Graph, options: Options | None = None, chooser: Chooser
     module = load_module(path, generated.interpret)
     compiled = CompiledGraph(graph, module, generated, path)
     compiled.autotune = chooser.decisions
+    why_not = graph_capture_refusal(graph, compiled.externs) if options.cuda_graphs else "option cuda_graphs off"
+    if why_not is None:
+        compiled.cuda_graphs = CudaGraphRunner(compiled._call, graph.name, copy_out)
+    compiled.cuda_graphs_status = why_not or "on"
     return compiled

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch._dynamo.backends.common import aot_autograd
+from torch._guards import TracingContext
 from torch._functorch.partitioners import min_cut_rematerialization_partition
 
 from ..options import Options, OptionsError
@@ -44,15 +45,24 @@ def ember_backend(gm: torch.fx.GraphModule, example_inputs: list[Any], options: 
         isinstance(t, torch.Tensor) and t.requires_grad for t in example_inputs)
 
     def fw_compiler(fx_gm: torch.fx.GraphModule, inputs):
+        # A training forward returns the caller's outputs first, then the tensors saved for the
+        # backward; AOT's metadata says where one ends (CUDA graphs copy small caller outputs).
+        context = TracingContext.try_get()
+        meta = getattr(context, "fw_metadata", None)
+        returned = getattr(meta, "num_forward", 0) if meta is not None else 0
+        return compile_fx_graph(fx_gm, inputs, opts, f"{name}_fw", caller_outputs=returned)
+
+    def inference_compiler(fx_gm: torch.fx.GraphModule, inputs):
         return compile_fx_graph(fx_gm, inputs, opts, f"{name}_fw")
 
     def bw_compiler(fx_gm: torch.fx.GraphModule, inputs):
-        return compile_fx_graph(fx_gm, inputs, opts, f"{name}_bw")
+        # Gradients go to .grad (kept or summed there), never copied out.
+        return compile_fx_graph(fx_gm, inputs, opts, f"{name}_bw", caller_outputs=0)
 
     backend = aot_autograd(
         fw_compiler=fw_compiler,
         bw_compiler=bw_compiler,
-        inference_compiler=fw_compiler,
+        inference_compiler=inference_compiler,
         decompositions=decomposition_table(training),
         # Recompute cheap pointwise ops in the backward instead of saving them: fewer saved
         # tensors, and the recomputation fuses into the backward kernels.

@@ -62,15 +62,17 @@ def _run_passes(graph, options: Options, dump: Dump):
 
 
 def compile_fx_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Options,
-                     name: str):
-    """Compile one post-AOT FX graph; returns a boxed callable (list of args -> list of outputs)."""
+                     name: str, caller_outputs: int | None = None):
+    """Compile one post-AOT FX graph; returns a boxed callable (list of args -> list of outputs).
+    `caller_outputs`: how many leading FX outputs reach the caller (None: all; the rest of a
+    training forward's are saved for the backward)."""
     # AOTAutograd calls its compilers with its FakeTensorMode still active. ember works on IR, not
     # on fake tensors: a pass folding constants or codegen probing a tensor must get real ones.
     with _disable_current_modes():
-        return _compile(gm, options, name)
+        return _compile(gm, options, name, caller_outputs)
 
 
-def _compile(gm: torch.fx.GraphModule, options: Options, name: str):
+def _compile(gm: torch.fx.GraphModule, options: Options, name: str, caller_outputs: int | None = None):
     start = time.perf_counter()
     dump = Dump(options.dump_dir, name)
     dump.write_text("fx_graph.py", gm.code)
@@ -85,7 +87,9 @@ def _compile(gm: torch.fx.GraphModule, options: Options, name: str):
     graph = lowered.graph  # run_pipeline verifies it first (when options.verify)
     input_ops = len(graph.ops)
     final, records = _run_passes(graph, options, dump)
-    compiled = compile_graph(final, options)
+    seen = [x for i, (kind, x) in enumerate(lowered.plan.outputs)
+            if kind == "ir" and (caller_outputs is None or i < caller_outputs)]
+    compiled = compile_graph(final, options, copy_out=seen)
     dump.write_ir("final.ir", final)
     dump.write_code(compiled)
     dump.write_report(name=name, graph=final, input_ops=input_ops, compiled=compiled, records=records,

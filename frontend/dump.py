@@ -100,6 +100,8 @@ class Dump:
             "kernel_count": getattr(compiled, "num_kernels", 0) if compiled is not None else 0,
             "memory": getattr(compiled, "memory", None),
             "autotune": getattr(compiled, "autotune", []) if compiled is not None else [],
+            # Whether calls replay a captured CUDA graph, or why not (codegen/cuda_graphs.py).
+            "cuda_graphs": getattr(compiled, "cuda_graphs_status", None),
             "externs": externs_of(graph, compiled) if graph is not None else [],
             "fusion": regions,
             "fusion_rejected": rejected,

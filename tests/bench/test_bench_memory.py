@@ -126,6 +126,17 @@ def test_tables_and_json_with_numbers_and_with_not_measured(tmp_path):
     assert back["gpt2"]["ember"]["mem_call_bytes"] == 300 * MiB and back["gpt2"]["ember"]["mem_ratio"] == 1.5
 
 
+def test_memory_a_backend_keeps_between_calls_is_counted():
+    # ember's CUDA graphs: a replay allocates nothing; the pool and input buffers are its memory.
+    rec = {"mem_before_bytes": 1000 * MiB, "mem_peak_bytes": 1001 * MiB, "mem_call_bytes": 1 * MiB}
+    held = {"pool_reserved": 300 * MiB, "pool_allocated": 100 * MiB, "input_buffers": 2 * MiB}
+    got = memory.add_held(rec, held)
+    assert got["mem_call_bytes"] == 303 * MiB          # the whole pool, outputs included, + buffers
+    assert got["mem_peak_bytes"] == 1201 * MiB         # its idle part: the rest is in "before"
+    assert got["mem_held"] == held
+    assert memory.add_held(rec, dict.fromkeys(held, 0)) == rec
+
+
 def test_console_line_shows_the_call_peak_and_the_flag():
     ember = _rec(300, 1300)
     memory.compare(_rec(200, 1200), ember, flag=True)
@@ -149,7 +160,7 @@ def test_runner_measures_models_only_after_timing_and_flags_ember(tmp_path, monk
     seen = []
     case, model = _train_case()
 
-    def fake_peak(fn, device):
+    def fake_peak(fn, device, held=None):
         assert all(p.grad is None for p in model.parameters()), "the call must allocate its own gradients"
         seen.append(device)
         fn()
@@ -177,7 +188,7 @@ def _case_kernel():
 
 
 def test_a_failed_measurement_keeps_the_rows_time(tmp_path, monkeypatch):
-    def boom(fn, device):
+    def boom(fn, device, held=None):
         raise RuntimeError("CUDA out of memory")
     monkeypatch.setattr(runner, "peak_memory", boom)
     case, model = _train_case()
