@@ -66,7 +66,7 @@ class Chooser:
     """One per compiled graph: the options' cache, budget and switch, and what was decided."""
 
     def __init__(self, device: str, *, cache_dir: str | None, autotune: bool = True,
-                 budget_s: float | None = None, pipeline: str = "",
+                 budget_s: float | None = None, pipeline: "str | Callable[[], str]" = "",
                  stats: TuningStats | None = None, timer: Any = None, matmul_library: bool = True,
                  attention_library: bool = True):
         self.device = device
@@ -75,7 +75,7 @@ class Chooser:
         self.cache = TuningCache(cache_dir) if cache_dir and autotune else None
         self.autotune = autotune
         self.budget_s = budget_s
-        self.pipeline = pipeline
+        self._pipeline = pipeline               # or a function computing it, at the first tuning key
         self.stats = stats
         self.timer = timer                      # tests: a fake timer; None: do_bench on a GPU
         self.deadline: float | None = None      # set by the first timed tune
@@ -83,13 +83,24 @@ class Chooser:
         self.matmul_library = matmul_library    # False: matmuls race ember's template configs only
         self.attention_library = attention_library  # False: SDPA left out of attention's race
 
+    @property
+    def pipeline(self) -> str:
+        """The pass pipeline's fingerprint in tuning keys."""
+        if callable(self._pipeline):
+            self._pipeline = self._pipeline()
+        return self._pipeline
+
     @classmethod
     def for_options(cls, device: str, options) -> "Chooser":
-        from ..passes import pipeline_fingerprint
-        try:
-            fingerprint = pipeline_fingerprint(options.pipeline)
-        except Exception:  # noqa: BLE001 - a pipeline that ran already; never fail codegen on this
-            fingerprint = ""
+        def fingerprint() -> str:
+            # Computed when the first tuning key is made, not here: it reads the source of every
+            # pass (inspect.getsource, ~0.15 s per process), and a CPU (interpreter) compile, or
+            # one without templates, makes no key at all.
+            from ..passes import pipeline_fingerprint
+            try:
+                return pipeline_fingerprint(options.pipeline)
+            except Exception:  # noqa: BLE001 - a pipeline that ran already; never fail codegen on this
+                return ""
         return cls(device, cache_dir=options.cache_dir, autotune=options.autotune,
                    budget_s=options.autotune_budget_s, pipeline=fingerprint,
                    matmul_library=options.matmul_library, attention_library=options.attention_library)

@@ -18,6 +18,7 @@ import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
 from ..codegen import compile_graph
+from ..gc_pause import gc_paused
 from ..passes import DumpIR, PassContext, run_pipeline
 from ..options import Options
 from .binding import BindingPlan
@@ -68,14 +69,17 @@ def compile_fx_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], op
     training forward's are saved for the backward)."""
     # AOTAutograd calls its compilers with its FakeTensorMode still active. ember works on IR, not
     # on fake tensors: a pass folding constants or codegen probing a tensor must get real ones.
-    with _disable_current_modes():
+    # The cyclic GC is paused for the compile (see gc_pause.py: it scanned the whole heap,
+    # Dynamo's graphs included, for a fifth of the compile time); nothing here needs it.
+    with _disable_current_modes(), gc_paused():
         return _compile(gm, options, name, caller_outputs)
 
 
 def _compile(gm: torch.fx.GraphModule, options: Options, name: str, caller_outputs: int | None = None):
     start = time.perf_counter()
     dump = Dump(options.dump_dir, name)
-    dump.write_text("fx_graph.py", gm.code)
+    if dump.enabled:  # AOT's graph modules are lazy: `gm.code` would recompile (~0.05 s) for nothing
+        dump.write_text("fx_graph.py", gm.code)
     try:
         lowered = fx_to_ir(gm, name, strict=options.strict_lowering)
     except GraphUnsupported as e:

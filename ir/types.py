@@ -7,7 +7,7 @@ codegen) goes through sympy rather than ad-hoc integer code.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import reduce
+from functools import cached_property, lru_cache, reduce
 import operator
 
 import sympy
@@ -90,6 +90,14 @@ def normalize_expr(e) -> sympy.Expr:
 
 
 def format_dim(d: Dim) -> str:
+    if isinstance(d, sympy.Integer):  # most dims: skip sympy's printer (~10 us a call)
+        return str(d.p)
+    return _format_expr(d)
+
+
+@lru_cache(maxsize=4096)
+def _format_expr(d: Dim) -> str:
+    # The printer and verifier print the same few symbolic dims over and over; they are immutable.
     return str(d).replace(" ", "")
 
 
@@ -104,6 +112,15 @@ class TensorType:
             raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(TORCH_DTYPES)}")
         object.__setattr__(self, "shape", tuple(as_dim(d) for d in self.shape))
 
+    def __hash__(self) -> int:
+        return self._hash  # the same value dataclass would compute, once per instance
+
+    @cached_property
+    def _hash(self) -> int:
+        # Types are dict keys in hot loops (the verifier's type memo, CSE); hashing the shape's
+        # sympy dims each time was a tenth of the verifier's time.
+        return hash((self.dtype, self.shape, self.device))
+
     @property
     def rank(self) -> int:
         return len(self.shape)
@@ -114,10 +131,16 @@ class TensorType:
 
     @property
     def free_symbols(self) -> set[sympy.Symbol]:
+        return set(self._free_symbols)  # a copy: callers may treat it as their own set
+
+    @cached_property
+    def _free_symbols(self) -> frozenset[sympy.Symbol]:
+        # Computed once per type (the shape is immutable): the verifier asks for every value
+        # after every pass. cached_property writes the instance __dict__, which `frozen` allows.
         out: set[sympy.Symbol] = set()
         for d in self.shape:
             out |= d.free_symbols
-        return out
+        return frozenset(out)
 
     def with_dtype(self, dtype: str) -> "TensorType":
         return TensorType(dtype, self.shape, self.device)
@@ -137,7 +160,19 @@ class TensorType:
 
 
 def dims_equal(a: Dim, b: Dim) -> bool:
-    return a == b or sympy.simplify(a - b) == 0
+    if a is b or a == b:
+        return True
+    diff = a - b
+    if isinstance(diff, int) or diff.is_Number:  # two different numbers: no need to simplify
+        return diff == 0
+    return _simplifies_to_zero(diff)
+
+
+@lru_cache(maxsize=4096)
+def _simplifies_to_zero(diff: Dim) -> bool:
+    # sympy.simplify costs ~50 us even on trivial input, and passes compare the same symbolic
+    # dims again and again (every fuse merge, every verify): remember the answer per difference.
+    return sympy.simplify(diff) == 0
 
 
 def shapes_equal(a, b) -> bool:

@@ -12,6 +12,7 @@ import sympy
 
 from .graph import Graph, Value
 from .ops import OPS, TypeError_
+from .type_memo import infer_types
 from .types import shapes_equal
 
 
@@ -23,13 +24,26 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _attr_symbols(obj) -> set:
-    if isinstance(obj, sympy.Expr):
-        return set(obj.free_symbols)
-    if isinstance(obj, (list, tuple)):
-        return set().union(*(_attr_symbols(o) for o in obj)) if obj else set()
-    if isinstance(obj, dict):
-        return _attr_symbols(list(obj.values()))
-    return set()
+    """The symbols in an attribute value (nested lists, tuples and dicts of sympy expressions).
+    A loop, not a recursion building a set per level: verify walks every op's attrs per pass."""
+    out: set = set()
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, sympy.Expr):
+            if not o.is_Number:
+                out |= o.free_symbols
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+    return out
+
+
+def _types_match(inferred, got) -> bool:
+    return len(inferred) == len(got) and all(
+        a == b or (a.dtype == b.dtype and a.device == b.device and shapes_equal(a.shape, b.shape))
+        for a, b in zip(inferred, got))
 
 
 def verify(g: Graph) -> None:
@@ -80,15 +94,13 @@ def verify(g: Graph) -> None:
                 problems.append(f"{where}: result {r!r} does not point back at its op")
             check_syms(where, r)
         try:
-            inferred = opdef.type_rule([v.type for v in op.inputs], op.attrs)
+            inferred = infer_types(opdef, [v.type for v in op.inputs], op.attrs)
         except (TypeError_, ValueError, KeyError, TypeError) as e:
             problems.append(f"{where}: type rule rejects it: {e}")
             inferred = None
         if inferred is not None:
             got = [r.type for r in op.results]
-            if len(inferred) != len(got) or any(
-                    a.dtype != b.dtype or a.device != b.device or not shapes_equal(a.shape, b.shape)
-                    for a, b in zip(inferred, got)):
+            if not _types_match(inferred, got):
                 problems.append(f"{where}: result types {[str(t) for t in got]} differ from the "
                                 f"type rule's {[str(t) for t in inferred]}")
         body = op.attrs.get("body") if opdef.kind == "region" else None

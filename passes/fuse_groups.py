@@ -23,12 +23,14 @@ symbol as SYMBOL_HINT elements.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import networkx as nx
 import sympy
 
 from ..ir import Graph, Op, Value
 from ..ir.dtypes import itemsize
+from ..ir.types import TensorType
 from .fuse_domains import Domain, domain_of, is_pointwise, is_row_reduction, merge
 from .fuse_reasons import Rejections
 
@@ -44,8 +46,15 @@ def is_candidate(op: Op, g: Graph, written: set[Value]) -> bool:
 
 
 def nbytes(v: Value) -> int:
-    n = sympy.sympify(v.type.numel).subs({s: SYMBOL_HINT for s in v.type.free_symbols})
-    return int(n) * itemsize(v.type.dtype)
+    return type_nbytes(v.type)
+
+
+@lru_cache(maxsize=8192)
+def type_nbytes(t: TensorType) -> int:
+    """A value's estimated size (the cost model's unit). Remembered per type: every merge attempt
+    re-costs the values crossing it, and sympy's subs is ~20 us even with nothing to substitute."""
+    n = sympy.sympify(t.numel).subs({s: SYMBOL_HINT for s in t.free_symbols})
+    return int(n) * itemsize(t.dtype)
 
 
 @dataclass

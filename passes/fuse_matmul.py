@@ -31,26 +31,19 @@ input prints ops) and `bytes_saved` per region.
 from __future__ import annotations
 
 import networkx as nx
-import sympy
 
 from ..ir import Graph, Op, Value
-from ..ir.dtypes import itemsize
 from ..ir.printer import value_names
 from ..ir.types import broadcasts_to, shapes_equal
 from .context import PassContext
 from .effects import mutated_values
 from .fuse import dependency_graph, install_ops
-from .fuse_groups import SYMBOL_HINT
+from .fuse_groups import nbytes as _nbytes  # fuse's cost model, remembered per type
 from .fuse_reasons import op_labeler
 from .registry import PassResult, graph_pass
 
 TEMPLATE_DTYPES = ("f32", "bf16", "f16")   # codegen/matmul_template.py's
 POINTWISE_KINDS = ("unary", "binary", "ternary", "cast")
-
-
-def _nbytes(v: Value) -> int:
-    n = sympy.sympify(v.type.numel).subs({s: SYMBOL_HINT for s in v.type.free_symbols})
-    return int(n) * itemsize(v.type.dtype)
 
 
 def _epilogue_refusal(mm: Op, reader: Op, g: Graph, written: set[Value]) -> tuple[str, str] | None:

@@ -9,13 +9,13 @@ fall back, e.g. to eager), with a copy in `err.input_graph`.
 """
 from __future__ import annotations
 
-import gc
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..gc_pause import gc_paused
 from ..ir import Graph, VerificationError, print_graph, verify
 from .context import _CURRENT, PassContext
 from .pipeline_text import PassSpec, format_pipeline, parse_pipeline
@@ -100,14 +100,10 @@ def _describe(exc: BaseException) -> str:
 
 def _snapshot(g: Graph) -> Graph:
     """g.copy() with the cyclic GC paused: copying allocates an Op/Value cycle per op, which
-    triggers collections that scan the whole heap and cost ~5x the copy itself on big graphs."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    triggers collections that scan the whole heap and cost ~5x the copy itself on big graphs.
+    (frontend/compile.py pauses it for a whole compile; run_pipeline may also be called alone.)"""
+    with gc_paused():
         return g.copy()
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _restore(g: Graph, src: Graph) -> None:
