@@ -77,6 +77,7 @@ class _Instance:
     def __init__(self, graph: torch.cuda.CUDAGraph, pool, in_place: list[bool],
                  inputs: list[torch.Tensor], outputs: list[torch.Tensor], copy_out: frozenset[int]):
         self.graph, self.pool = graph, pool
+        self.device = inputs[0].device.index if inputs and inputs[0].is_cuda else None
         self.in_place = in_place
         self.in_place_at = operator.itemgetter(*[i for i, p in enumerate(in_place) if p] or [0])
         self.in_place_pointers = self.in_place_at([t.data_ptr() for t in inputs]) if any(in_place) else None
@@ -116,7 +117,11 @@ class _Instance:
     def replay(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         for i in self.copied:
             self.buffers[i].copy_(inputs[i])
-        self.graph.replay()
+        if self.device is None or torch.cuda.current_device() == self.device:
+            self.graph.replay()
+        else:  # replay goes to the current device's stream: make it the graph's GPU
+            with torch.cuda.device(self.device):
+                self.graph.replay()
         # New tensor objects each call: a caller's reference is what outputs_alive() counts.
         out = [t.detach() if t is not None else None for t in self.outputs]
         for j in self.copy_out:
@@ -157,7 +162,7 @@ class CudaGraphRunner:
         last, self._last = self._last, pointers
         if last is None:
             if not self._device_ok(inputs):
-                return self._disable("an input is not a CUDA tensor", inputs)
+                return self._disable("an input is not a CUDA tensor, or inputs are on several devices", inputs)
             self._moves = [0] * len(inputs)
             return self.run(inputs)  # first call: compiles kernels, initializes libraries
         if pointers != last:
@@ -186,23 +191,25 @@ class CudaGraphRunner:
         return any(pointers[i] == last[i] and self._moves[i] < MAX_MOVES for i in inst.copied)
 
     def _device_ok(self, inputs: list[torch.Tensor]) -> bool:
-        return all(t.is_cuda for t in inputs)
+        return all(t.is_cuda for t in inputs) and len({t.device for t in inputs}) <= 1
 
     def _record(self, static: list[torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, tuple, list[torch.Tensor]]:
         """Capture one call of the wrapper on `static`: (graph, its pool, the outputs it writes)."""
-        if self._stream is None:
-            self._stream = torch.cuda.Stream(device=static[0].device if static else None)
-        stream = self._stream
-        graph = torch.cuda.CUDAGraph()
-        pool = torch.cuda.graph_pool_handle()
-        # Warm up on the capture stream first: cuBLAS and cuDNN set up per-stream state (a
-        # workspace, a handle) at their first call there, which a capture cannot record.
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            self.run(list(static))
-        torch.cuda.current_stream().wait_stream(stream)
-        with torch.cuda.graph(graph, pool=pool, stream=stream):
-            outputs = self.run(list(static))
+        device = static[0].device if static else torch.device("cuda", torch.cuda.current_device())
+        with torch.cuda.device(device):  # the inputs' GPU, whichever is current
+            if self._stream is None:
+                self._stream = torch.cuda.Stream()
+            stream = self._stream
+            graph = torch.cuda.CUDAGraph()
+            pool = torch.cuda.graph_pool_handle()
+            # Warm up on the capture stream first: cuBLAS and cuDNN set up per-stream state (a
+            # workspace, a handle) at their first call there, which a capture cannot record.
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self.run(list(static))
+            torch.cuda.current_stream().wait_stream(stream)
+            with torch.cuda.graph(graph, pool=pool, stream=stream):
+                outputs = self.run(list(static))
         return graph, pool, outputs
 
     def _disable(self, why: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:

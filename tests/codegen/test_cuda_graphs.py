@@ -205,7 +205,7 @@ def test_real_runner_refuses_cpu_inputs():
     r = CudaGraphRunner(scale_add, "g")
     x, w = torch.randn(8), torch.randn(8)
     torch.testing.assert_close(r([x, w])[0], expect(x, w))
-    assert r.disabled == "an input is not a CUDA tensor"
+    assert r.disabled == "an input is not a CUDA tensor, or inputs are on several devices"
 
 
 def test_cpu_compiled_graphs_have_no_runner():
