@@ -89,7 +89,9 @@ class _Instance:
         # An output that is an input or a view of one (a forward returns the weights its backward
         # needs) is no pool memory: each replay hands out the same view of the caller's input.
         # Only its layout is kept, not the tensor, for the reason above.
-        in_storage = {t.untyped_storage().data_ptr(): i for i, t in enumerate(inputs)}
+        # (Empty tensors all have storage address 0: they alias nothing.)
+        in_storage = {t.untyped_storage().data_ptr(): i for i, t in enumerate(inputs)
+                      if t.untyped_storage().data_ptr()}
         self.aliases: dict[int, tuple] = {}
         for j, o in enumerate(outputs):
             i = in_storage.get(o.untyped_storage().data_ptr())
@@ -235,7 +237,7 @@ class CudaGraphRunner:
             graph, pool, outputs = self._record(static)
         except Exception as e:  # noqa: BLE001 - any failure to record means: run without graphs
             return self._disable(f"capture failed: {type(e).__name__}: {str(e).splitlines()[0]}", inputs)
-        dtypes = {t.untyped_storage().data_ptr(): t.dtype for t in static}
+        dtypes = {t.untyped_storage().data_ptr(): t.dtype for t in static if t.untyped_storage().data_ptr()}
         if any(dtypes.get(o.untyped_storage().data_ptr(), o.dtype) != o.dtype for o in outputs):
             # A view of an input under another dtype: as_strided on the caller's input cannot
             # rebuild it.

@@ -193,6 +193,15 @@ def test_outputs_that_are_inputs_are_views_of_the_callers_inputs():
     assert len(r.instances[0].storages) == 1  # only c lives in the pool
 
 
+def test_empty_tensors_alias_nothing():
+    r = FakeRunner(lambda xs: [xs[0] * 2, torch.empty(0, dtype=torch.int64)], "g")
+    x, e = torch.randn(8), torch.empty(0)
+    r([x, e])
+    out = r([x, e])
+    torch.testing.assert_close(out[0], x * 2)
+    assert out[1].dtype == torch.int64 and not r.disabled
+
+
 def test_a_view_of_an_input_as_another_dtype_turns_graphs_off():
     r = FakeRunner(lambda xs: [xs[0].view(torch.int32), xs[1] + 1], "g")
     x, w = torch.randn(8), torch.randn(8)
