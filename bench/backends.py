@@ -29,6 +29,9 @@ class Backend:
     mode: str | None = None         # torch.compile(mode=...): "reduce-overhead" for Inductor's CUDA graphs
     # Memory the backend keeps between calls that the allocator's peak does not show (memory.py).
     held: Callable[[], dict] | None = None
+    # False: its peak memory is not measured (its CUDA graph pools are invisible to the
+    # allocator's peak and it offers no `held`: a figure would understate it).
+    measures_memory: bool = True
     # Dump folders made since the runner last took them (see runner.run_backend: kept for a wrong
     # or failed result, deleted otherwise).
     dumps: list = field(default_factory=list)
@@ -129,7 +132,7 @@ def make_backends(names: list[str], ember_options: dict | None = None) -> list[B
         # Inductor with its CUDA graphs (cudagraph trees): opt-in, next to ember's, which are on
         # by default.
         "inductor_cg": Backend("inductor_cg", "TorchInductor reduce-overhead", backend="inductor",
-                               mode="reduce-overhead"),
+                               mode="reduce-overhead", measures_memory=False),
         "ember": Backend("ember", "ember", backend="ember", options=ember_options, reports=True,
                          held=_ember_held_bytes),
     }

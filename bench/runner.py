@@ -22,7 +22,7 @@ import torch
 
 from .backends import Backend, extern_summary, settle_dumps
 from .check import compare, tolerance
-from .memory import compare as compare_memory, mib, peak_memory
+from .memory import KEYS, compare as compare_memory, mib, peak_memory
 from .timing import count_kernels, wall
 from .workload import Config, Skip, Workload
 
@@ -74,7 +74,8 @@ def _first_call(work: Workload, b: Backend, cfg: Config):
 
 
 def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config,
-             held: Callable[[], dict] | None = None) -> None:
+             held: Callable[[], dict] | None | bool = None) -> None:
+    """`held`: see memory.peak_memory; False: no memory figures for this backend (None each)."""
     if cfg.timer is not None:
         grads = work.params() if work.train else None
         # Whole models are launch-bound in eager: their per-call time kept falling for about a
@@ -92,7 +93,9 @@ def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config,
         counts = count_kernels(lambda: work.call(fn), cfg.device)
         if counts:
             rec.update(counts)
-    if work.kind in ("model", "train"):
+    if work.kind in ("model", "train") and held is False:
+        rec.update(dict.fromkeys(KEYS))
+    elif work.kind in ("model", "train"):
         # A call of its own, after timing and profiling (see memory.py). Gradients are cleared
         # before it, so the call allocates them as a timed repetition does, and after it, so the
         # next backend starts from the same harness state (the parameters are shared).
@@ -157,7 +160,7 @@ def run_backend(work: Workload, b: Backend, ref, cfg: Config, case: str, fn_over
                 rec["status"] = "ok" if err <= rec["tol"] else "WRONG"
                 outs = None
             if rec["status"] != "WRONG":
-                _measure(rec, work, fn, cfg, b.held)
+                _measure(rec, work, fn, cfg, b.held if b.measures_memory else False)
     except Exception as exc:  # noqa: BLE001 - any failure is data, the suite goes on
         rec["status"] = "error"
         rec["exception"] = _short(exc)

@@ -219,3 +219,23 @@ def test_peak_memory_on_the_gpu():
     assert got["mem_before_bytes"] >= keep.numel()
     assert 64 * MiB <= got["mem_call_bytes"] < 66 * MiB
     assert got["mem_peak_bytes"] == got["mem_before_bytes"] + got["mem_call_bytes"]
+
+
+def test_a_backend_whose_pools_it_cannot_see_gets_no_memory_figures(tmp_path, monkeypatch):
+    # TorchInductor reduce-overhead: its replays allocate nothing the peak would show, and its
+    # pools are not counted, so any figure would understate it. It gets none.
+    seen = []
+
+    def fake_peak(fn, device, held=None):
+        seen.append(device)
+        return {"mem_before_bytes": 0, "mem_peak_bytes": MiB, "mem_call_bytes": MiB}
+    monkeypatch.setattr(runner, "peak_memory", fake_peak)
+    case, _ = _train_case()
+    backends = [Backend("eager", "eager"),
+                Backend("inductor_cg", "cg", backend="aot_eager", measures_memory=False)]
+    rec = runner.run_case(case, backends, _cfg(tmp_path), log=lambda s: None)
+    assert seen == ["cpu"]
+    cg = rec["backends"]["inductor_cg"]
+    assert cg["status"] == "ok" and all(cg[k] is None for k in memory.KEYS)
+    md = report.markdown(_results([dict(rec, shape="8x16")]))
+    assert "1.0 / —" in md
