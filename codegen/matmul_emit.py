@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import sympy
 import torch
 
-from ..ir import Graph, Op, Value
+from ..ir import Graph, Op, RegionBody, Value
 from ..ir.dtypes import itemsize
 from ..ir.externs import ExternArg
 from ..ir.types import TensorType, dims_equal
@@ -232,23 +232,10 @@ def _bias_of(mm: Op, epilogue: list[Op], outputs: list[Value]) -> Value | None:
 
 def _region(outer: Graph, ops: list[Op], outputs: list[Value], name: str) -> Op:
     """A `fused` op holding `ops` (all of `outer`'s body values they read become its operands)."""
-    body = Graph(outer.name, outer.device)
-    body.symbols = outer.symbols
-    mapping: dict[Value, Value] = {}
-    operands: list[Value] = []
+    rb = RegionBody(outer)
     for op in ops:
-        args = []
-        for v in op.inputs:
-            if v not in mapping:
-                mapping[v] = Value(v.type, None, 0, f"in{len(operands)}")
-                body.inputs.append(mapping[v])
-                operands.append(v)
-            args.append(mapping[v])
-        new = Op(op.name, args, op.attrs, [r.type for r in op.results])
-        body.ops.append(new)
-        mapping[op.result] = new.result
-    body.outputs = [mapping[v] for v in outputs]
-    return Op("fused", operands, {"body": body, "name": name}, [v.type for v in outputs])
+        rb.copy(op)
+    return rb.finish(outputs, name)
 
 
 def _layout_of(v: Value) -> tuple[int, ...] | None:

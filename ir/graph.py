@@ -151,6 +151,51 @@ class Graph:
     __hash__ = None  # mutable
 
 
+class RegionBody:
+    """Builds the body of a `fused` op from outer ops (fuse, fuse_matmul, codegen's epilogue
+    regions):
+
+        rb = RegionBody(g, inline=lambda v: ...)   # optional: an op to copy in instead of reading v
+        for op in ops: rb.copy(op)
+        fused = rb.finish(outputs, name)
+
+    Each outer value the copied ops read becomes a body input `in0, in1, ...` (and the region's
+    operand), in first-read order, unless `inline(v)` returns an op computing it, which goes into
+    the body instead (a constant costs nothing inside a kernel)."""
+
+    def __init__(self, outer: "Graph", inline=None):
+        self.body = Graph(outer.name, outer.device)
+        self.body.symbols = outer.symbols
+        self.mapping: dict[Value, Value] = {}
+        self.operands: list[Value] = []
+        self._inline = inline
+
+    def inner(self, v: Value) -> Value:
+        """The body value standing for outer value v."""
+        if v not in self.mapping:
+            op = self._inline(v) if self._inline is not None else None
+            if op is not None:
+                self.body.ops.append(op)
+                self.mapping[v] = op.results[0]
+            else:
+                self.mapping[v] = Value(v.type, None, 0, f"in{len(self.operands)}")
+                self.body.inputs.append(self.mapping[v])
+                self.operands.append(v)
+        return self.mapping[v]
+
+    def copy(self, op: Op) -> Op:
+        """Append a copy of outer `op` reading body values; its results map to the copy's."""
+        new = Op(op.name, [self.inner(v) for v in op.inputs], op.attrs, [r.type for r in op.results])
+        self.body.ops.append(new)
+        self.mapping.update(zip(op.results, new.results))
+        return new
+
+    def finish(self, outputs: Sequence[Value], name: str) -> Op:
+        """The `fused` op returning the body values of outer `outputs`."""
+        self.body.outputs = [self.mapping[v] for v in outputs]
+        return Op("fused", self.operands, {"body": self.body, "name": name}, [v.type for v in outputs])
+
+
 class Builder:
     """Convenience front for building graphs in code and tests:
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from ..ir import Graph, Op, Value
+from ..ir import Graph, Op, RegionBody, Value
 from .context import PassContext
 from .effects import has_side_effects, is_mutating, is_nondeterministic, mutated_values
 from .fuse_groups import GroupBuilder, is_candidate
@@ -68,36 +68,23 @@ def _build_region(g: Graph, ops: list[Op], users: dict[Value, list[Op]], written
     """The `fused` op for `ops` (in graph order), the outer values its results replace, and how
     many constants it copied in; None when nothing of it is used (leave it to dce)."""
     inside = {id(op) for op in ops}
-    body = Graph(g.name, g.device)
-    body.symbols = g.symbols
-    mapping: dict[Value, Value] = {}
-    operands: list[Value] = []
     constants = 0
+
+    def constant(v: Value) -> Op | None:
+        nonlocal constants
+        if not _is_constant(v, g, written):
+            return None
+        constants += 1
+        return Op("full", [], v.producer.attrs, [v.type])
+    rb = RegionBody(g, inline=constant)
     for op in ops:
-        args = []
-        for v in op.inputs:
-            if v not in mapping:
-                if _is_constant(v, g, written):
-                    copy = Op("full", [], v.producer.attrs, [v.type])
-                    body.ops.append(copy)
-                    mapping[v] = copy.result
-                    constants += 1
-                else:
-                    mapping[v] = Value(v.type, None, 0, f"in{len(operands)}")
-                    body.inputs.append(mapping[v])
-                    operands.append(v)
-            args.append(mapping[v])
-        new = Op(op.name, args, op.attrs, [r.type for r in op.results])
-        body.ops.append(new)
-        mapping[op.result] = new.result
+        rb.copy(op)
     returned = set(g.outputs)
     escaping = [op.result for op in ops if op.result in returned
                 or any(id(u) not in inside for u in users.get(op.result, []))]
     if not escaping:
         return None
-    body.outputs = [mapping[v] for v in escaping]
-    fused = Op("fused", operands, {"body": body, "name": name}, [v.type for v in escaping])
-    return fused, escaping, constants
+    return rb.finish(escaping, name), escaping, constants
 
 
 def install_ops(g: Graph, new_ops: list[Op], subst: dict[Value, Value], copied: set[Op]) -> None:

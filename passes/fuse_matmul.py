@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from ..ir import Graph, Op, Value
+from ..ir import Graph, Op, RegionBody, Value
 from ..ir.printer import value_names
 from ..ir.types import broadcasts_to, shapes_equal
 from .context import PassContext
@@ -193,25 +193,15 @@ def _build(g: Graph, ops: list[Op], mm: Op, users: dict[Value, list[Op]], return
     """The region for `ops` (graph order: prologues, the matmul, the epilogue op or region), the
     outer values its results replace, the bytes the fusion saves and the constants it copied."""
     inside = {id(op) for op in ops}
-    body = Graph(g.name, g.device)
-    body.symbols = g.symbols
-    mapping: dict[Value, Value] = {}
-    operands: list[Value] = []
     constants: set[Op] = set()
 
-    def inner(v: Value) -> Value:
-        if v not in mapping:
-            p = v.producer
-            if p is not None and p.name == "full" and v.type.device == g.device and v not in written:
-                copy = Op("full", [], p.attrs, [v.type])   # a constant costs nothing inside a kernel
-                body.ops.append(copy)
-                mapping[v] = copy.result
-                constants.add(p)
-            else:
-                mapping[v] = Value(v.type, None, 0, f"in{len(operands)}")
-                body.inputs.append(mapping[v])
-                operands.append(v)
-        return mapping[v]
+    def constant(v: Value) -> Op | None:
+        p = v.producer
+        if p is None or p.name != "full" or v.type.device != g.device or v in written:
+            return None
+        constants.add(p)
+        return Op("full", [], p.attrs, [v.type])   # a constant costs nothing inside a kernel
+    rb = RegionBody(g, inline=constant)
 
     epilogue_results: list[Value] = []
     saved = 0
@@ -219,17 +209,15 @@ def _build(g: Graph, ops: list[Op], mm: Op, users: dict[Value, list[Op]], return
     for op in ops:
         if op.name == "fused":  # the epilogue region: its body inlined, its operands mapped
             sub = op.attrs["body"]
-            local = {v: inner(o) for v, o in zip(sub.inputs, op.inputs)}
+            local = {v: rb.inner(o) for v, o in zip(sub.inputs, op.inputs)}
             for b in sub.ops:
                 new = Op(b.name, [local[v] for v in b.inputs], b.attrs, [r.type for r in b.results])
-                body.ops.append(new)
+                rb.body.ops.append(new)
                 local.update(zip(b.results, new.results))
-            mapping.update((r, local[v]) for r, v in zip(op.results, sub.outputs))
+            rb.mapping.update((r, local[v]) for r, v in zip(op.results, sub.outputs))
             epilogue_results = list(op.results)
             continue
-        new = Op(op.name, [inner(v) for v in op.inputs], op.attrs, [r.type for r in op.results])
-        body.ops.append(new)
-        mapping.update(zip(op.results, new.results))
+        rb.copy(op)
         if op is mm:
             after_mm = True
         elif after_mm:
@@ -240,9 +228,7 @@ def _build(g: Graph, ops: list[Op], mm: Op, users: dict[Value, list[Op]], return
     if epilogue_results:
         saved += _nbytes(mm.result) * (1 if product_escapes else 2)
     escaping = ([mm.result] if product_escapes or not epilogue_results else []) + epilogue_results
-    body.outputs = [mapping[v] for v in escaping]
-    region = Op("fused", operands, {"body": body, "name": name}, [v.type for v in escaping])
-    return region, escaping, saved, constants
+    return rb.finish(escaping, name), escaping, saved, constants
 
 
 def _reorder(g: Graph, cg: _Contracted, regions: dict[int, tuple[Op, list[Value]]], copied: set[Op]) -> None:
