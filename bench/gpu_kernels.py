@@ -1,7 +1,7 @@
 """Where each backend's GPU time goes: the busiest kernels of one model call, eager vs ember vs
 TorchInductor, from torch.profiler (CUDA activity only, 5 calls after 3 warm-up calls).
 
-    python -m bench.gpu_kernels gpt2 bert-base resnet50
+    python -m bench.gpu_kernels gpt2 bert-base resnet50 [--top N]
 
 For each backend it prints the GPU busy time per call (the sum of kernel times: what the model
 costs when launches are not the bottleneck), kernels per call, and the top 12 kernels. The
@@ -26,7 +26,7 @@ CASES = {"gpt2": models.gpt2, "bert-base": models.bert, "llama-1b-ish": models.l
 CALLS, WARMUP, TOP = 5, 3, 12
 
 
-def profile_case(name: str, cfg: Config) -> None:
+def profile_case(name: str, cfg: Config, top: int = TOP) -> None:
     torch._dynamo.reset()
     w = CASES[name](cfg)
     backends = {"eager": w.target, "ember": torch.compile(w.target, backend="ember"),
@@ -50,16 +50,20 @@ def profile_case(name: str, cfg: Config) -> None:
             busy = sum(e.device_time_total for e in events) / CALLS / 1e3
             count = sum(e.count for e in events) / CALLS
             print(f"== {name} {label}: GPU busy {busy:.2f} ms/call, {count:.0f} kernels/call", flush=True)
-            for e in sorted(events, key=lambda e: -e.device_time_total)[:TOP]:
+            for e in sorted(events, key=lambda e: -e.device_time_total)[:top]:
                 print(f"   {e.device_time_total / CALLS / 1e3:7.3f} ms  x{e.count / CALLS:5.0f}  {e.key[:110]}")
 
 
 def main(argv: list[str]) -> None:
+    top = TOP
+    if "--top" in argv:  # --top N: list the N busiest kernels (a large N lists every kernel)
+        i = argv.index("--top")
+        top, argv = int(argv[i + 1]), argv[:i] + argv[i + 2:]
     unknown = [n for n in argv if n not in CASES]
     if not argv or unknown:
-        raise SystemExit(f"usage: python -m bench.gpu_kernels CASE...; cases: {', '.join(CASES)}")
+        raise SystemExit(f"usage: python -m bench.gpu_kernels CASE... [--top N]; cases: {', '.join(CASES)}")
     for name in argv:
-        profile_case(name, Config())
+        profile_case(name, Config(), top)
 
 
 if __name__ == "__main__":

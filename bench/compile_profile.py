@@ -1,0 +1,70 @@
+"""Where a *cold* ember compile spends its time: cProfile of the first call of one model.
+
+    python -m bench.compile_profile gpt2 [--budget 10]
+
+Both caches start empty (ember's and Triton's, in a fresh temporary folder each), so this is what
+a user pays on a new machine. Prints the wall time of the first call, how many Triton compiles
+and timing runs it made and what they cost, and the functions with the most cumulative time.
+Run it as a module from the repo root (see bench/gpu_kernels.py for why).
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import tempfile
+import time
+
+TOP = 45
+# Functions whose cumulative time says where a compile goes; printed first, by name.
+WATCH = {
+    "compile": "triton/compiler/compiler.py",      # one Triton kernel compiled (MLIR, LLVM, ptxas)
+    "do_bench": "triton/testing.py",               # one autotune timing
+    "compile_graph": "ember/frontend/compile.py",  # ember's part (passes, codegen, tuning)
+    "_compile_fx_inner": "",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("case")
+    parser.add_argument("--budget", type=float, default=None, help="autotune_budget_s")
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="ember-cold-")
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(tmp, "triton")  # before triton is imported
+    import torch
+
+    from .gpu_kernels import CASES
+    from .workload import Config
+
+    w = CASES[args.case](Config())
+    options = {"cache_dir": os.path.join(tmp, "ember")}
+    if args.budget is not None:
+        options["autotune_budget_s"] = args.budget
+    fn = torch.compile(w.target, backend="ember", options=options)
+    prof = cProfile.Profile()
+    start = time.perf_counter()
+    with torch.no_grad() if not w.train else torch.enable_grad():
+        prof.enable()
+        out = fn(*w.args, **w.kwargs)
+        if w.train:
+            w.pick(out).backward()
+        torch.cuda.synchronize()
+        prof.disable()
+    wall = time.perf_counter() - start
+    stats = pstats.Stats(prof)
+    print(f"== {args.case}: cold first call {wall:.1f} s (profiled)", flush=True)
+    for (path, _, func), (cc, nc, tt, ct, _) in stats.stats.items():
+        for name, where in WATCH.items():
+            if func == name and where in path:
+                print(f"   {name:18s} {nc:5d} calls  {ct:7.2f} s cumulative  ({path[-60:]})")
+    out_text = io.StringIO()
+    pstats.Stats(prof, stream=out_text).sort_stats("cumulative").print_stats(TOP)
+    lines = [ln for ln in out_text.getvalue().splitlines() if ln.strip()]
+    print("\n".join(lines[:TOP + 8]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
