@@ -66,6 +66,10 @@ class Options:
     # graph instead of one per kernel; codegen/cuda_graphs.py says when it cannot and what it
     # does then). False: the wrapper launches every kernel itself at every call.
     cuda_graphs: bool = True
+    # Compile a GPU graph's Triton kernels, and each autotuning race's candidates, on a pool of
+    # threads before they first run (codegen/precompile.py); False: each compiles on the calling
+    # thread when it is first launched.
+    precompile: bool = True
 
     _CHECKS = {
         "pipeline": (str, "a pipeline string such as \"canonicalize,cse,dce\""),
@@ -78,6 +82,7 @@ class Options:
         "matmul_library": (bool, "True or False"),
         "attention_library": (bool, "True or False"),
         "cuda_graphs": (bool, "True or False"),
+        "precompile": (bool, "True or False"),
     }
 
     @classmethod

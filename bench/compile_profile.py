@@ -1,9 +1,10 @@
 """Where a *cold* ember compile spends its time: cProfile of the first call of one model.
 
-    python -m bench.compile_profile gpt2 [--budget 10]
+    python -m bench.compile_profile gpt2 [--budget 10] [--cache-dir DIR]
 
 Both caches start empty (ember's and Triton's, in a fresh temporary folder each), so this is what
-a user pays on a new machine. Prints the wall time of the first call, how many Triton compiles
+a user pays on a new machine. With --cache-dir, both live in DIR instead: run twice with the same
+DIR to profile a warm compile (the second run). Prints the wall time of the first call, how many Triton compiles
 and timing runs it made and what they cost, and the functions with the most cumulative time.
 Run it as a module from the repo root (see bench/gpu_kernels.py for why).
 """
@@ -31,8 +32,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("case")
     parser.add_argument("--budget", type=float, default=None, help="autotune_budget_s")
+    parser.add_argument("--cache-dir", default=None, help="keep both caches here (default: a new temporary folder)")
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="ember-cold-")
+    tmp = args.cache_dir or tempfile.mkdtemp(prefix="ember-cold-")
     os.environ["TRITON_CACHE_DIR"] = os.path.join(tmp, "triton")  # before triton is imported
     import torch
 
@@ -55,7 +57,9 @@ def main() -> None:
         prof.disable()
     wall = time.perf_counter() - start
     stats = pstats.Stats(prof)
-    print(f"== {args.case}: cold first call {wall:.1f} s (profiled)", flush=True)
+    from ember.autotune import STATS
+    print(f"== {args.case}: first call {wall:.1f} s (profiled; tuning cache hits {STATS.hits}, "
+          f"misses {STATS.misses}, candidates timed {STATS.benchmarks})", flush=True)
     for (path, _, func), (cc, nc, tt, ct, _) in stats.stats.items():
         for name, where in WATCH.items():
             if func == name and where in path:

@@ -68,7 +68,7 @@ class Chooser:
     def __init__(self, device: str, *, cache_dir: str | None, autotune: bool = True,
                  budget_s: float | None = None, pipeline: "str | Callable[[], str]" = "",
                  stats: TuningStats | None = None, timer: Any = None, matmul_library: bool = True,
-                 attention_library: bool = True):
+                 attention_library: bool = True, precompile: bool = False):
         self.device = device
         self.cache_dir = cache_dir              # also where timing runs put their modules
         self.interpret = not device.startswith("cuda")
@@ -82,6 +82,7 @@ class Chooser:
         self.decisions: list[dict[str, Any]] = []
         self.matmul_library = matmul_library    # False: matmuls race ember's template configs only
         self.attention_library = attention_library  # False: SDPA left out of attention's race
+        self.precompile = precompile            # compile a race's candidates together before timing
 
     @property
     def pipeline(self) -> str:
@@ -103,7 +104,8 @@ class Chooser:
                 return ""
         return cls(device, cache_dir=options.cache_dir, autotune=options.autotune,
                    budget_s=options.autotune_budget_s, pipeline=fingerprint,
-                   matmul_library=options.matmul_library, attention_library=options.attention_library)
+                   matmul_library=options.matmul_library, attention_library=options.attention_library,
+                   precompile=options.precompile)
 
     def _remaining(self) -> float | None:
         if self.budget_s is None:
@@ -154,6 +156,8 @@ class Chooser:
             kwargs["stats"] = self.stats
         if self.timer is not None:
             kwargs["timer"] = self.timer
+        if self.precompile:
+            kwargs["prepare"] = _compile_all
         choice = tune(key, candidates, **kwargs)
         chosen = by_name[choice.name]
         self._record(what, key, chosen, choice.source, choice.timings_ms)
@@ -166,3 +170,16 @@ class Chooser:
                                "key": key.summary() if key is not None else None,
                                "timings_ms": {k: round(v, 5) for k, v in timings.items()}})
 
+
+
+def _compile_all(candidates: Sequence[Candidate]) -> None:
+    """Run each candidate once with its launches compiling on a thread pool instead of running
+    (precompile.py), so timing finds every kernel compiled. A candidate that fails here is left
+    to fail, and be recorded as failed, when it is timed."""
+    from .precompile import precompiling
+    with precompiling():
+        for cand in candidates:
+            try:
+                cand.run()
+            except Exception:  # noqa: BLE001 - see the docstring
+                pass

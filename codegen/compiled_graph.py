@@ -9,6 +9,7 @@ import torch
 
 from ..ir import Graph, bind_symbols, to_torch
 from ..options import Options
+from . import precompile
 from .code_cache import load_module, write_module
 from .choice import Chooser
 from .cuda_graphs import CudaGraphRunner, graph_capture_refusal
@@ -58,6 +59,9 @@ class CompiledGraph:
         self._symbols = list(graph.symbols)
         self._dtypes = [to_torch(v.type.dtype) for v in graph.inputs]
         self._ranks = [v.type.rank for v in graph.inputs]
+        # Set by compile_graph for a GPU graph: the first call dry-runs the wrapper first, so its
+        # kernels compile on a thread pool rather than one by one as they launch (precompile.py).
+        self.dry_run_first = False
 
     def _check(self, inputs: Sequence[torch.Tensor]) -> None:
         # Cheap checks only: a wrong dtype or rank would otherwise run and read garbage.
@@ -71,12 +75,15 @@ class CompiledGraph:
     def __call__(self, inputs: Sequence[torch.Tensor],
                  symbols: dict[sympy.Symbol, int] | None = None) -> list[torch.Tensor]:
         self._check(inputs)
-        if self.cuda_graphs is not None:
-            return self.cuda_graphs(list(inputs))
         values = []
         if self._symbols:
             env = bind_symbols(self.graph, inputs, symbols)
             values = [env[s] for s in self._symbols]
+        if self.dry_run_first:
+            self.dry_run_first = False
+            precompile.dry_run(self._call, list(inputs), *values)
+        if self.cuda_graphs is not None:
+            return self.cuda_graphs(list(inputs))
         return self._call(list(inputs), *values)
 
 
@@ -92,6 +99,7 @@ def compile_graph(graph: Graph, options: Options | None = None, chooser: Chooser
     module = load_module(path, generated.interpret)
     compiled = CompiledGraph(graph, module, generated, path)
     compiled.autotune = chooser.decisions
+    compiled.dry_run_first = options.precompile and not generated.interpret
     why_not = graph_capture_refusal(graph, compiled.externs) if options.cuda_graphs else "option cuda_graphs off"
     if why_not is None:
         compiled.cuda_graphs = CudaGraphRunner(compiled._call, graph.name, copy_out)

@@ -29,6 +29,8 @@ import functools
 import torch
 import triton
 
+from . import precompile
+
 MAX_KEPT = 256  # kept kernels per launch site before the table starts over
 
 
@@ -75,6 +77,9 @@ class Launcher:
         self._compiled: dict[tuple, tuple] = {}   # specialization key -> (run, function, metadata)
 
     def __call__(self, programs: int, *args, INDEX_64: bool = False) -> None:
+        if precompile.active() and self.fast:  # compile on the pool, launch nothing (precompile.py)
+            precompile.submit(self.fn, programs, args, {**self.blocks, "INDEX_64": INDEX_64}, self.options)
+            return
         key = None
         if self.fast and not _launch_hooks_installed():
             try:

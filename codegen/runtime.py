@@ -126,7 +126,7 @@ def view_or_none(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor | None:
     """`t.view(shape)` when t's strides allow it, else None (the wrapper then copies first)."""
     try:
         return t.view(shape)
-    except RuntimeError:
+    except (RuntimeError, ValueError):  # a fake tensor (precompile's dry run) raises ValueError
         return None
 
 

@@ -1,0 +1,138 @@
+"""Compiling Triton kernels on a pool of threads before they first run, instead of one by one.
+
+Triton compiles a kernel the first time it is launched with a new specialization, on the calling
+thread, one after another: 0.1 to 1.5 s each (MLIR, LLVM, ptxas, a C launcher). A cold GPT-2
+compile on an H100 spent ~35 s of its first call that way (88 kernels: the wrapper's and every
+autotuning candidate's). Nearly all of that work runs outside the GIL (LLVM and MLIR in C++,
+ptxas and the launcher's C compiler in subprocesses), so threads compile in parallel without the
+cost of worker processes (each would import torch and open a CUDA context of its own).
+
+    with precompiling():
+        launch_k0(programs, x, out, n)   # submitted to the pool, not launched
+    # on exit every submitted kernel is compiled and in its JITFunction's cache
+
+Inside `precompiling()`, `Launcher.__call__` hands its kernel to `submit` instead of launching
+it. `submit` calls Triton's `warmup`, which specializes the arguments exactly as a launch would
+(dtypes, 16-byte alignment of pointers, ints equal to 1 or divisible by 16) and, under Triton's
+AsyncCompileMode, queues the compile; on exit the results are filed under the key a later launch
+with the same arguments looks up. Tensors are described, not passed: fake tensors (a dry run of a
+wrapper under FakeTensorMode) have no data pointer, so each tensor becomes its dtype and its byte
+offset, whose alignment is what Triton specializes on.
+
+Two users: CompiledGraph's first call runs its wrapper once on fake inputs inside
+`precompiling()` (`dry_run`), and the Chooser runs every autotuning candidate once inside it
+before timing any. Neither can make a result wrong: a compile that fails is left for the real
+launch to fail on with its own error, and a dry run that stops early (an op fake tensors cannot
+run) leaves the rest to be compiled at the real launch, as without this module.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("ember_precompiling", default=False)
+MAX_THREADS = 32
+
+
+def active() -> bool:
+    """Whether launches are being submitted for compilation instead of run (see module doc)."""
+    return _ACTIVE.get()
+
+
+def _threads() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cores))
+
+
+class _CompileThreads(ThreadPoolExecutor):
+    """A thread pool whose jobs also build the compiled kernel's C launcher (a C compiler run,
+    cached on disk by Triton), which the first launch would otherwise build on the main thread."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(_compile_and_build_launcher, fn, *args, **kwargs)
+
+
+def _compile_and_build_launcher(compile_fn: Callable, *args, **kwargs):
+    kernel = compile_fn(*args, **kwargs)
+    try:
+        from triton.runtime import driver
+        driver.active.launcher_cls(kernel.src, kernel.metadata)  # result cached on disk, dropped here
+    except Exception as e:  # noqa: BLE001 - the first launch builds it then, and reports any error
+        log.debug("ember precompile: launcher for %s not built ahead: %s", getattr(kernel, "name", "?"), e)
+    return kernel
+
+
+@contextlib.contextmanager
+def precompiling() -> Iterator[None]:
+    """Launches inside the body are compiled on a thread pool instead of run; the body's end
+    waits for every compile. Nested use joins the outer one."""
+    if _ACTIVE.get():
+        yield
+        return
+    from triton.runtime._async_compile import AsyncCompileMode
+    token = _ACTIVE.set(True)
+    try:
+        with _CompileThreads(max_workers=_threads(), thread_name_prefix="ember-compile") as pool:
+            # ignore_errors: a failed compile is not filed; the real launch compiles again and raises.
+            with AsyncCompileMode(pool, ignore_errors=True):
+                yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+class _TensorSpec:
+    """What Triton specializes a tensor argument on: its dtype and its pointer's alignment."""
+
+    def __init__(self, dtype: torch.dtype, byte_offset: int):
+        self.dtype = dtype
+        self._ptr = byte_offset
+
+    def data_ptr(self) -> int:
+        return self._ptr
+
+
+def _spec(arg: Any) -> Any:
+    if not isinstance(arg, torch.Tensor):
+        return arg
+    from torch._subclasses.fake_tensor import is_fake
+    if is_fake(arg):  # no storage: an allocation's base is 16-byte aligned, so its offset decides
+        return _TensorSpec(arg.dtype, arg.storage_offset() * arg.element_size())
+    return _TensorSpec(arg.dtype, arg.data_ptr())
+
+
+def submit(fn, programs: int, args: Sequence[Any], constexprs: dict[str, Any],
+           options: dict[str, Any]) -> None:
+    """Queue `fn`'s compile for these launch arguments (inside `precompiling()` only)."""
+    try:
+        fn.warmup(*[_spec(a) for a in args], grid=(programs,), **constexprs, **options)
+    except Exception as e:  # noqa: BLE001 - the real launch compiles it and reports the error
+        log.debug("ember precompile: %s not submitted: %s", getattr(fn, "__name__", fn), e)
+
+
+def dry_run(call: Callable[[list], Any], inputs: Sequence[torch.Tensor], *extra: Any) -> bool:
+    """Run a generated wrapper once on fake copies of `inputs` inside `precompiling()`: every
+    kernel it would launch is compiled (in parallel), nothing is computed or allocated. Returns
+    whether the dry run reached the end (False: an op it could not run on fake tensors; the
+    kernels it reached are compiled all the same)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with precompiling():
+        try:
+            with mode:
+                fakes = [mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in inputs]
+                call(fakes, *extra)
+            return True
+        except Exception as e:  # noqa: BLE001 - only an optimization: the real run will do
+            log.debug("ember precompile: dry run stopped early: %s: %s", type(e).__name__, e)
+            return False

@@ -1,0 +1,56 @@
+"""Parallel precompile (codegen/precompile.py) on the lent H100, with EMBER_TEST_GPU=1: a compiled
+model's first call and its autotuning races find their kernels already compiled by the thread
+pool (Triton compiles nothing more when they launch), and the results still match eager."""
+import pytest
+import torch
+import triton
+
+from model_zoo import MODELS, outputs_of, token_ids
+
+BF16 = dict(rtol=5e-2, atol=5e-2)
+
+
+@pytest.fixture
+def compiles(monkeypatch):
+    """(kernel name, whether it was a submitted warmup) for every compile Triton starts."""
+    seen = []
+
+    def hook(*, key, repr, fn, compile, is_manual_warmup, already_compiled):
+        seen.append((fn.name, is_manual_warmup))
+        return None  # go on compiling
+    monkeypatch.setattr(triton.knobs.runtime, "jit_cache_hook", hook)
+    return seen
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_first_call_launches_only_precompiled_kernels(name, compiles, tmp_path):
+    torch._dynamo.reset()
+    model = MODELS[name]().to("cuda", torch.bfloat16).eval()
+    # A fresh ember cache: the matmul and attention races are run, so their candidates compile too.
+    compiled = torch.compile(model, backend="ember", options={"cache_dir": str(tmp_path),
+                                                              "autotune_budget_s": 30.0})
+    ids = token_ids(2, 32, device="cuda")
+    with torch.no_grad():
+        got = outputs_of(name, compiled(ids))
+        want = outputs_of(name, model(ids))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **BF16)
+    submitted = [n for n, warm in compiles if warm]
+    at_launch = [n for n, warm in compiles if not warm]
+    assert submitted, "nothing went through the thread pool"
+    assert at_launch == [], f"compiled at launch, not ahead: {at_launch}"
+
+
+@pytest.mark.gpu
+def test_precompile_off_compiles_at_launch(compiles, tmp_path):
+    torch._dynamo.reset()
+    model = MODELS["gpt2"]().to("cuda", torch.bfloat16).eval()
+    compiled = torch.compile(model, backend="ember", options={"cache_dir": str(tmp_path),
+                                                              "precompile": False})
+    ids = token_ids(2, 32, device="cuda")
+    with torch.no_grad():
+        got = outputs_of("gpt2", compiled(ids))
+        want = outputs_of("gpt2", model(ids))
+    torch.testing.assert_close(got[0], want[0], **BF16)
+    assert compiles and not any(warm for _, warm in compiles)
