@@ -347,6 +347,7 @@ class WrapperBuilder:
         self.externs.append({"op": "extern", "target": target, "reason": op.attrs.get("reason", "")})
         if target in _FRESH_CONTIGUOUS:
             self.mark_contiguous(op.result)
+            self._set_index64(op.result, self.static_index64(op.result))
 
     def literal(self, obj, op: Op) -> str:
         return python_literal(obj, lambda i: self.names[op.inputs[i]], self.sizes.ref)
