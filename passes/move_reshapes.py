@@ -1,5 +1,5 @@
-"""move_reshapes: move a reshape across a one-operand pointwise op, toward the side where that op
-has no kernel to join, so the op fuses with the kernel on the other side.
+"""move_reshapes: move a reshape across pointwise ops, toward the side where they have a kernel
+to join (one-operand ops toward the side without one; any op toward a row reduction).
 
 A reshape that merges or splits dims is a view, never a region member, so an op on either side
 of it is cut off from the kernel across it. GPT-2's loss is built that way, and on its 411 MB of
@@ -31,26 +31,29 @@ then finds its operands reshaped the same way and moves too.
 
 Into a reduction (a row reduction reads the reshape, directly or through pointwise ops of its
 shape): the reshape moves above u whatever u's operands, so u runs in the reduction's shape and
-joins its row kernel. GPT-2's, BERT's and Llama's residual adds feed a LayerNorm or RMSNorm:
+joins its row kernel:
 
     r = add(y2d, x2d); reshape(r) [B*T,N] -> [B,T,N]; layer_norm
         ->  r' = add(reshape(y2d), reshape(x2d)); layer_norm(r'); r = reshape(r') for other readers
 
-TorchInductor runs that as addmm (cuBLAS) plus ONE kernel for the residual add and the norm.
-Left after the matmul, the add (and the norm's f32 upcast) became the matmul's epilogue: with
-cuBLAS picked that is an extra epilogue kernel per norm, and the epilogue wrote an f32 copy of
-the sum just for the norm to read. Every full-size operand must be free to view in the new
-shape: a graph input, a kernel's result (contiguous) or a reshape of one (composed into one
-reshape). Each smaller operand must broadcast the same way in both shapes: its dims lie within
-the trailing dims the reshape keeps (a bias [N] when only leading dims merge or split);
-one-element operands become 0-d. u's other readers (the next residual add reads the sum) read
-it back through a reshape, a view of the reduction kernel's result. The move stops at a
-matmul's bias add: that add is the library's addmm, and the matmul keeps it. The pass repeats
-its sweep until nothing moves, so a chain (residual add, cast) moves one op per sweep.
+A transformer block's residual add feeds its LayerNorm or RMSNorm. TorchInductor runs that as
+addmm (cuBLAS) plus ONE kernel for the residual add and the norm. As the matmul's epilogue
+instead, the add (with the norm's f32 upcast) cost an extra epilogue kernel per norm when cuBLAS
+was picked, and the epilogue wrote an f32 copy of the sum just for the norm to read. In GPT-2,
+BERT, Llama and ViT the add already runs on [B,T,N], after the product's reshape: there down is
+simply not taken (below). Where it runs on [B*T,N] and the sum is reshaped for the norm, this
+move brings it over. Every full-size operand must be free to view in the new shape: a graph
+input, a kernel's result (contiguous) or a reshape of one (composed into one reshape). Each
+smaller operand must broadcast the same way in both shapes: its dims lie within the trailing
+dims the reshape keeps (a bias [N] when only leading dims merge or split); one-element operands
+become 0-d. u's other readers (the next residual add reads the sum) read it back through a
+reshape, a view of the reduction kernel's result. The move stops at a matmul's bias add: that
+add is the library's addmm, and the matmul keeps it. The pass repeats its sweep until nothing
+moves, so a chain (residual add, cast) moves one op per sweep.
 
 Up needs u to have one full-size operand, whose value is no kernel's result; down needs a reshape
-of a kernel's result, and is not taken when u feeds a row reduction in its own shape (u has a
-kernel to join there too: the one above). Each rewrite leaves the others' patterns with the
+of a kernel's result, and is not taken when u feeds a row reduction in its own shape (u joins
+the reduction's kernel where it is; into a reduction needs the reduction across the reshape). Each rewrite leaves the others' patterns with the
 wrong kind of input, so they never undo each other. Moving up can turn a free view into a copy
 only where the input itself is not viewable as the new shape; then the copy reads the narrower
 dtype. Stats: `up` (both upward moves), `down`.
