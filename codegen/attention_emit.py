@@ -182,6 +182,21 @@ def _template_runner(spec, cfg: AttentionConfig, chooser, q, k, v, mask):
     return lambda: launch_attention(launch, cfg.BLOCK_M, q, k, v, mask, out)
 
 
+def output_order(b: "WrapperBuilder", op: Op) -> tuple[int, ...] | None:
+    """The dim order to lay the template's result out in: P when every reader permutes it by P.
+
+    Attention's result [B, H, S, D] goes to the output projection as permute(0, 2, 1, 3) and a
+    reshape to [B*S, H*D]; on a contiguous result that reshape cannot be a view and the wrapper
+    copied it every call (one kernel per layer). The template writes through the output's
+    strides, so it writes [B, S, H, D] memory directly and both views are free. Not for a
+    returned result (the caller gets it in the layout eager's SDPA gives) or other readers."""
+    readers = b.graph.users().get(op.result, [])
+    if op.result in b.graph.outputs or not readers or any(r.name != "permute" for r in readers):
+        return None
+    orders = {tuple(r.attrs["dims"]) for r in readers}
+    return orders.pop() if len(orders) == 1 else None
+
+
 def emit(b: "WrapperBuilder", op: Op, choice: TemplateChoice) -> None:
     """One launch of the chosen template into a wrapper-allocated (possibly reused) buffer."""
     cfg, call = choice.config, choice.call
@@ -191,8 +206,7 @@ def emit(b: "WrapperBuilder", op: Op, choice: TemplateChoice) -> None:
     launcher = b.launcher_for(name, cfg.num_warps, {"BLOCK_M": cfg.BLOCK_M, "BLOCK_N": cfg.BLOCK_N},
                               num_stages=cfg.num_stages)
     out = b.names[op.result]
-    b.alloc(op.result, out)
-    b.contiguous.add(op.result)
+    b.alloc(op.result, out, order=output_order(b, op))
     b._set_index64(op.result, b.static_index64(op.result))
     tensors = [call.q, call.k, call.v] + ([call.mask] if call.mask is not None else []) + [op.result]
     mask = b.names[call.mask] if call.mask is not None else "None"

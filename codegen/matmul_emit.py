@@ -105,7 +105,6 @@ class MatmulEmitter:
         """A bare matmul through the template: allocate the result, one launch."""
         b = self.b
         b.alloc(op.result, b.names[op.result])
-        b.contiguous.add(op.result)
         b._set_index64(op.result, b.static_index64(op.result))
         b.launch(self.kernel(op), "matmul", b.names)
         b.num_kernels += 1
@@ -119,6 +118,8 @@ class MatmulEmitter:
         if padded is None:
             b.line(f"{out} = torch.matmul({a}, {w})")
             b._set_index64(op.result, b.static_index64(op.result))  # a new contiguous tensor
+            if op.result.type.rank == 2:   # mm's result: its reshapes are views, known here
+                b.mark_contiguous(op.result)
         else:
             # cuBLAS has only slow kernels for sizes that are not multiples of 16 bytes (GPT-2's
             # 50257-word vocabulary): multiply padded copies, keep the [M, N] corner.

@@ -6,6 +6,8 @@ calls a library function (a matmul the autotuner gave to the library, ATen exter
 matmul regions are matmul_emit.py's: ember's template or the library, as the graph's Chooser decides. Sizes derived from symbols are computed once at
 the top of `call`. Where memory_plan.py finds a dead buffer of the same byte size, a kernel's
 result takes its storage (`buf2 = buf0  # reuses buf0 (dead after %1)`) instead of a torch.empty.
+The strides of the buffers it allocates, and of views of them, are known as it writes (layouts.py):
+a reshape of one is a `.view` or a copy; only inputs and extern results are tested at run time.
 
     def call(inputs, s0):
         x, w = inputs
@@ -27,7 +29,7 @@ from ..ir import Graph, Op, Value
 from ..ir.ops import resolve_target
 from ..ir.printer import format_attrs
 from ..ir.types import TensorType, shapes_equal
-from . import attention_emit, attention_template, launcher, runtime
+from . import attention_emit, attention_template, launcher, layouts, runtime
 from .choice import Chooser
 from .data_movement import concat_kernel, gather_kernel, index_kernel, pad_kernel
 from .kernel_writer import Kernel
@@ -43,6 +45,9 @@ from .triton_types import UnsupportedDtype
 _KERNEL_BUILDERS = {"index": index_kernel, "gather": gather_kernel, "concat": concat_kernel,
                     "pad": pad_kernel}
 _VIEWS = ("reshape", "permute", "expand", "slice")
+# Externs whose result is a new contiguous tensor (a library matmul region's addmm): reshapes of
+# it are views, known when the wrapper is written.
+_FRESH_CONTIGUOUS = ("aten.addmm.default", "aten.mm.default")
 
 
 @dataclass
@@ -76,7 +81,8 @@ class WrapperBuilder:
         self._kernel_names: dict[str, str] = {}   # kernel source (unnamed) -> name, to share kernels
         self.externs: list[dict] = []
         self.num_kernels = 0
-        self.contiguous: set[Value] = set()   # values known to be contiguous (kernel outputs)
+        self.strides: dict[Value, layouts.Strides] = {}   # layouts known at compile time (layouts.py)
+        self.orders: dict[Value, tuple[int, ...]] = {}    # buffers allocated in another dim order
         self.index64: dict[Value, str] = {}   # value -> its INDEX_64 flag expression (see static_index64)
         self._region_kernels: dict[Op, Kernel | None] = {}
         self._attention: dict[Op, attention_emit.TemplateChoice | None] = {}
@@ -93,26 +99,39 @@ class WrapperBuilder:
         operands = ", ".join(self.ir_names[v] for v in op.inputs)
         return f"# {lhs} = {op.name}{format_attrs(op.name, op.attrs)}" + (f" {operands}" if operands else "")
 
-    def alloc(self, v: Value, name: str, indent: int = 1) -> None:
+    def alloc(self, v: Value, name: str, indent: int = 1, order: tuple[int, ...] | None = None) -> None:
+        """`name = ` a buffer for `v` (fresh, or a dead one's storage), contiguous, or with its
+        dims laid out in memory in `order` (outermost first; a permute of a contiguous buffer)."""
         t = v.type
+        memory = t if order is None else TensorType(t.dtype, tuple(t.shape[i] for i in order), t.device)
+        back = "" if order is None else f".permute({', '.join(map(str, layouts.inverse(order)))})"
+        self.strides[v] = layouts.contiguous(t.shape) if order is None else layouts.in_order(t.shape, order)
+        if order is not None:
+            self.orders[v] = order
         reuse = self.memory.reuses.get(v)
         if reuse is not None:
             donor = self.names[reuse.donor]
-            self.line(f"{name} = {self.reinterpret(donor, reuse.donor, v)}  "
+            self.line(f"{name} = {self.reinterpret(donor, reuse.donor, memory)}{back}  "
                       f"# reuses {donor} (dead after {reuse.dead_after})", indent)
             return
         device = "DEVICE" if t.device == self.graph.device else repr(t.device)
-        self.line(f"{name} = torch.empty({self.sizes.shape(t.shape)}, dtype={_torch_dtype(t.dtype)}, "
-                  f"device={device})", indent)
+        self.line(f"{name} = torch.empty({self.sizes.shape(memory.shape)}, dtype={_torch_dtype(t.dtype)}, "
+                  f"device={device}){back}", indent)
 
-    def reinterpret(self, donor: str, old: Value, new: Value) -> str:
-        """`donor` (contiguous, as every allocated buffer is) as a tensor of `new`'s type; the plan
+    def mark_contiguous(self, v: Value) -> None:
+        """`v` is a fresh contiguous tensor (a library matmul's result)."""
+        self.strides[v] = layouts.contiguous(v.type.shape)
+
+    def reinterpret(self, donor: str, old: Value, new: TensorType) -> str:
+        """`donor` (a contiguous buffer) as a contiguous tensor of type `new`; the plan
         guarantees equal byte sizes. A dtype change goes through 1-d, where `.view(dtype)` is always
         valid for a contiguous tensor whose bytes divide evenly."""
-        shape = self.sizes.shape(new.type.shape)
-        if old.type.dtype != new.type.dtype:
-            return f"{donor}.view(-1).view({_torch_dtype(new.type.dtype)}).view({shape})"
-        if shapes_equal(old.type.shape, new.type.shape):
+        shape = self.sizes.shape(new.shape)
+        if old in self.orders:  # allocated in another dim order: its memory, contiguous
+            donor = f"{donor}.permute({', '.join(map(str, self.orders[old]))})"
+        if old.type.dtype != new.dtype:
+            return f"{donor}.view(-1).view({_torch_dtype(new.dtype)}).view({shape})"
+        if shapes_equal(old.type.shape, new.shape):
             return donor
         return f"{donor}.view({shape})"
 
@@ -246,7 +265,6 @@ class WrapperBuilder:
 
     def kernel_op(self, op: Op, kernel: Kernel) -> None:
         self.alloc(op.result, self.names[op.result])
-        self.contiguous.add(op.result)
         self._set_index64(op.result, self.static_index64(op.result))
         self.launch(kernel, op.name, self.names)
         self.num_kernels += 1
@@ -284,7 +302,6 @@ class WrapperBuilder:
             names = dict(self.names)
             for v, r in zip(body.outputs, op.results):
                 self.alloc(r, self.names[r])
-                self.contiguous.add(r)
                 names[v] = self.names[r]
                 self._set_index64(r, self.static_index64(r))
                 self._set_index64(v, self.static_index64(r))
@@ -299,8 +316,8 @@ class WrapperBuilder:
         for v, r in zip(body.outputs, op.results):
             self.line(f"{self.names[r]} = {self.names[v]}")
             self._set_index64(r, self.index64.get(v))
-            if v in self.contiguous:
-                self.contiguous.add(r)
+            if v in self.strides:
+                self.strides[r] = self.strides[v]
 
     def body_of(self, op: Op) -> Graph:
         return self.matmuls.body_of(op)
@@ -310,37 +327,10 @@ class WrapperBuilder:
             self.index64[v] = flag
 
     def view_op(self, op: Op) -> None:
-        src, dst = self.names[op.inputs[0]], self.names[op.result]
         # A view (or, for a reshape torch cannot view, a contiguous copy of the same elements)
         # spans no more than its input.
         self._set_index64(op.result, self.index64.get(op.inputs[0]))
-        a = op.attrs
-        if op.name == "permute":
-            self.line(f"{dst} = {src}.permute({', '.join(map(str, a['dims']))})")
-        elif op.name == "expand":
-            self.line(f"{dst} = {src}.expand({self.sizes.shape(a['shape'])})")
-        elif op.name == "slice":
-            index = ":, " * a["dim"]
-            step = f":{a['step']}" if a["step"] != 1 else ""
-            self.line(f"{dst} = {src}[{index}{self.sizes.ref(a['start'])}:{self.sizes.ref(a['end'])}{step}]")
-        else:
-            self.reshape_op(op, src, dst)
-
-    def reshape_op(self, op: Op, src: str, dst: str) -> None:
-        """A view when the input's strides allow one (decided at run time, since input layouts are
-        only known then), else a copy kernel to a contiguous buffer and a view of that."""
-        shape = self.sizes.shape(op.result.type.shape)
-        if op.inputs[0] in self.contiguous:  # a buffer this wrapper allocated: always viewable
-            self.line(f"{dst} = {src}.view({shape})")
-            self.contiguous.add(op.result)
-            return
-        self.line(f"{dst} = view_or_none({src}, {shape})")
-        self.line(f"if {dst} is None:  # {src}'s strides allow no view: copy it contiguous, view that")
-        x = op.inputs[0]
-        copy = Op("copy", [x], {}, [TensorType(x.type.dtype, x.type.shape, x.type.device)])
-        self.alloc(copy.result, dst, indent=2)
-        self.launch(pointwise_kernel([copy]), "copy", {x: src, copy.result: dst}, indent=2)
-        self.line(f"{dst} = {dst}.view({shape})", indent=2)
+        layouts.emit_view(self, op)
 
     def extern_op(self, op: Op) -> None:
         target = op.attrs["target"]
@@ -355,6 +345,9 @@ class WrapperBuilder:
         else:
             self.line(f"{results}{',' if len(op.results) == 1 else ''} = extern_results({call}, {outputs})")
         self.externs.append({"op": "extern", "target": target, "reason": op.attrs.get("reason", "")})
+        if target in _FRESH_CONTIGUOUS:
+            self.mark_contiguous(op.result)
+            self._set_index64(op.result, self.static_index64(op.result))
 
     def literal(self, obj, op: Op) -> str:
         return python_literal(obj, lambda i: self.names[op.inputs[i]], self.sizes.ref)

@@ -188,3 +188,66 @@ def test_cuda_padding_mask_built_in_a_fused_region_gets_the_template():
     # The same region yielding -inf where a key is dropped could empty a row: the library.
     g2 = parse(str(g).replace("-3.3895313892515355e+38", "-inf"))
     assert "fully masked" in why_not_template(bind_sdpa(g2.ops[1]), g2)
+
+
+HEADS = f"""
+func @f(%x: f32[2,6,24]) -> (f32[12]) {{
+  %0: f32[2,6,24] = exp %x
+  %1: f32[2,6,8] = slice[dim=2, end=8, start=0, step=1] %0
+  %2: f32[2,6,8] = slice[dim=2, end=16, start=8, step=1] %0
+  %3: f32[2,6,8] = slice[dim=2, end=24, start=16, step=1] %0
+  %4: f32[2,6,2,4] = reshape[shape=(2, 6, 2, 4)] %1
+  %5: f32[2,2,6,4] = permute[dims=(0, 2, 1, 3)] %4
+  %6: f32[2,6,2,4] = reshape[shape=(2, 6, 2, 4)] %2
+  %7: f32[2,2,6,4] = permute[dims=(0, 2, 1, 3)] %6
+  %8: f32[2,6,2,4] = reshape[shape=(2, 6, 2, 4)] %3
+  %9: f32[2,2,6,4] = permute[dims=(0, 2, 1, 3)] %8
+  %10: f32[2,2,6,4] = extern[args=[#0, #1, #2], kwargs={{"is_causal": True}}, {SDPA}] %5, %7, %9
+  %11: f32[2,6,2,4] = permute[dims=(0, 2, 1, 3)] %10
+  %12: f32[12,8] = reshape[shape=(12, 8)] %11
+  %13: f32[12,8] = neg %12
+  %14: f32[12,8] = exp %13
+  %15: f32[12] = reduce_sum[axes=(1,), keepdim=False] %14
+  return %15
+}}
+"""
+
+
+def _heads_eager(x):
+    q, k, v = (t.reshape(2, 6, 2, 4).permute(0, 2, 1, 3) for t in x.exp().split(8, dim=2))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return (-out.permute(0, 2, 1, 3).reshape(12, 8)).exp().sum(1)
+
+
+def test_template_writes_the_layout_its_reader_views():
+    # GPT-2's attention: q, k, v are heads of one product (views, read through their strides)
+    # and the result goes back to [B*S, H*D] as permute + reshape. The template writes [B,S,H,D]
+    # memory, so both are views: no copy kernel (one per layer before). A later buffer takes
+    # that storage as the contiguous memory it is.
+    g = parse(dedent(HEADS))
+    gen = generate_module(g)
+    src = gen.wrapper_source
+    assert "view_or_none" not in src and "copy" not in src
+    assert gen.num_kernels == 5   # exp, attention, neg, exp, sum (no fuse here: one op each)
+    assert "torch.empty((2, 6, 2, 4), dtype=torch.float32, device=DEVICE).permute(0, 2, 1, 3)" in src
+    assert "buf14 = buf10.permute(0, 2, 1, 3).view((12, 8))  # reuses buf10" in src
+    x = torch.randn(2, 6, 24)
+    torch.testing.assert_close(_run(g, gen, [x])[0], _heads_eager(x))
+
+
+def test_library_attention_keeps_a_run_time_view_test():
+    # SDPA returns a tensor of its own layout: the wrapper asks at run time whether the
+    # reshape views it (eager's CUDA flash kernels write [B,S,H,D]; the CPU one does not).
+    g = parse(dedent(HEADS))
+    gen = generate_module(g, _LibraryAttention("cpu"))
+    assert "scaled_dot_product_attention.default(" in gen.wrapper_source and "view_or_none" in gen.wrapper_source
+    x = torch.randn(2, 6, 24)
+    torch.testing.assert_close(_run(g, gen, [x])[0], _heads_eager(x))
+
+
+class _LibraryAttention(Chooser):
+    def __init__(self, device):
+        super().__init__(device, cache_dir=None, autotune=False)
+
+    def choose(self, what, template_source, operands, impls, make_runner, heuristic=None):
+        return next(i for i in impls if i.is_library)

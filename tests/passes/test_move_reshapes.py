@@ -105,3 +105,116 @@ def test_down_a_linear_epilogue_on_3d_moves_below_the_unflattening_reshape():
         }
         """)
     assert rec.stats == {"up": 0, "down": 4}
+
+
+def test_down_stays_when_the_op_feeds_a_row_reduction():
+    # GPT-2 / BERT / Llama: the projection's product (bias added on [B*T,N]) is unflattened, the
+    # residual added and the sum upcast for the norm. Moved down, the add and the upcast were the
+    # matmul's epilogue (an f32 copy of the sum written for the norm; with cuBLAS, a kernel of
+    # their own). Left here, they join the norm's row kernel and the matmul keeps its bias alone.
+    run_golden("move_reshapes", """
+        func @f(%x: bf16[6,4], %w: bf16[4,5], %b: bf16[5], %r: bf16[2,3,5]) -> (f32[2,3,5], bf16[2,3,5]) {
+          %0: bf16[6,5] = matmul %x, %w
+          %1: bf16[6,5] = add %b, %0
+          %2: bf16[2,3,5] = reshape[shape=(2, 3, 5)] %1
+          %3: bf16[2,3,5] = add %2, %r
+          %4: f32[2,3,5] = cast[dtype="f32"] %3
+          %5: f32[2,3,1] = reduce_sum[axes=(2,), keepdim=True] %4
+          %6: f32[2,3,5] = sub %4, %5
+          return %6, %3
+        }
+        """, None)
+
+
+def test_into_a_reduction_a_residual_add_and_its_upcast_follow_the_reshape():
+    # The residual add on the matmul's [B*T,N] and the norm on [B,T,N]: the reshape moves above
+    # the upcast, then (next sweep) above the add, onto the bias add's result and the residual,
+    # both free views. It stops at the bias add (the library's addmm). The sum is also returned:
+    # that reader gets it back through a view of the moved add.
+    rec = run_golden("move_reshapes", """
+        func @f(%x: bf16[6,4], %w: bf16[4,5], %b: bf16[5], %r: bf16[6,5]) -> (f32[2,3,5], bf16[6,5]) {
+          %0: bf16[6,5] = matmul %x, %w
+          %1: bf16[6,5] = add %0, %b
+          %2: bf16[6,5] = add %1, %r
+          %3: f32[6,5] = cast[dtype="f32"] %2
+          %4: f32[2,3,5] = reshape[shape=(2, 3, 5)] %3
+          %5: f32[2,3,1] = reduce_sum[axes=(2,), keepdim=True] %4
+          %6: f32[2,3,5] = sub %4, %5
+          return %6, %2
+        }
+        """, """
+        func @f(%x: bf16[6,4], %w: bf16[4,5], %b: bf16[5], %r: bf16[6,5]) -> (f32[2,3,5], bf16[6,5]) [device="cpu"] {
+          %0: bf16[6,5] = matmul %x, %w
+          %1: bf16[6,5] = add %0, %b
+          %2: bf16[2,3,5] = reshape[shape=(2, 3, 5)] %1
+          %3: bf16[2,3,5] = reshape[shape=(2, 3, 5)] %r
+          %4: bf16[2,3,5] = add %2, %3
+          %5: bf16[6,5] = reshape[shape=(6, 5)] %4
+          %6: f32[2,3,5] = cast[dtype="f32"] %4
+          %7: f32[2,3,1] = reduce_sum[axes=(2,), keepdim=True] %6
+          %8: f32[2,3,5] = sub %6, %7
+          return %8, %5
+        }
+        """)
+    assert rec.stats == {"up": 2, "down": 0}
+
+
+def test_into_a_reduction_a_bias_broadcasts_in_the_kept_trailing_dims():
+    # A [5] scale broadcasts the same in [6,5] and [2,3,5]; a [1,5] one becomes [5]; a
+    # reshape of the residual composes with the new one (here: undone). The whole chain moves,
+    # down to the graph input.
+    rec = run_golden("move_reshapes", """
+        func @f(%a: f32[6,5], %r: f32[2,3,5], %s: f32[5], %t: f32[1,5]) -> (f32[2,3,1]) {
+          %0: f32[6,5] = exp %a
+          %1: f32[6,5] = reshape[shape=(6, 5)] %r
+          %2: f32[6,5] = mul %0, %s
+          %3: f32[6,5] = add %2, %1
+          %4: f32[6,5] = mul %3, %t
+          %5: f32[2,3,5] = reshape[shape=(2, 3, 5)] %4
+          %6: f32[2,3,1] = reduce_max[axes=(2,), keepdim=True] %5
+          return %6
+        }
+        """, """
+        func @f(%a: f32[6,5], %r: f32[2,3,5], %s: f32[5], %t: f32[1,5]) -> (f32[2,3,1]) [device="cpu"] {
+          %0: f32[2,3,5] = reshape[shape=(2, 3, 5)] %a
+          %1: f32[2,3,5] = exp %0
+          %2: f32[2,3,5] = mul %1, %s
+          %3: f32[2,3,5] = add %2, %r
+          %4: f32[5] = reshape[shape=(5,)] %t
+          %5: f32[2,3,5] = mul %3, %4
+          %6: f32[2,3,1] = reduce_max[axes=(2,), keepdim=True] %5
+          return %6
+        }
+        """)
+    assert rec.stats == {"up": 4, "down": 0}
+
+
+def test_into_a_reduction_not_when_the_reshape_splits_a_broadcast_dim():
+    # [6,10] -> [6,2,5]: the [10] bias would have to be split too; no kept trailing dim holds it.
+    run_golden("move_reshapes", """
+        func @f(%a: f32[6,10], %b: f32[10]) -> (f32[6,2,1]) {
+          %0: f32[6,10] = exp %a
+          %1: f32[6,10] = add %0, %b
+          %2: f32[6,2,5] = reshape[shape=(6, 2, 5)] %1
+          %3: f32[6,2,1] = reduce_sum[axes=(2,), keepdim=True] %2
+          return %3
+        }
+        """, None)
+
+
+def test_into_a_reduction_not_through_a_transposed_operand_or_a_permute():
+    # A permuted operand may not view as the new shape (the wrapper would copy it), and a
+    # permute before the reduction is no reshape: both stay as they are.
+    run_golden("move_reshapes", """
+        func @f(%a: f32[5,6], %r: f32[6,5], %c: f32[6,5]) -> (f32[2,3,1], f32[5,1]) {
+          %0: f32[6,5] = permute[dims=(1, 0)] %a
+          %1: f32[6,5] = add %0, %r
+          %2: f32[2,3,5] = reshape[shape=(2, 3, 5)] %1
+          %3: f32[2,3,1] = reduce_sum[axes=(2,), keepdim=True] %2
+          %4: f32[6,5] = exp %c
+          %5: f32[6,5] = add %4, %r
+          %6: f32[5,6] = permute[dims=(1, 0)] %5
+          %7: f32[5,1] = reduce_sum[axes=(1,), keepdim=True] %6
+          return %3, %7
+        }
+        """, None)

@@ -1,0 +1,88 @@
+"""Kernel launches per transformer block, counted in the wrapper of the smoke models (CPU), so
+that an extra kernel per layer cannot come back silently. TorchInductor runs GPT-2's block in 8
+(cuBLAS addmm / mm for the four Linears, GELU, attention, and residual add + LayerNorm twice,
+each one kernel). ember, per block, from one attention launch to the next:
+
+- template matmuls (what the CPU interpreter's heuristic picks): 7 for GPT-2, attention, and per
+  Linear one template kernel carrying its bias (and GELU), and one row kernel per residual add +
+  LayerNorm, which also writes the sum;
+- library matmuls (cuBLAS, what the autotuner often picks on a GPU): addmm for the bias-only
+  Linears, mm plus one epilogue kernel for the GELU Linear: 8, as TorchInductor.
+
+No copy kernel anywhere in the block: the attention template writes [B,S,H,D] memory, so the
+output projection's reshape is a view, and q/k/v are views of the QKV product known as such.
+"""
+import re
+
+import pytest
+import torch
+
+from ember.bench import models
+from ember.bench.workload import Config, Skip
+from ember.codegen.choice import Chooser
+from ember.codegen.wrapper import generate_module
+from ember.ir import parse
+
+
+class _Pick(Chooser):
+    """The library for matmuls (or not), ember's template for attention."""
+
+    def __init__(self, device: str, matmul_library: bool):
+        super().__init__(device, cache_dir=None, autotune=False)
+        self.library = matmul_library
+
+    def choose(self, what, template_source, operands, impls, make_runner, heuristic=None):
+        if what == "matmul" and self.library:
+            return next(i for i in impls if i.is_library)
+        return (heuristic or (lambda xs: xs[0]))([i for i in impls if not i.is_library])
+
+
+def _block(source: str) -> list[str]:
+    """What one transformer block runs: the wrapper's calls from one attention launch to the next
+    (kernel launches by kernel name, library calls by name). A launch indented under an `if`
+    (a copy only if a layout asks for it at run time) is marked `?`."""
+    lines = source.splitlines()
+    attention = [i for i, line in enumerate(lines) if "launch_attention(" in line]
+    calls = []
+    for line in lines[attention[0]:attention[1]]:
+        m = re.search(r"launch_attention|launch_(\w+?)\(|torch\.ops\.aten\.(\w+)|torch\.(matmul)\(", line)
+        if m:
+            name = "attention" if m.group(0) == "launch_attention" else next(g for g in m.groups() if g)
+            # kN_fused3 -> fused: region numbers change with anything upstream; kinds do not
+            calls.append(("?" if line.startswith("        ") else "") + re.sub(r"^k\d+_|\d+", "", name))
+    return calls
+
+
+# per model: (block with template matmuls, block with library matmuls). "matmul" is a template
+# kernel (its region's bias / GELU / SiLU*up in it) or torch.matmul, "fused" a pointwise or row kernel.
+EXPECTED = {
+    "gpt2": (["attention", "matmul", "fused", "matmul", "matmul", "fused", "matmul"],
+             ["attention", "addmm", "fused", "matmul", "matmul_epilogue", "addmm", "fused", "addmm"]),
+    "bert": (["attention", "matmul", "fused", "matmul", "matmul", "fused", "matmul", "matmul", "matmul"],
+             ["attention", "addmm", "fused", "matmul", "matmul_epilogue", "addmm", "fused", "addmm", "addmm",
+              "addmm"]),
+    "llama": (["attention", "matmul", "fused", "matmul", "matmul", "matmul", "fused", "matmul", "matmul",
+               "matmul", "fused", "fused"],
+              ["attention", "matmul", "fused", "matmul", "matmul", "matmul_epilogue", "matmul", "fused",
+               "matmul", "matmul", "matmul", "fused", "fused"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_launches_per_block(name, tmp_path):
+    try:
+        w = getattr(models, name)(Config(smoke=True, device="cpu"))
+    except Skip as e:
+        pytest.skip(str(e))
+    torch._dynamo.reset()
+    compiled = torch.compile(w.target, backend="ember", options={"dump_dir": str(tmp_path)})
+    with torch.no_grad():
+        got, want = compiled(*w.args, **w.kwargs), w.target(*w.args, **w.kwargs)
+    got, want = (o.logits if hasattr(o, "logits") else o.last_hidden_state for o in (got, want))
+    torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)
+    (final,) = tmp_path.rglob("final.ir")
+    g = parse(final.read_text())
+    template, library = (_block(generate_module(g, _Pick(g.device, lib)).wrapper_source) for lib in (False, True))
+    want_template, want_library = EXPECTED[name]
+    assert (len(template), len(library)) == (len(want_template), len(want_library)), (template, library)
+    assert template == want_template and library == want_library
