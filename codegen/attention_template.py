@@ -100,16 +100,19 @@ def _clip(block: int, length: int | None) -> int:
 
 def search_space(head_dim: int, itemsize: int, m: int | None, n: int | None) -> list[AttentionConfig]:
     """H100 configs for one op: blocks clipped to the sequence lengths (None: symbolic, not
-    clipped), pruned where the tiles do not fit. Never empty: the smallest config always fits."""
+    clipped), pruned where the tiles do not fit. Never empty: the smallest config always fits.
+    64x128 tiles, and two-stage pipelines where three stages fit, are left out: they never won a
+    race on the H100, and each candidate costs a compile and a timing in every cold compile."""
     block_d = max(16, next_power_of_2(head_dim))
     out: list[AttentionConfig] = []
-    for bm in (128, 64):
-        for bn in (64, 128, 32):
-            for warps in (4, 8):
-                for stages in (2, 3, 4):
-                    cfg = AttentionConfig(_clip(bm, m), _clip(bn, n), warps, stages)
-                    if cfg not in out and _fits(cfg, block_d, itemsize):
-                        out.append(cfg)
+    for bm, bn in ((128, 64), (128, 128), (128, 32), (64, 64), (64, 32)):
+        for warps in (4, 8):
+            fitting = [cfg for cfg in (AttentionConfig(_clip(bm, m), _clip(bn, n), warps, stages)
+                                       for stages in (3, 4)) if _fits(cfg, block_d, itemsize)]
+            if not fitting:  # a big tile or head: two stages may still fit
+                two = AttentionConfig(_clip(bm, m), _clip(bn, n), warps, 2)
+                fitting = [two] if _fits(two, block_d, itemsize) else []
+            out += [cfg for cfg in fitting if cfg not in out]
     if not out:
         out.append(AttentionConfig(_clip(16, m), _clip(16, n), 4, 1))
     return out

@@ -92,6 +92,20 @@ SEARCH_F32 = [
 ]
 
 
+THIN = 128  # a side shorter than this is thin (see _worth)
+
+
+def _worth(c: MatmulConfig, m: sympy.Expr, n: sympy.Expr) -> bool:
+    """Tiles narrower than 64 only where a side is thin (a decode batch, a small N: there the
+    product has few 64-wide tiles, and thin ones keep the SMs busy). When both sides are long they
+    never won a race on the H100 (fewer FLOPs per byte loaded), and each candidate costs a compile
+    and a timing in every cold compile. Symbolic sizes keep them all (nothing is timed there)."""
+    sizes = [sympy.sympify(m), sympy.sympify(n)]
+    if not all(x.is_Integer for x in sizes) or min(int(x) for x in sizes) < THIN:
+        return True
+    return c.BLOCK_M >= 64 and c.BLOCK_N >= 64
+
+
 def _fits(block: int, size: sympy.Expr) -> bool:
     """A block no larger than the size (rounded up to a power of two, at least MIN_BLOCK): a larger
     one computes only masked-off rows. A symbolic size takes any block."""
@@ -102,7 +116,8 @@ def _fits(block: int, size: sympy.Expr) -> bool:
 def search_space(dtype: str, m: sympy.Expr, n: sympy.Expr, k: sympy.Expr) -> list[MatmulConfig]:
     """The configs worth timing for a product of these sizes (never empty)."""
     configs = SEARCH_F32 if dtype == "f32" else SEARCH_16BIT
-    fit = [c for c in configs if _fits(c.BLOCK_M, m) and _fits(c.BLOCK_N, n) and _fits(c.BLOCK_K, k)]
+    fit = [c for c in configs if _fits(c.BLOCK_M, m) and _fits(c.BLOCK_N, n) and _fits(c.BLOCK_K, k)
+           and _worth(c, m, n)]
     return fit or [min(configs, key=lambda c: c.BLOCK_M * c.BLOCK_N * c.BLOCK_K)]
 
 

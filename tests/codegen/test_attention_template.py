@@ -126,5 +126,5 @@ def test_search_space_prunes_by_head_dim_and_sequence_length():
     small = search_space(32, 2, 20, 9)
     assert {(c.BLOCK_M, c.BLOCK_N) for c in small} == {(32, 16)}
     assert heuristic_config(big, 128) == AttentionConfig(128, 64, 8, 3)
-    assert heuristic_config(search_space(256, 2, 4096, 4096), 256) == AttentionConfig(64, 32, 8, 2)
+    assert heuristic_config(search_space(256, 2, 4096, 4096), 256) == AttentionConfig(64, 32, 8, 3)
     assert heuristic_config(small, 32) in small

@@ -168,3 +168,12 @@ func @f(%x: f32[20,40], %w: f32[40,24], %b: f32[24]) -> (f32[20,24]) {
                                                          "GROUP_M": 8, "num_warps": 2, "num_stages": 3})]:
         (got,) = make(impl, ins)()
         torch.testing.assert_close(got, torch.addmm(ins[2], ins[0], ins[1]), **TOL["f32"])
+
+
+def test_search_space_keeps_thin_tiles_for_thin_products_only():
+    from ember.codegen.matmul_template import search_space
+    long = search_space("bf16", 4096, 768, 768)
+    assert long and all(c.BLOCK_M >= 64 and c.BLOCK_N >= 64 for c in long)
+    decode = search_space("bf16", 16, 4096, 4096)
+    assert any(c.BLOCK_N < 64 for c in decode) and all(c.BLOCK_M == 16 for c in decode)
+    assert any(c.BLOCK_M < 64 for c in search_space("bf16", "s0", 4096, 4096))  # symbolic: all kept
