@@ -223,6 +223,11 @@ class _Mover:
                 new_main[v] = p.inputs[0]  # the reshape undone
         if any(v in self.returned for v in new_main):
             return False  # a returned reshape stays needed: leave such graphs as they are
+        if any(v not in new_main and v.producer is not None and is_pointwise(v.producer) for v in full):
+            # Another operand is computed by a pointwise op in u's shape: u fuses with it where it
+            # is. Moving u would also let that op's next reader move back (a chain of residual
+            # adds in two shapes moved to and fro, one op per sweep, growing the graph each time).
+            return False
         for v in full:
             if v not in new_main:  # another full operand is read in the source shape: a view of it
                 view = Op("reshape", [v], {"shape": shape_attr(source)}, [_with_shape(v.type, source)])

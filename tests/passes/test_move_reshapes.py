@@ -1,4 +1,6 @@
 """move_reshapes: a reshape moves across a one-operand pointwise op toward the side without a kernel."""
+import pytest
+
 from pass_testing import run_golden
 
 
@@ -218,3 +220,32 @@ def test_into_a_reduction_not_through_a_transposed_operand_or_a_permute():
           return %3, %7
         }
         """, None)
+
+
+def test_a_deep_residual_stream_settles_in_a_few_sweeps(monkeypatch):
+    # 12 GPT-2 blocks: the residual adds alternate between [B*T, N] and [B, T, N]. A down move
+    # that took an add away from the pointwise op computing its other operand let the next add
+    # move back, one op per sweep, until the sweep limit (955 sweeps, +900 ops, a minute).
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+    import ember.passes.move_reshapes as mr
+    from ember.codegen import compiled_graph
+
+    sweeps = []
+    run = mr._Mover.run
+    monkeypatch.setattr(mr._Mover, "run", lambda self: sweeps.append(len(self.g.ops)) or run(self))
+
+    class Compiled(Exception):
+        pass
+
+    def stop(self, inputs, symbols=None):
+        raise Compiled
+    monkeypatch.setattr(compiled_graph.CompiledGraph, "__call__", stop)
+    cfg = GPT2Config(n_layer=12, n_head=2, n_embd=32, vocab_size=128, n_positions=64, use_cache=False)
+    model = GPT2LMHeadModel(cfg).to(torch.bfloat16).eval()
+    torch._dynamo.reset()
+    with pytest.raises(Compiled), torch.no_grad():
+        torch.compile(model, backend="ember")(torch.randint(0, 128, (2, 16)))
+    assert 1 <= len(sweeps) <= 3, sweeps
+    assert sweeps[-1] <= sweeps[0], sweeps  # moves replace ops; they must not pile up
