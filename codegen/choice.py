@@ -171,7 +171,6 @@ class Chooser:
                                "timings_ms": {k: round(v, 5) for k, v in timings.items()}})
 
 
-
 def _compile_all(candidates: Sequence[Candidate]) -> None:
     """Run each candidate once with its launches compiling on a thread pool instead of running
     (precompile.py), so timing finds every kernel compiled. A candidate that fails here is left

@@ -38,6 +38,9 @@ class CompiledGraph:
                     option off
     cuda_graphs_status  "on" or why not, for the report (a runner that turns itself off later
                     logs why)
+    dry_run_first   whether the next call first dry-runs the wrapper on fake tensors, compiling
+                    its kernels on a thread pool (precompile.py): set for GPU graphs with the
+                    `precompile` option, cleared by the first call
     """
 
     def __init__(self, graph: Graph, module, generated, path: Path):
@@ -59,9 +62,7 @@ class CompiledGraph:
         self._symbols = list(graph.symbols)
         self._dtypes = [to_torch(v.type.dtype) for v in graph.inputs]
         self._ranks = [v.type.rank for v in graph.inputs]
-        # Set by compile_graph for a GPU graph: the first call dry-runs the wrapper first, so its
-        # kernels compile on a thread pool rather than one by one as they launch (precompile.py).
-        self.dry_run_first = False
+        self.dry_run_first = False  # compile_graph sets it for a GPU graph (see the docstring)
 
     def _check(self, inputs: Sequence[torch.Tensor]) -> None:
         # Cheap checks only: a wrong dtype or rank would otherwise run and read garbage.
