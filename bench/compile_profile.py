@@ -4,28 +4,18 @@
 
 Both caches start empty (ember's and Triton's, in a fresh temporary folder each), so this is what
 a user pays on a new machine. With --cache-dir, both live in DIR instead: run twice with the same
-DIR to profile a warm compile (the second run). Prints the wall time of the first call, how many Triton compiles
-and timing runs it made and what they cost, and the functions with the most cumulative time.
-Run it as a module from the repo root (see bench/gpu_kernels.py for why).
+DIR to profile a warm compile (the second run). Prints the wall time of the first call, the
+tuner's counters and the functions with the most cumulative time. Run it as a module from the repo root (see bench/gpu_kernels.py for why).
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import os
-import pstats
 import tempfile
 import time
 
 TOP = 45
-# Functions whose cumulative time says where a compile goes; printed first, by name.
-WATCH = {
-    "compile": "triton/compiler/compiler.py",      # one Triton kernel compiled (MLIR, LLVM, ptxas)
-    "do_bench": "triton/testing.py",               # one autotune timing
-    "compile_graph": "ember/frontend/compile.py",  # ember's part (passes, codegen, tuning)
-    "_compile_fx_inner": "",
-}
 
 
 def main() -> None:
@@ -56,19 +46,14 @@ def main() -> None:
         torch.cuda.synchronize()
         prof.disable()
     wall = time.perf_counter() - start
-    stats = pstats.Stats(prof)
     from ember.autotune import STATS
+
+    from .cpu_profile import top_functions
     print(f"== {args.case}: first call {wall:.1f} s (profiled; tuning cache hits {STATS.hits}, "
           f"misses {STATS.misses}, candidates timed {STATS.benchmarks})", flush=True)
-    for (path, _, func), (cc, nc, tt, ct, _) in stats.stats.items():
-        for name, where in WATCH.items():
-            if func == name and where in path:
-                print(f"   {name:18s} {nc:5d} calls  {ct:7.2f} s cumulative  ({path[-60:]})")
-    out_text = io.StringIO()
-    pstats.Stats(prof, stream=out_text).sort_stats("cumulative").print_stats(TOP)
-    lines = [ln for ln in out_text.getvalue().splitlines() if ln.strip()]
-    print("\n".join(lines[:TOP + 8]), flush=True)
-
+    # Only this thread is profiled: compiles on precompile's thread pool show up as the time
+    # spent waiting for them (bench.compile_phases gives the stages).
+    print(top_functions(prof, "cumulative", TOP), flush=True)
 
 if __name__ == "__main__":
     main()
