@@ -89,13 +89,18 @@ class CompiledGraph:
 
 
 def compile_graph(graph: Graph, options: Options | None = None, chooser: Chooser | None = None,
-                  copy_out: Sequence[int] = ()) -> CompiledGraph:
+                  copy_out: Sequence[int] = (), outputs_in_arena: bool | None = None) -> CompiledGraph:
     """`chooser`: who picks library or template per matmul (default: one made from `options`;
     tests pass one that imposes a choice). `copy_out`: outputs the caller sees, which CUDA graph
-    replays hand out as copies when small (cuda_graphs.py)."""
+    replays hand out as copies when small (cuda_graphs.py). `outputs_in_arena`: see memory_plan.py;
+    None: where the graph may be replayed as a CUDA graph."""
     options = options or Options()
     chooser = chooser or Chooser.for_options(graph.device, options)
-    generated = generate_module(graph, chooser)
+    # A graph replayed as a CUDA graph keeps its pool between calls anyway: its outputs may then
+    # share the arena with its intermediates (memory_plan.py), so the pool is one block.
+    if outputs_in_arena is None:
+        outputs_in_arena = options.cuda_graphs and graph_capture_refusal(graph, ()) is None
+    generated = generate_module(graph, chooser, outputs_in_arena)
     path, _ = write_module(options.cache_dir, generated.source)
     module = load_module(path, generated.interpret)
     compiled = CompiledGraph(graph, module, generated, path)

@@ -98,8 +98,9 @@ class _Instance:
             if i is not None:
                 self.aliases[j] = (i, tuple(o.shape), o.stride(), o.storage_offset() - inputs[i].storage_offset())
         self.outputs = [None if j in self.aliases else o for j, o in enumerate(outputs)]
+        # The output's own bytes, not its storage's: outputs may be views of one arena.
         self.copy_out = [j for j in copy_out if self.outputs[j] is not None
-                         and self.outputs[j].untyped_storage().nbytes() <= COPY_OUT_MAX_BYTES]
+                         and self.outputs[j].numel() * self.outputs[j].element_size() <= COPY_OUT_MAX_BYTES]
         # One reference per storage held here; anything above the baseline is a caller's.
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage()
                     for j, t in enumerate(self.outputs) if t is not None and j not in self.copy_out}

@@ -90,11 +90,23 @@ class MatmulEmitter:
 
     def lowering(self, op: Op) -> str:
         """memory_plan's terms: a template allocates its results ("kernel" / "region"); the
-        library's matmul is torch's ("matmul"); a library region runs its library body ("unfused")."""
+        library's matmul writes a buffer the wrapper allocates through mm/bmm's out= form
+        ("library_out") or is torch's ("matmul": a broadcast batched product); a library region
+        runs its library body ("unfused")."""
         template = self.uses_template(op)
         if op.name == "matmul":
-            return "kernel" if template else "matmul"
+            return "kernel" if template else ("library_out" if _library_out(op) else "matmul")
         return "region" if template else "unfused"
+
+    def storage_bytes(self, v: Value) -> sympy.Expr | None:
+        """The bytes of a library product written into padded rows (mm_aligned), else None."""
+        op = v.producer
+        if op is None or op.name != "matmul" or op in self._templates and self.uses_template(op):
+            return None
+        padded = aligned_mm_sizes(op)
+        if padded is None:
+            return None
+        return padded[0] * padded[2] * itemsize(v.type.dtype)
 
     def kernel(self, op: Op):
         """The chosen template config's Kernel for `op` (uses_template(op) must hold)."""
@@ -115,17 +127,22 @@ class MatmulEmitter:
         a, w = (b.names[v] for v in op.inputs)
         out, t = b.names[op.result], op.result.type
         padded = aligned_mm_sizes(op)
-        if padded is None:
+        if padded is None and _library_out(op):
+            b.alloc(op.result, out)
+            b.line(f"torch.{'mm' if t.rank == 2 else 'bmm'}({a}, {w}, out={out})")
+            b._set_index64(op.result, b.static_index64(op.result))
+        elif padded is None:
             b.line(f"{out} = torch.matmul({a}, {w})")
             b._set_index64(op.result, b.static_index64(op.result))  # a new contiguous tensor
             if op.result.type.rank == 2:   # mm's result: its reshapes are views, known here
                 b.mark_contiguous(op.result)
         else:
             # cuBLAS has only slow kernels for sizes that are not multiples of 16 bytes (GPT-2's
-            # 50257-word vocabulary): multiply padded copies, keep the [M, N] corner.
+            # 50257-word vocabulary): multiply padded copies into padded rows, keep the [M, N] corner.
             m, k, n = (b.sizes.ref(d) for d in padded)
-            b.line(f"{out} = mm_aligned({a}, {w}, {m}, {k}, {n})  # sizes padded to 16 bytes")
             storage = TensorType(t.dtype, (padded[0], padded[2]), t.device)
+            b.alloc(op.result, f"{out}_padded", storage=storage)
+            b.line(f"{out} = mm_aligned({a}, {w}, {m}, {k}, {n}, {out}_padded)  # sizes padded to 16 bytes")
             b._set_index64(op.result, b.static_index64_of(storage))
         why = "the template cannot compute it" if self.template(op) is None and op not in self._library_only \
             else "the library was chosen over ember's template"
@@ -255,6 +272,17 @@ def _with_layout(t: torch.Tensor, dims: tuple[int, ...] | None) -> torch.Tensor:
 
 PAD_MIN_SIZE = 256        # smaller sizes gain little from an aligned GEMM; copies would cost more
 PAD_DEVICES = ("cuda",)   # cuBLAS's concern; tests add "cpu" to run the code path here
+
+
+def _library_out(op: Op) -> bool:
+    """Can the library write `op`'s product into a buffer the wrapper allocates (mm.out or
+    bmm.out: both operands 2-d, or 3-d with one batch size; or mm_aligned's padded rows)?"""
+    a, w = (v.type for v in op.inputs)
+    if aligned_mm_sizes(op) is not None:
+        return True
+    if a.dtype != w.dtype or a.dtype != op.result.type.dtype:
+        return False
+    return (a.rank == w.rank == 2) or (a.rank == w.rank == 3 and dims_equal(a.shape[0], w.shape[0]))
 
 
 def aligned_mm_sizes(op: Op) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from ..ir import Graph, Op, Value
+from ..ir import Graph, Op, Value, to_torch
 from ..ir.ops import resolve_target
 from ..ir.printer import format_attrs
 from ..ir.types import TensorType, shapes_equal
@@ -48,6 +48,10 @@ _VIEWS = ("reshape", "permute", "expand", "slice")
 # Externs whose result is a new contiguous tensor (a library matmul region's addmm): reshapes of
 # it are views, known when the wrapper is written.
 _FRESH_CONTIGUOUS = ("aten.addmm.default", "aten.mm.default")
+# Library externs with an out= form that writes the caller's buffer in place (structured kernels:
+# no copy behind it), so their results can live in the arena like a kernel's.
+_OUT_VARIANTS = {"aten.addmm.default": "aten.addmm.out", "aten.mm.default": "aten.mm.out",
+                 "aten.bmm.default": "aten.bmm.out"}
 
 
 @dataclass
@@ -66,8 +70,9 @@ def uses_interpreter(device: str) -> bool:
 
 
 class WrapperBuilder:
-    def __init__(self, graph: Graph, chooser: Chooser | None = None):
+    def __init__(self, graph: Graph, chooser: Chooser | None = None, outputs_in_arena: bool = False):
         self.graph = graph
+        self.outputs_in_arena = outputs_in_arena
         # Picks library call or template config per matmul / attention (choice.py); the default
         # one never times anything (the heuristic choice), for callers without options.
         self.chooser = chooser or Chooser(graph.device, cache_dir=None, autotune=False)
@@ -88,6 +93,7 @@ class WrapperBuilder:
         self._attention: dict[Op, attention_emit.TemplateChoice | None] = {}
         self._launchers: dict[str, str] = {}      # Launcher(...) definition -> its module-level name
         self.memory = MemoryPlan()  # planned in build(), once every op's lowering is known
+        self._arena_views: dict[str, str] = {}   # torch dtype -> the arena viewed as it, when used
         self.matmuls = MatmulEmitter(self)  # template or library, per matmul and matmul region
 
     # ------------------------------------------------------------------ helpers
@@ -99,15 +105,24 @@ class WrapperBuilder:
         operands = ", ".join(self.ir_names[v] for v in op.inputs)
         return f"# {lhs} = {op.name}{format_attrs(op.name, op.attrs)}" + (f" {operands}" if operands else "")
 
-    def alloc(self, v: Value, name: str, indent: int = 1, order: tuple[int, ...] | None = None) -> None:
-        """`name = ` a buffer for `v` (fresh, or a dead one's storage), contiguous, or with its
-        dims laid out in memory in `order` (outermost first; a permute of a contiguous buffer)."""
+    def alloc(self, v: Value, name: str, indent: int = 1, order: tuple[int, ...] | None = None,
+              storage: TensorType | None = None) -> None:
+        """`name = ` a buffer for `v` (a slot of the arena, a dead one's storage or fresh),
+        contiguous, or with its dims laid out in memory in `order` (outermost first; a permute of a
+        contiguous buffer). `storage`: a larger contiguous buffer to allocate instead (`v` is then
+        a view of it that the caller's code makes; memory_plan was told its bytes)."""
         t = v.type
         memory = t if order is None else TensorType(t.dtype, tuple(t.shape[i] for i in order), t.device)
+        memory = storage or memory
         back = "" if order is None else f".permute({', '.join(map(str, layouts.inverse(order)))})"
-        self.strides[v] = layouts.contiguous(t.shape) if order is None else layouts.in_order(t.shape, order)
+        if storage is None:
+            self.strides[v] = layouts.contiguous(t.shape) if order is None else layouts.in_order(t.shape, order)
         if order is not None:
             self.orders[v] = order
+        offset = self.memory.slots.get(v)
+        if offset is not None:
+            self.line(f"{name} = {self.arena_slice(memory, offset)}{back}  # arena +{offset}", indent)
+            return
         reuse = self.memory.reuses.get(v)
         if reuse is not None:
             donor = self.names[reuse.donor]
@@ -117,6 +132,20 @@ class WrapperBuilder:
         device = "DEVICE" if t.device == self.graph.device else repr(t.device)
         self.line(f"{name} = torch.empty({self.sizes.shape(memory.shape)}, dtype={_torch_dtype(t.dtype)}, "
                   f"device={device}){back}", indent)
+
+    def arena_slice(self, t: TensorType, offset: int) -> str:
+        """The arena's bytes at `offset` as a contiguous tensor of type `t` (offset is a multiple
+        of every dtype's size: placement.ALIGN)."""
+        dtype = _torch_dtype(t.dtype)
+        view = self._arena_views.setdefault(dtype, self.namer.claim(f"arena_{dtype.split('.')[-1]}"))
+        size = to_torch(t.dtype).itemsize
+        numel = int(sympy.sympify(t.numel))
+        start = offset // size
+        return f"{view}[{start}:{start + numel}].view({self.sizes.shape(t.shape)})"
+
+    def storage_bytes(self, v: Value):
+        """memory_plan's hook: bytes of a buffer larger than its type (a padded library product)."""
+        return self.matmuls.storage_bytes(v)
 
     def mark_contiguous(self, v: Value) -> None:
         """`v` is a fresh contiguous tensor (a library matmul's result)."""
@@ -235,7 +264,7 @@ class WrapperBuilder:
         if op.name == "extern" and self.attention_template(op) is not None:
             return "kernel"  # ember's flash-attention template, into a buffer the wrapper allocates
         if op.name == "extern":
-            return op.name
+            return "library_out" if _out_variant(op) else op.name
         if op.name == "fused":
             return "region" if self.region_kernel(op) is not None else "unfused"
         raise NotImplementedError(f"codegen has no lowering for op {op.name!r}")
@@ -256,9 +285,9 @@ class WrapperBuilder:
             self.kernel_op(op, kernel)
         elif kind == "view":
             self.view_op(op)
-        elif kind == "matmul":
+        elif kind == "matmul" or (kind == "library_out" and op.name == "matmul"):
             self.matmuls.emit_library(op)
-        elif kind == "extern":
+        elif kind in ("extern", "library_out"):
             self.extern_op(op)
         else:  # "region" or "unfused"
             self.region_op(op)
@@ -340,12 +369,16 @@ class WrapperBuilder:
         call = f"torch.ops.{target}({', '.join(args)})"
         results = ", ".join(self.names[r] for r in op.results)
         outputs = tuple(op.attrs["outputs"])
-        if outputs == (0,) and _returns_one_tensor(fn):
+        out_variant = _out_variant(op)
+        if out_variant:
+            self.alloc(op.result, results)
+            self.line(f"torch.ops.{out_variant}({', '.join(args + [f'out={results}'])})")
+        elif outputs == (0,) and _returns_one_tensor(fn):
             self.line(f"{results} = {call}")
         else:
             self.line(f"{results}{',' if len(op.results) == 1 else ''} = extern_results({call}, {outputs})")
         self.externs.append({"op": "extern", "target": target, "reason": op.attrs.get("reason", "")})
-        if target in _FRESH_CONTIGUOUS:
+        if target in _FRESH_CONTIGUOUS and not out_variant:
             self.mark_contiguous(op.result)
             self._set_index64(op.result, self.static_index64(op.result))
 
@@ -366,7 +399,7 @@ class WrapperBuilder:
                 n += 1
         for v in g.inputs:
             self.index64[v] = "inputs_64"
-        self.memory = plan_memory(g, self.lowering, self.body_of)
+        self.memory = plan_memory(g, self.lowering, self.body_of, self.outputs_in_arena, self.storage_bytes)
         dead_after = self._dead_after()
         for i, op in enumerate(g.ops):
             self.emit(op)
@@ -425,6 +458,10 @@ class WrapperBuilder:
             head.append(f"    inputs_64 = needs_int64({unpack})")
         for name, expr in self.sizes.definitions:
             head.append(f"    {name} = {expr}")
+        if self._arena_views:
+            head.append(f"    arena = torch.empty(({self.memory.arena_bytes},), dtype=torch.uint8, device=DEVICE)"
+                        f"  # {len(self.memory.slots)} buffers, placed by memory_plan.py")
+            head += [f"    {name} = arena.view({dtype})" for dtype, name in sorted(self._arena_views.items())]
         outputs = ", ".join(self.names[v] for v in g.outputs)
         wrapper = "\n".join(head + self.body + [f"    return [{outputs}]"]) + "\n"
         kernels = "\n\n".join(self.kernels.values())
@@ -435,8 +472,17 @@ class WrapperBuilder:
                                self.interpret, self.memory)
 
 
-def generate_module(graph: Graph, chooser: Chooser | None = None) -> GeneratedModule:
-    return WrapperBuilder(graph, chooser).build()
+def generate_module(graph: Graph, chooser: Chooser | None = None,
+                    outputs_in_arena: bool = False) -> GeneratedModule:
+    """`outputs_in_arena`: the graph's outputs share the arena with its intermediates (memory_plan.py)."""
+    return WrapperBuilder(graph, chooser, outputs_in_arena).build()
+
+
+def _out_variant(op: Op) -> str | None:
+    """The out= overload the wrapper calls for a library extern that has one, else None."""
+    if op.name != "extern" or tuple(op.attrs["outputs"]) != (0,) or len(op.results) != 1:
+        return None
+    return _OUT_VARIANTS.get(op.attrs["target"])
 
 
 def _torch_dtype(dtype: str) -> str:

@@ -34,13 +34,13 @@ def assert_same(actual: torch.Tensor, expected: torch.Tensor, what: str = "", **
 
 
 def check_graph(g: Graph, inputs: Sequence[torch.Tensor], eager: Callable | None = None,
-                symbols=None, chooser=None, **tol):
+                symbols=None, chooser=None, outputs_in_arena=None, **tol):
     """Compile `g` (with `chooser` deciding library or template per matmul, if given), run it on
     `inputs`, compare every output with interpret() and with `eager` (a function of the inputs
     returning the outputs), and return the compiled graph."""
     verify(g)
     inputs = [t if t.device.type == g.device.split(":")[0] else t.to(g.device) for t in inputs]
-    compiled = compile_graph(g, chooser=chooser)
+    compiled = compile_graph(g, chooser=chooser, outputs_in_arena=outputs_in_arena)
     got = compiled(list(inputs), symbols)
     ref = interpret(g, list(inputs), symbols)
     assert len(got) == len(ref)

@@ -65,7 +65,7 @@ func @f(%x: f32[6,16], %w: f32[16,301], %b: f32[301]) -> (f32[6,301], f32[2,3,30
 def test_padded_result_reads_right_everywhere(monkeypatch):
     monkeypatch.setattr(matmul_emit, "PAD_DEVICES", ("cuda", "cpu"))
     compiled = compile_graph(parse(GRAPH), chooser=FixedChoice("cpu", "library"))
-    assert "mm_aligned(x, w, 6, 16, 304)" in compiled.wrapper_source
+    assert "mm_aligned(x, w, 6, 16, 304, buf0_padded)" in compiled.wrapper_source
     x, w, b = torch.randn(6, 16), torch.randn(16, 301), torch.randn(301)
     got = compiled([x, w, b])
     mm = x @ w

@@ -3,16 +3,17 @@ that the compiled graph still computes the same values when they do."""
 import torch
 
 from ember.codegen.matmul_emit import FixedChoice
-from ember.codegen.memory_plan import plan_memory
+from ember.codegen.memory_plan import nbytes, plan_memory
+from ember.codegen.placement import ALIGN, aligned
 from ember.codegen.wrapper import WrapperBuilder, generate_module
 from ember.ir import Builder, ExternArg, TensorType, parse
 
 from codegen_check import check_graph, random_tensor
 
 
-def plan_of(g, chooser=None):
+def plan_of(g, chooser=None, outputs_in_arena=False):
     builder = WrapperBuilder(g, chooser)
-    return plan_memory(g, builder.lowering, builder.body_of)
+    return plan_memory(g, builder.lowering, builder.body_of, outputs_in_arena)
 
 
 def names(g) -> dict:
@@ -28,9 +29,22 @@ def reuse_pairs(g, plan) -> dict[str, str]:
     return {n[b]: n[r.donor] for b, r in plan.reuses.items()}
 
 
+def slots(g, plan) -> dict[str, int]:
+    n = names(g)
+    return {n[b]: offset for b, offset in plan.slots.items() if b in n}
+
+
 def assert_sound(plan):
-    """Buffers sharing one storage are live at disjoint steps, each starting strictly after the
-    previous one's last use; a buffer that lives to the end (returned) shares with nothing."""
+    """Arena buffers live at overlapping steps have disjoint byte ranges; buffers sharing one
+    storage (symbolic sizes) are live at disjoint steps, each starting strictly after the previous
+    one's last use; a buffer that lives to the end (returned) shares with nothing."""
+    end = 1 << 30
+    spans = [(b, plan.slots[b], plan.slots[b] + aligned(int(nbytes(b))), plan.live[b]) for b in plan.slots]
+    for i, (b, lo, hi, (first, last)) in enumerate(spans):
+        assert lo % ALIGN == 0 and hi <= plan.arena_bytes
+        for c, lo2, hi2, (first2, last2) in spans[i + 1:]:
+            if first <= (end if last2 is None else last2) and first2 <= (end if last is None else last):
+                assert hi <= lo2 or hi2 <= lo, (b, c)
     storage = {}
     for b in plan.buffers:
         r = plan.reuses.get(b)
@@ -61,27 +75,49 @@ def chain_eager(x):
     return -torch.tanh(torch.exp(-torch.relu(x))) + x
 
 
-def test_long_chain_alternates_two_buffers():
+def test_long_chain_cycles_through_two_slots():
     g = parse(CHAIN)
     plan = plan_of(g)
     assert_sound(plan)
-    # buf0 is last read by %1, so %2 (not %1, which reads it) is the first op that may take it.
-    assert reuse_pairs(g, plan) == {"buf2": "buf0", "buf3": "buf1", "buf4": "buf2"}
-    # 6 buffers of 8*16*4 = 512 bytes: two storages cycle for buf0..buf4, the output has its own.
+    # buf0 is last read by %1, so %2 (not %1, which reads it) is the first op that may share its
+    # bytes: five buffers of 8*16*4 = 512 bytes cycle through two slots; the output (%5) is
+    # returned and gets a torch.empty of its own.
+    assert slots(g, plan) == {"buf0": 0, "buf1": 512, "buf2": 0, "buf3": 512, "buf4": 0}
+    assert plan.arena_bytes == 1024 and plan.reuses == {}
     assert plan.peak_bytes_unplanned == 6 * 512
     assert plan.peak_bytes_planned == 3 * 512
+
+
+def test_outputs_in_the_arena_take_a_dead_buffers_bytes():
+    g = parse(CHAIN)
+    plan = plan_of(g, outputs_in_arena=True)
+    assert_sound(plan)
+    # %5 is live from its step to the end; only buf4 (read by %5) is live with it.
+    assert slots(g, plan)["buf5"] == 512 and plan.arena_bytes == 1024
+    assert plan.peak_bytes_planned == 1024
 
 
 def test_long_chain_compiles_to_the_same_values():
     g = parse(CHAIN)
     compiled = check_graph(g, [random_tensor((8, 16), torch.float32)], chain_eager)
     src = compiled.wrapper_source
-    assert "buf2 = buf0  # reuses buf0 (dead after %1)" in src
-    assert "buf4 = buf2  # reuses buf2 (dead after %3)" in src
-    assert src.count("torch.empty(") == 3
+    assert "arena = torch.empty((1024,), dtype=torch.uint8, device=DEVICE)" in src
+    assert "buf2 = arena_float32[0:128].view((8, 16))  # arena +0" in src
+    assert "buf3 = arena_float32[128:256].view((8, 16))  # arena +512" in src
+    assert src.count("torch.empty(") == 2   # the arena and the returned buf5
     assert compiled.peak_bytes_planned == 1536 < compiled.peak_bytes_unplanned == 3072
     assert compiled.memory == {"peak_bytes_planned": 1536, "peak_bytes_unplanned": 3072,
-                               "buffers": 6, "reused": 3}
+                               "buffers": 6, "arena_bytes": 1024, "in_arena": 5, "reused": 0}
+
+
+def test_outputs_in_the_arena_compile_to_the_same_values():
+    g = parse(CHAIN)
+    x = random_tensor((8, 16), torch.float32)
+    generated = generate_module(g, outputs_in_arena=True)
+    assert "buf5 = arena_float32[128:256].view((8, 16))  # arena +512" in generated.wrapper_source
+    compiled = check_graph(g, [x], chain_eager, outputs_in_arena=True)
+    (out,) = compiled([x])
+    assert out.untyped_storage().nbytes() == 1024   # a view of the arena
 
 
 def test_reuse_across_dtypes_and_shapes_of_equal_byte_size():
@@ -102,9 +138,12 @@ func @f(%x: f32[8,16]) -> (f32[8,16], f64[4,16]) [device="cpu"] {
 """)
     plan = plan_of(g)
     assert_sound(plan)
-    # %2 takes buf0 (same type); %4 takes buf1, an i32[8,16], as f32[128]. buf2 and buf4 are free
-    # after %6, and %8 (f64[4,16]) and %9 have their 512 bytes, but both are returned: fresh.
-    assert reuse_pairs(g, plan) == {"buf2": "buf0", "buf4": "buf1"}
+    # Byte ranges are shared whatever the dtype and shape: %2 lands on buf0's bytes, %4 (an
+    # f32[128]) on buf1's, an i32[8,16]. %8 (f64[4,16]) and %9 are returned: fresh.
+    got = slots(g, plan)
+    assert got["buf2"] == got["buf0"] and got["buf4"] == got["buf1"] != got["buf0"]
+    # %6 reads buf2 and buf4 while writing: three slots.
+    assert plan.arena_bytes == 1536 and "buf8" not in got and "buf9" not in got
     x = random_tensor((8, 16), torch.float32) * 3
 
     def eager(x):
@@ -113,7 +152,8 @@ func @f(%x: f32[8,16]) -> (f32[8,16], f64[4,16]) [device="cpu"] {
 
     compiled = check_graph(g, [x], eager)
     src = compiled.wrapper_source
-    assert "buf4 = buf1.view(-1).view(torch.float32).view((128,))  # reuses buf1 (dead after %2)" in src
+    assert "buf1 = arena_int32[128:256].view((8, 16))  # arena +512" in src
+    assert "buf4 = arena_float32[128:256].view((128,))  # arena +512" in src
     assert "buf8 = torch.empty(" in src and "buf9 = torch.empty(" in src
 
 
@@ -138,9 +178,10 @@ func @f(%x: f32[8,16]) -> (f32[16,8]) [device="cpu"] {
     assert_sound(plan)
     buf0 = g.ops[0].result
     assert plan.live[buf0] == (0, 6)   # steps: one per op, the views included
-    # Were buf0 dead after %1, %3 would take it. As it is, %6 takes buf3 (dead after %4), %7 the
-    # newest of buf0 and buf4 (both dead after %6), and %8 is returned.
-    assert reuse_pairs(g, plan) == {"buf6": "buf3", "buf7": "buf4"}
+    # Were buf0 dead after %1, %3 would land on its bytes. As it is, %3 and %4 need bytes of
+    # their own, and %6 lands on buf3's (dead after %4).
+    got = slots(g, plan)
+    assert got["buf3"] != got["buf0"] != got["buf4"] and got["buf6"] == got["buf3"]
     check_graph(g, [random_tensor((8, 16), torch.float32)],
                 lambda x: -torch.tanh(torch.relu(x).reshape(16, 8) + torch.exp(-x).t()))
 
@@ -162,10 +203,9 @@ func @f(%x: f32[8,16]) -> (f32[16,8], f32[8,16]) [device="cpu"] {
     assert_sound(plan)
     buf0 = g.ops[0].result
     assert plan.live[buf0] == (0, None)     # returned through its view %2: never dies
-    pairs = reuse_pairs(g, plan)
-    assert "buf0" not in pairs.values()     # never a donor...
-    assert "buf6" not in pairs              # ...and the returned buffer takes no storage either
-    assert pairs == {"buf4": "buf1", "buf5": "buf3"}
+    got = slots(g, plan)
+    assert "buf0" not in got and "buf6" not in got   # returned: fresh storage of their own
+    assert got == {"buf1": 0, "buf3": 512, "buf4": 0, "buf5": 512}
     x = random_tensor((8, 16), torch.float32)
     compiled = check_graph(g, [x], lambda x: (torch.relu(x).t(), -torch.tanh(torch.exp(-torch.relu(x))) + x))
     a, b = compiled([x])
@@ -186,8 +226,10 @@ def test_extern_results_may_alias_their_inputs():
     plan = plan_of(g)
     assert_sound(plan)
     assert plan.live[v0.producer.result] == (0, 4)
-    # Were buf0 dead after the extern, buf2 would take it; %4 takes buf2 (dead after %3) instead.
-    assert reuse_pairs(g, plan) == {"buf4": "buf2"}
+    # Were buf0 dead after the extern, buf2 would land on its bytes; %4 lands on buf2's
+    # (dead after %3) instead.
+    got = slots(g, plan)
+    assert got["buf2"] != got["buf0"] and got["buf4"] == got["buf2"]
     assert alias not in plan.buffers   # torch allocated it (or not): never planned
     check_graph(g, [random_tensor((8, 16), torch.float32)], lambda x: -(torch.relu(x) + torch.exp(-x)))
 
@@ -208,15 +250,48 @@ def _mm_eager(x, w):
     return torch.exp(-(torch.relu(x) @ w)) + torch.relu(x) @ w
 
 
-def test_library_matmul_results_are_not_planned():
+def test_library_matmul_writes_its_product_into_the_arena():
     g = parse(MATMUL_IN_THE_MIDDLE)
     library = FixedChoice("cpu", "library")
     plan = plan_of(g, library)
     assert_sound(plan)
+    assert g.ops[1].result in plan.buffers   # mm's out= form writes a planned buffer
+    got = slots(g, plan)
+    assert got["buf2"] == got["buf0"] != got["buf1"]   # buf0 died at the matmul
+    compiled = check_graph(g, [random_tensor((8, 8), torch.float32), random_tensor((8, 8), torch.float32)],
+                           _mm_eager, chooser=FixedChoice("cpu", "library"))
+    assert "torch.mm(buf0, w, out=buf1)" in compiled.wrapper_source
+
+
+def test_four_dim_library_matmul_stays_torchs():
+    # mm.out and bmm.out take 2-d and 3-d operands; a [2,2,8,8] product is torch.matmul's.
+    g = parse("""\
+func @f(%x: f32[2,2,8,8], %w: f32[2,2,8,8]) -> (f32[2,2,8,8]) [device="cpu"] {
+  %0: f32[2,2,8,8] = relu %x
+  %1: f32[2,2,8,8] = matmul %0, %w
+  %2: f32[2,2,8,8] = neg %1
+  return %2
+}
+""")
+    plan = plan_of(g, FixedChoice("cpu", "library"))
     assert g.ops[1].result not in plan.buffers
-    assert reuse_pairs(g, plan) == {"buf2": "buf0"}   # buf0 died at the matmul; buf1 is torch's
-    check_graph(g, [random_tensor((8, 8), torch.float32), random_tensor((8, 8), torch.float32)],
-                _mm_eager, chooser=FixedChoice("cpu", "library"))
+    x, w = random_tensor((2, 2, 8, 8), torch.float32), random_tensor((2, 2, 8, 8), torch.float32)
+    compiled = check_graph(g, [x, w], lambda x, w: -(torch.relu(x) @ w), chooser=FixedChoice("cpu", "library"))
+    assert "buf1 = torch.matmul(buf0, w)" in compiled.wrapper_source
+
+
+def test_batched_library_matmul_writes_through_bmm_out():
+    g = parse("""\
+func @f(%x: f32[2,8,8], %w: f32[2,8,8]) -> (f32[2,8,8]) [device="cpu"] {
+  %0: f32[2,8,8] = relu %x
+  %1: f32[2,8,8] = matmul %0, %w
+  %2: f32[2,8,8] = neg %1
+  return %2
+}
+""")
+    x, w = random_tensor((2, 8, 8), torch.float32), random_tensor((2, 8, 8), torch.float32)
+    compiled = check_graph(g, [x, w], lambda x, w: -(torch.relu(x) @ w), chooser=FixedChoice("cpu", "library"))
+    assert "torch.bmm(buf0, w, out=buf1)" in compiled.wrapper_source
 
 
 def test_template_matmul_results_are_planned():
@@ -226,7 +301,8 @@ def test_template_matmul_results_are_planned():
     plan = plan_of(g, FixedChoice("cpu", "template"))
     assert_sound(plan)
     assert g.ops[1].result in plan.buffers
-    assert reuse_pairs(g, plan) == {"buf2": "buf0"}
+    got = slots(g, plan)
+    assert got["buf2"] == got["buf0"] != got["buf1"]
     compiled = check_graph(g, [random_tensor((8, 8), torch.float32), random_tensor((8, 8), torch.float32)],
                            _mm_eager, chooser=FixedChoice("cpu", "template"))
     assert compiled.externs == [] and compiled.num_kernels == 5
@@ -293,10 +369,11 @@ func @f(%x: f32[6,16], %b: f32[16]) -> (f32[6,16], f32[16]) [device="cpu"] {
     body = g.ops[2].attrs["body"]
     inner = {op.result: f"%{i} in %2" for i, op in enumerate(body.ops)}
     assert len(plan.buffers) == 6
-    # The body's add takes buf0 (dead after %1), its relu takes buf1 (dead after the add); its
-    # tanh and the reduction are yielded, so returned.
-    got = {inner[b]: (names(g).get(r.donor) or inner[r.donor], r.dead_after) for b, r in plan.reuses.items()}
-    assert got == {"%0 in %2": ("buf0", "%1"), "%1 in %2": ("buf1", "%0 in %2")}
+    # The body's add lands on buf0's bytes (dead after %1), its relu on buf1's (dead after the
+    # add); its tanh and the reduction are yielded, so returned: fresh.
+    outer = slots(g, plan)
+    got = {inner[b]: offset for b, offset in plan.slots.items() if b in inner}
+    assert got == {"%0 in %2": outer["buf0"], "%1 in %2": outer["buf1"]} and outer["buf0"] != outer["buf1"]
     x, bias = random_tensor((6, 16), torch.float32), random_tensor((16,), torch.float32)
 
     def eager(x, bias):
@@ -308,13 +385,14 @@ func @f(%x: f32[6,16], %b: f32[16]) -> (f32[6,16], f32[16]) [device="cpu"] {
 
 def test_generated_module_carries_the_plan():
     generated = generate_module(parse(CHAIN))
-    assert generated.memory.summary()["reused"] == 3
+    assert generated.memory.summary()["in_arena"] == 5
 
 
 def test_call_drops_each_intermediate_after_its_last_reader():
     # Without `del`, every intermediate lives until `call` returns (a model's peak would be the
-    # sum of all of them). %0 is dropped once %3 took its storage, %1 after its last reader %3
-    # (a returned view of it keeps its storage alive, not the name), %3 after %4.
+    # sum of all of them, where they are not in the arena). %0 is dropped after its last reader
+    # %1, %1 after its last reader %3 (a returned view of it keeps its storage alive, not the
+    # name), %3 after %4.
     g = parse("""
 func @f(%x: f32[4,8]) -> (f32[32], f32[4,8]) [device="cpu"] {
   %0: f32[4,8] = exp %x
@@ -326,7 +404,8 @@ func @f(%x: f32[4,8]) -> (f32[32], f32[4,8]) [device="cpu"] {
 }""")
     src = generate_module(g).source
     lines = [l.strip() for l in src.splitlines()]
-    assert lines.index("del buf0, buf1") == lines.index("# %4: f32[4,8] = sigmoid %3") - 1, src
+    assert lines.index("del buf0") == lines.index("# %2: f32[32] = reshape[shape=(32,)] %1") - 1, src
+    assert lines.index("del buf1") == lines.index("# %4: f32[4,8] = sigmoid %3") - 1, src
     assert lines.index("del buf3") == lines.index("return [buf2, buf4]") - 1, src
     assert not any(l.startswith("del") and ("buf2" in l or "buf4" in l) for l in lines)  # returned
     x = random_tensor((4, 8), torch.float32)

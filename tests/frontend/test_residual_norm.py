@@ -59,7 +59,7 @@ def test_linear_residual_rms_norm_bf16(check, tmp_path):
     assert norm_ops[:2] == ["add", "cast"] and "reduce_sum" in norm_ops
     assert report["kernel_count"] == 2
     kernels, src = _library_kernels(tmp_path / "dump0")
-    assert kernels == 1 and "torch.matmul(" in src
+    assert kernels == 1 and "torch.mm(" in src
 
 
 def test_residual_added_before_the_unflattening_reshape(check, tmp_path):

@@ -45,16 +45,17 @@ def _block(source: str) -> list[str]:
     attention = [i for i, line in enumerate(lines) if "launch_attention(" in line]
     calls = []
     for line in lines[attention[0]:attention[1]]:
-        m = re.search(r"launch_attention|launch_(\w+?)\(|torch\.ops\.aten\.(\w+)|torch\.(matmul)\(", line)
+        m = re.search(r"launch_attention|launch_(\w+?)\(|torch\.ops\.aten\.(\w+)|torch\.(matmul|b?mm)\(", line)
         if m:
             name = "attention" if m.group(0) == "launch_attention" else next(g for g in m.groups() if g)
+            name = "matmul" if name in ("mm", "bmm") else name   # torch.mm(..., out=): a library matmul
             # kN_fused3 -> fused: region numbers change with anything upstream; kinds do not
             calls.append(("?" if line.startswith("        ") else "") + re.sub(r"^k\d+_|\d+", "", name))
     return calls
 
 
 # per model: (block with template matmuls, block with library matmuls). "matmul" is a template
-# kernel (its region's bias / GELU / SiLU*up in it) or torch.matmul, "fused" a pointwise or row kernel.
+# kernel (its region's bias / GELU / SiLU*up in it) or torch.mm/bmm/matmul, "fused" a pointwise or row kernel.
 EXPECTED = {
     "gpt2": (["attention", "matmul", "fused", "matmul", "matmul", "fused", "matmul"],
              ["attention", "addmm", "fused", "matmul", "matmul_epilogue", "addmm", "fused", "addmm"]),
