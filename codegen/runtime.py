@@ -99,12 +99,38 @@ def mm_aligned(a: torch.Tensor, b: torch.Tensor, m_pad: int, k_pad: int, n_pad: 
     n = b.shape[1]
     if a.stride(1) == 1:  # row-major a: M is no leading dimension, its rows need no padding
         m_pad = m
+    per = max(1, 16 // a.element_size())
+    if k_pad == k and n_pad != n and _leading_dim_aligned(b, per):
+        return _mm_split_columns(a if m_pad == m else _padded_copy(a, m_pad, k), b, m, n, n_pad, per, out)
     if (m_pad, k_pad) != (m, k):
         a = _padded_copy(a, m_pad, k_pad, zero_cols=k_pad != k)
     if (k_pad, n_pad) != (k, n):
         b = _padded_copy(b, k_pad, n_pad, zero_rows=k_pad != k)
     product = torch.mm(a, b) if out is None else torch.mm(a, b, out=out[:a.shape[0]])
     return product if (m_pad, n_pad) == (m, n) else product[:m, :n]
+
+
+def _leading_dim_aligned(t: torch.Tensor, per: int) -> bool:
+    """Is t [r, c] row- or column-major with a leading dimension of a multiple of `per` elements
+    (16 bytes) and a 16-byte aligned start?"""
+    if t.data_ptr() % 16:
+        return False
+    return (t.stride(1) == 1 and t.stride(0) % per == 0) or (t.stride(0) == 1 and t.stride(1) % per == 0)
+
+
+def _mm_split_columns(a: torch.Tensor, b: torch.Tensor, m: int, n: int, n_pad: int, per: int,
+                      out: torch.Tensor | None) -> torch.Tensor:
+    """a @ b where only N is unaligned and b's leading dimension is not (GPT-2's tied LM head reads
+    the [50257, 768] embedding as a column-major b): no padded copy of b, which would hold a
+    second copy of the weight (77 MiB for GPT-2) during the call. The columns up to the last
+    multiple of `per` go through one GEMM whose sizes and leading dimensions are all aligned, into
+    the padded rows; the last n % per columns through a second, narrow one."""
+    rows = a.shape[0]
+    result = torch.empty((rows, n_pad), dtype=a.dtype, device=a.device) if out is None else out[:rows]
+    main = n - n % per
+    torch.mm(a, b[:, :main], out=result[:, :main])
+    torch.mm(a, b[:, main:], out=result[:, main:n])
+    return result[:m, :n]
 
 
 def _padded_copy(t: torch.Tensor, rows: int, cols: int, zero_rows: bool = False,

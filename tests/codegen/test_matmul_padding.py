@@ -51,6 +51,29 @@ def test_mm_aligned_keeps_the_product(a_cols_major, b_cols_major):
     assert got.shape == (13, 259)
 
 
+@pytest.mark.parametrize("into", ["new", "out"])
+def test_only_n_unaligned_splits_the_columns_instead_of_copying_b(monkeypatch, into):
+    # GPT-2's LM head: a [M, 768] row-major, b the [50257, 768] embedding read column-major
+    # (leading dimension 768, aligned). b must not be copied (a second 77-MiB weight per call):
+    # two GEMMs write the aligned columns and the last N % 8 into the padded rows instead.
+    from ember.codegen import runtime
+    monkeypatch.setattr(runtime, "_padded_copy", lambda *a, **k: pytest.fail("b was copied"))
+    a = torch.randn(12, 32, dtype=torch.bfloat16)
+    b = torch.randn(37, 32, dtype=torch.bfloat16).t()   # N = 37 = 32 + 5
+    out = torch.full((12, 40), float("nan"), dtype=torch.bfloat16) if into == "out" else None
+    got = mm_aligned(a, b, 12, 32, 40, out)
+    torch.testing.assert_close(got, a @ b)
+    assert got.shape == (12, 37) and got.stride() == (40, 1)
+    if out is not None:
+        assert got.data_ptr() == out.data_ptr()
+
+
+def test_unaligned_leading_dimension_still_copies():
+    a = torch.randn(12, 32, dtype=torch.bfloat16)
+    b = torch.randn(32, 37, dtype=torch.bfloat16)       # row-major: leading dimension 37
+    torch.testing.assert_close(mm_aligned(a, b, 12, 32, 40), a @ b)
+
+
 GRAPH = """\
 func @f(%x: f32[6,16], %w: f32[16,301], %b: f32[301]) -> (f32[6,301], f32[2,3,301], f32[6,301]) [device="cpu"] {
   %0: f32[6,301] = matmul %x, %w
