@@ -52,7 +52,9 @@ from .placement import Interval, aligned, place
 # the wrapper allocates the results, then one kernel (or a library call's out= form) writes them
 ALLOCATES = ("kernel", "region", "library_out")
 ALIASES = ("view", "extern")       # results may share their inputs' storage
-FRESH = ("matmul",)                # torch allocates the results; they share nothing
+# torch allocates the results (a library matmul), or they are an operand's storage that nothing
+# else reads again (inplace.py): either way no planned buffer's
+FRESH = ("matmul", "inplace")
 UNFUSED = "unfused"                # a fused region whose body is emitted op by op
 
 

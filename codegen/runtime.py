@@ -150,6 +150,14 @@ def _padded_copy(t: torch.Tensor, rows: int, cols: int, zero_rows: bool = False,
     return padded
 
 
+def inplace_or_empty(t: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """`t` itself as the result buffer of an elementwise kernel that reads it last (codegen/inplace.py)
+    when it is contiguous with this shape and dtype (the layout a kernel writes), else a new one."""
+    if t.is_contiguous() and t.dtype == dtype and tuple(t.shape) == tuple(shape):
+        return t
+    return torch.empty(shape, dtype=dtype, device=t.device)
+
+
 def view_or_none(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor | None:
     """`t.view(shape)` when t's strides allow it, else None (the wrapper then copies first)."""
     try:

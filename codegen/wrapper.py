@@ -32,6 +32,7 @@ from ..ir.types import TensorType, shapes_equal
 from . import attention_emit, attention_template, launcher, layouts, runtime
 from .choice import Chooser
 from .data_movement import concat_kernel, gather_kernel, index_kernel, pad_kernel
+from .inplace import inplace_operands
 from .kernel_writer import Kernel
 from .matmul_emit import MatmulEmitter, is_matmul_region
 from .memory_plan import MemoryPlan, plan_memory
@@ -94,6 +95,8 @@ class WrapperBuilder:
         self._launchers: dict[str, str] = {}      # Launcher(...) definition -> its module-level name
         self.memory = MemoryPlan()  # planned in build(), once every op's lowering is known
         self._arena_views: dict[str, str] = {}   # torch dtype -> the arena viewed as it, when used
+        self.inplace: dict[Op, int] = {}   # elementwise ops writing over an operand (inplace.py)
+        self._pointwise_regions: set[Op] = set()   # regions whose one kernel is elementwise
         self.matmuls = MatmulEmitter(self)  # template or library, per matmul and matmul region
 
     # ------------------------------------------------------------------ helpers
@@ -112,6 +115,12 @@ class WrapperBuilder:
         contiguous buffer). `storage`: a larger contiguous buffer to allocate instead (`v` is then
         a view of it that the caller's code makes; memory_plan was told its bytes)."""
         t = v.type
+        if v.producer in self.inplace and order is None and storage is None:
+            over = self.names[v.producer.inputs[self.inplace[v.producer]]]
+            self.strides[v] = layouts.contiguous(t.shape)
+            self.line(f"{name} = inplace_or_empty({over}, {self.sizes.shape(t.shape)}, {_torch_dtype(t.dtype)})"
+                      f"  # over {over}, read last here", indent)
+            return
         memory = t if order is None else TensorType(t.dtype, tuple(t.shape[i] for i in order), t.device)
         memory = storage or memory
         back = "" if order is None else f".permute({', '.join(map(str, layouts.inverse(order)))})"
@@ -255,6 +264,8 @@ class WrapperBuilder:
         calls: torch allocates), "region" (a fused region as one kernel) or "unfused" (the ops of
         `body_of(op)` one by one). A matmul or matmul region is the template's "kernel"/"region"
         or the library's "matmul"/"unfused", as the chooser decides (matmul_emit.py)."""
+        if op in self.inplace:
+            return "inplace"   # a kernel writing over an operand's storage: torch's, not planned
         if op.name == "matmul" or is_matmul_region(op):
             return self.matmuls.lowering(op)
         if can_lower(op) or op.opdef.kind == "reduction" or op.name in _KERNEL_BUILDERS:
@@ -269,8 +280,17 @@ class WrapperBuilder:
             return "region" if self.region_kernel(op) is not None else "unfused"
         raise NotImplementedError(f"codegen has no lowering for op {op.name!r}")
 
+    def elementwise(self, op: Op) -> bool:
+        """Is `op` one kernel that reads every operand at the index it writes (inplace.py)?"""
+        kind = self.lowering(op)
+        if kind == "kernel":
+            return can_lower(op)
+        return kind == "region" and self.region_kernel(op) is not None and op in self._pointwise_regions
+
     def _emit(self, op: Op) -> None:
         kind = self.lowering(op)
+        if kind == "inplace":
+            kind = "region" if op.name == "fused" else "kernel"
         if kind == "kernel" and op.name == "matmul":
             self.matmuls.emit_template(op)
         elif op.name == "extern" and kind == "kernel":
@@ -312,7 +332,11 @@ class WrapperBuilder:
         if op not in self._region_kernels:
             body = op.attrs["body"]
             try:
-                kernel = fused_pointwise_kernel(body) or fused_row_kernel(body)
+                kernel = fused_pointwise_kernel(body)
+                if kernel is not None:
+                    self._pointwise_regions.add(op)
+                else:
+                    kernel = fused_row_kernel(body)
             except UnsupportedDtype:
                 kernel = None  # op by op, where emit names the failing op
             self._region_kernels[op] = kernel
@@ -399,6 +423,7 @@ class WrapperBuilder:
                 n += 1
         for v in g.inputs:
             self.index64[v] = "inputs_64"
+        self.inplace = inplace_operands(g, self.elementwise)
         self.memory = plan_memory(g, self.lowering, self.body_of, self.outputs_in_arena, self.storage_bytes)
         dead_after = self._dead_after()
         for i, op in enumerate(g.ops):
@@ -498,7 +523,7 @@ def _returns_one_tensor(fn) -> bool:
 def _header(g: Graph, interpret: bool, attention: bool) -> str:
     mode = "in Triton's interpreter" if interpret else "compiled by Triton"
     ir = "".join(f"#   {line}\n" for line in str(g).splitlines())
-    imports = (f"from {runtime.__name__} import (extern_results, helpers_for, libdevice_for, mm_aligned,\n"
+    imports = (f"from {runtime.__name__} import (extern_results, helpers_for, inplace_or_empty, libdevice_for, mm_aligned,\n"
                f"    needs_int64, view_or_none)\n"
                f"from {launcher.__name__} import Launcher\n")
     if attention:
