@@ -129,3 +129,29 @@ def test_every_block_of_a_deep_llama_launches_the_same(tmp_path):
         blocks = _blocks(source)
         assert len(blocks) == 7 and all(b == want for b in blocks), blocks
 
+
+def test_llama_traced_as_on_cuda_launches_what_the_cpu_trace_does(tmp_path, monkeypatch):
+    # On CUDA, transformers' Llama reaches ember as the cuDNN SDPA op (not written-out math): with
+    # k and v repeat_kv'd (transformers passes a mask, so no enable_gqa) and a mask built from
+    # iotas and cumsums, made additive with -65504. Unrewritten, that was a copy of v per layer
+    # and a dozen mask kernels per call. Traced that way here (the op has a fake kernel, and the
+    # attention pass replaces it before anything runs), it must compile to what the CPU trace does.
+    pytest.importorskip("transformers")
+    model, ids = _llama(2)
+    cpu = [_calls(s.splitlines()) for s in _compiled_wrappers(model, ids, tmp_path / "cpu")]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def cudnn_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if not torch.compiler.is_compiling() or enable_gqa:
+            return sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+                        enable_gqa=enable_gqa)
+        if attn_mask is not None and attn_mask.dtype == torch.bool:  # convert_boolean_attn_mask_cudnn
+            attn_mask = torch.where(attn_mask.logical_not(), -65504.0, torch.scalar_tensor(0.0, dtype=q.dtype))
+        return torch.ops.aten._scaled_dot_product_cudnn_attention(
+            q, k, v, attn_mask, False, dropout_p, is_causal, False, scale=scale)[0]
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", cudnn_sdpa)
+    sources = _compiled_wrappers(model, ids, tmp_path / "cuda")
+    fx = next((tmp_path / "cuda").rglob("fx_graph.py")).read_text()
+    assert "_scaled_dot_product_cudnn_attention" in fx and "cumsum" in fx
+    assert [_calls(s.splitlines()) for s in sources] == cpu
