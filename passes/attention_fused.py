@@ -115,7 +115,8 @@ def sdpa_of_fused(op: Op, users: dict, outputs: set, graph_ops: list[Op] | None 
 
 def rewrite_fused_ops(g: Graph) -> list[dict]:
     """Replace every rewritable fused SDPA op in `g` (in place); returns what was rewritten.
-    What only the replaced ops read (a constant mask's ops, repeat_kv's views) is left to dce."""
+    What only the replaced ops read (a constant mask's ops, repeat_kv's views) is removed: dce
+    has run already, and those ops would otherwise run as kernels."""
     users, outputs, done = g.users(), set(g.outputs), []
     masks, written, dropped = {}, mutated_values(g), set()
     for op in list(g.ops):
