@@ -14,16 +14,17 @@ from typing import Any
 
 # fuse groups what the cleanups left. attention must see unfused ops and views where the frontend
 # left them, so it runs before hoist_views, which moves views out of the way of pointwise chains
-# (it needs dce's single-reader facts); conv_layout reads 16-bit CUDA convolution results as
-# channels-last permutes, and sink_permutes runs pointwise ops over permuted operands in their
-# memory order; hoist_views again then moves the views sink_permutes gave broadcast operands (a
+# (it needs dce's single-reader facts); conv_bias adds a CUDA convolution's bias in the kernel
+# reading its result (cuDNN adds it in a kernel of its own); conv_layout reads 16-bit CUDA
+# convolution results as channels-last permutes, and sink_permutes runs pointwise ops over
+# permuted operands in their memory order; hoist_views again then moves the views sink_permutes gave broadcast operands (a
 # batch norm's [C,1,1] scale) up their chains, so those chains still fuse; move_reshapes puts a
 # cast cut off by a reshape next to the kernel it belongs to, and sink_gathers then gathers a
 # loss's log-probabilities from the logits instead of writing the whole log_softmax; fuse_matmul
 # then puts each matmul with its operand cast and fuse's region reading its product in one
 # template kernel. options={"pipeline": "canonicalize,cse,dce"} compiles one kernel per op
 # (useful when bisecting a wrong result).
-DEFAULT_PIPELINE = ("canonicalize,cse,dce,attention,hoist_views,conv_layout,sink_permutes,hoist_views,"
+DEFAULT_PIPELINE = ("canonicalize,cse,dce,attention,hoist_views,conv_bias,conv_layout,sink_permutes,hoist_views,"
                     "move_reshapes,sink_gathers,fuse,fuse_matmul")
 
 

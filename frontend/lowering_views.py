@@ -212,6 +212,9 @@ def _as_strided(ctx, x, size, stride, storage_offset=None):
     own = [1] * len(shape)
     for i in range(len(shape) - 2, -1, -1):
         own[i] = own[i + 1] * shape[i + 1]
+    # A size-1 dim's stride addresses nothing: eager strides such as ConvNeXt's pooled
+    # [64,768,1,1] at (768, 1, 768, 768) (channels-last) are this value's own, not a gather.
+    stride = [own[i] if i < len(own) and n == 1 else st for i, (n, st) in enumerate(zip(size, stride))]
     if len(size) == len(shape) and list(stride) == own[:len(size)]:
         starts, rem = [], offset
         for st in own:

@@ -34,9 +34,10 @@ from ..ir import Graph, Op, TensorType, Value
 from ..ir.graph import infer_result_types
 from ..ir.ops import ExternArg, attrs_with_defaults, get_op
 from ..ir.printer import value_names
-from ..ir.types import dims_equal, shapes_equal
+from ..ir.types import shapes_equal
 from .attention_fused import rewrite_fused_ops
 from .attention_mask import Mask, classify, constant_cone, scalar_constant, sdpa_mask
+from .attention_views import regroup, regroup_chain, repeated
 from .context import PassContext
 from .effects import has_side_effects, mutated_values
 from .registry import PassResult, graph_pass
@@ -60,15 +61,6 @@ def _full_value(v: Value):
     """The fill value of a `full` of any shape (the safe-softmax zeros are full-size)."""
     p = _producer(v, "full")
     return p.attrs["value"] if p is not None else None
-
-
-def _regroup(op: Op) -> bool:
-    """A reshape that only regroups batch dims (the last two stay): row-major, so flat batch
-    index n means the same (b, h) before and after."""
-    if op.name != "reshape":
-        return False
-    a, b = op.inputs[0].type.shape, op.result.type.shape
-    return len(a) >= 2 and len(b) >= 2 and shapes_equal(a[-2:], b[-2:])
 
 
 def _float_cast(op: Op) -> bool:
@@ -187,7 +179,7 @@ def _scores(m: _Match, mm1: Op, ops: list[Op], x: Value):
         f = _factor(op) if op.name in ("mul", "div") else None
         if _float_cast(op):
             m.casts.add((op.inputs[0].type.dtype, op.result.type.dtype))
-        elif _regroup(op) and mask is None:
+        elif regroup(op) and mask is None:
             pass
         elif f is not None and f[0] is cur and mask is None:
             scale *= f[1]
@@ -242,43 +234,12 @@ def _peel(m: _Match, v: Value, scales: bool, casts: bool):
     return cur, scale, seen
 
 
-def _regroup_chain(v: Value) -> list[Value]:
-    """v, then the values it was regrouped from (reshapes keeping the last two dims)."""
-    out = [v]
-    while v.producer is not None and _regroup(v.producer):
-        v = v.producer.inputs[0]
-        out.append(v)
-    return out
-
-
-def _repeat_kv(c: Value, batch: tuple) -> tuple[Value, int] | None:
-    """repeat_kv: expand(reshape(t [.., Hkv, S, E] -> [.., Hkv, 1, S, E]) -> [.., Hkv, r, S, E]),
-    whose flat head index hk*r + j reads head hk: SDPA's enable_gqa (repeat_interleave)."""
-    ex = _producer(c, "expand")
-    un = _producer(ex.inputs[0], "reshape") if ex is not None else None
-    if un is None or not batch:
-        return None
-    t = un.inputs[0]
-    cs, us, ts = c.type.shape, un.result.type.shape, t.type.shape
-    n = len(batch) - 1  # dims before the heads
-    if len(cs) != n + 4 or len(us) != n + 4 or len(ts) != n + 3:
-        return None
-    hkv, r = cs[n], cs[n + 1]
-    ok = (shapes_equal(cs[:n], batch[:n]) and shapes_equal(us[:n], batch[:n]) and shapes_equal(ts[:n], batch[:n])
-          and dims_equal(us[n], hkv) and dims_equal(ts[n], hkv) and dims_equal(us[n + 1], 1)
-          and shapes_equal(ts[-2:], cs[-2:]) and dims_equal(hkv * r, batch[n]) and not dims_equal(r, 1))
-    return (t, r) if ok else None
-
-
 def _to_batch(m: _Match, v: Value, batch: tuple, gqa: bool) -> tuple[Value, object]:
     """v ([N, X, Y] or any regrouping) with the batch dims `batch`: found among the values it
     was reshaped from, else a new reshape. With `gqa`, a repeat_kv'd value gives (t, r)."""
-    cands = _regroup_chain(v)
-    if gqa:
-        for c in cands:
-            found = _repeat_kv(c, batch)
-            if found is not None:
-                return found
+    cands = regroup_chain(v)
+    if gqa and (found := repeated(v, batch)) is not None:
+        return found
     for c in cands:
         if shapes_equal(c.type.shape[:-2], batch):
             return c, 1
@@ -287,7 +248,7 @@ def _to_batch(m: _Match, v: Value, batch: tuple, gqa: bool) -> tuple[Value, obje
 
 def _untranspose(m: _Match, kt: Value) -> Value:
     """k from k^T ([.., E, S] -> [.., S, E]), composed into the permute that made k^T if any."""
-    base = _regroup_chain(kt)[-1]
+    base = regroup_chain(kt)[-1]
     r = base.type.rank
     p = _producer(base, "permute")
     if p is None:
@@ -310,7 +271,7 @@ def _operands(m: _Match, mm1: Op, root: Op, batch: tuple, through_casts: bool):
         raise _Reject(f"q, k, v have dtypes {q.type.dtype}, {kt.type.dtype}, {v.type.dtype}")
     # The result: root -> [regroup] [cast back to q's dtype], in either order.
     out, out_ops, casts = root.result, [], cq | ck | cv | m.casts
-    while (u := m.only_user(out)) is not None and (_regroup(u) or (
+    while (u := m.only_user(out)) is not None and (regroup(u) or (
             _float_cast(u) and out.type.dtype != dtype and u.result.type.dtype == dtype)):
         out_ops.append(u)
         casts |= {(u.inputs[0].type.dtype, dtype)} if u.name == "cast" else set()
@@ -346,7 +307,7 @@ def _match(m: _Match, div: Op) -> dict | None:
         if u is not None and u.name == "matmul" and u.inputs[0] is cur and u.inputs[1] is not cur:
             root = u
             break
-        if u is None or len(p_chain) > 3 or not (_float_cast(u) or _regroup(u)):
+        if u is None or len(p_chain) > 3 or not (_float_cast(u) or regroup(u)):
             if any(r.name == "matmul" and r.inputs[0] is cur for r in m.users.get(cur, [])):
                 raise _Reject("the probabilities have another reader or are returned")
             return None

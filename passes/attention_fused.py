@@ -15,6 +15,15 @@ computes exactly `scaled_dot_product_attention(q, k, v, attn_mask, is_causal=...
 enable_gqa=Hq != Hkv)` on the same operands, so it becomes that extern, which codegen runs as
 ember's template or the library. A training forward graph returns the logsumexp for the
 backward: the op stays, and so does the library kernel.
+
+Two things the written-out form gets from the attention pass the fused ops get here too, or a
+CUDA trace would pay for them at every call (on an H100, transformers' Llama passes a mask and
+repeat_kv'd k/v to the cuDNN op: per layer a copy of v, and once per call a dozen kernels that
+build a mask which is causal):
+  * a mask computed from constants alone is evaluated at compile time (attention_mask.classify):
+    exactly causal becomes is_causal, keep-everything becomes no mask;
+  * k and v that are both repeat_kv(t, r) of their Hkv-head tensors become those tensors with
+    enable_gqa, which computes the same (head h reads kv head h // r) without the copies.
 """
 from __future__ import annotations
 
@@ -22,6 +31,9 @@ from ..ir import Graph, Op, Value
 from ..ir.graph import infer_result_types
 from ..ir.ops import ExternArg, attrs_with_defaults, get_op, resolve_target
 from ..ir.types import dims_equal
+from .attention_mask import classify
+from .attention_views import repeated
+from .effects import has_side_effects, mutated_values
 
 SDPA = "aten.scaled_dot_product_attention.default"
 FUSED_TARGETS = ("aten._scaled_dot_product_flash_attention.default",
@@ -50,9 +62,11 @@ def _bind(op: Op) -> dict | None:
     return out
 
 
-def sdpa_of_fused(op: Op, users: dict, outputs: set) -> Op | None:
+def sdpa_of_fused(op: Op, users: dict, outputs: set, graph_ops: list[Op] | None = None,
+                  masks: dict | None = None, written: set = frozenset()) -> Op | None:
     """The SDPA extern replacing `op` (a fused SDPA op whose only used result is the output),
-    or None when `op` must stay."""
+    or None when `op` must stay. With `graph_ops` (the graph's ops, in order), a constant mask
+    is classified (`masks` caches its evaluation; `written`: values externs write in place)."""
     if op.name != "extern" or op.attrs["target"] not in FUSED_TARGETS:
         return None
     produced = tuple(op.attrs["outputs"])
@@ -69,11 +83,22 @@ def sdpa_of_fused(op: Op, users: dict, outputs: set) -> Op | None:
         return None
     if q.type.rank < 3 or k.type.rank != q.type.rank:
         return None
+    causal = bool(a.get("is_causal"))
+    if mask is not None and graph_ops is not None and not causal:
+        scores = tuple(q.type.shape[:-1]) + (k.type.shape[-2],)
+        info = classify(mask, False, scores, graph_ops, masks, written)
+        if info.value is None:  # constant: exactly causal, or keeps every key
+            mask, causal = None, info.causal
+    batch = tuple(q.type.shape[:-2])
+    rk, rv = repeated(k, batch), repeated(v, batch)
+    if rk is not None and rv is not None and dims_equal(rk[1], rv[1]) and \
+            not ({rk[0], rv[0]} & set(written)):
+        k, v = rk[0], rv[0]
     inputs = [q, k, v] + ([mask] if mask is not None else [])
     kwargs: dict = {}
     if mask is not None:
         kwargs["attn_mask"] = ExternArg(3)
-    if a.get("is_causal"):
+    if causal:
         kwargs["is_causal"] = True
     if a.get("scale") is not None:
         kwargs["scale"] = float(a["scale"])
@@ -89,15 +114,38 @@ def sdpa_of_fused(op: Op, users: dict, outputs: set) -> Op | None:
 
 
 def rewrite_fused_ops(g: Graph) -> list[dict]:
-    """Replace every rewritable fused SDPA op in `g` (in place); returns what was rewritten."""
+    """Replace every rewritable fused SDPA op in `g` (in place); returns what was rewritten.
+    What only the replaced ops read (a constant mask's ops, repeat_kv's views) is removed: dce
+    has run already, and those ops would otherwise run as kernels."""
     users, outputs, done = g.users(), set(g.outputs), []
-    for i, op in enumerate(list(g.ops)):
-        new = sdpa_of_fused(op, users, outputs)
+    masks, written, dropped = {}, mutated_values(g), set()
+    for op in list(g.ops):
+        new = sdpa_of_fused(op, users, outputs, g.ops, masks, written)
         if new is None:
             continue
         idx = g.ops.index(op)
         g.ops[idx] = new
         g.replace_all_uses(op.results[0], new.result)
+        dropped.update(set(op.inputs) - set(new.inputs))
         done.append({"op": op.attrs["target"], "causal": bool(new.attrs["kwargs"].get("is_causal")),
                      "masked": "attn_mask" in new.attrs["kwargs"], "gqa": "enable_gqa" in new.attrs["kwargs"]})
+    if dropped:
+        _remove_dead_cones(g, dropped)
     return done
+
+
+def _remove_dead_cones(g: Graph, roots: set[Value]) -> None:
+    """Remove the ops computing `roots` (operands the new externs no longer read: a constant
+    mask, repeat_kv's views) and what they were computed from, as far as nothing else reads it."""
+    cone, stack = set(), [v.producer for v in roots if v.producer is not None]
+    while stack:
+        op = stack.pop()
+        if op not in cone:
+            cone.add(op)
+            stack.extend(x.producer for x in op.inputs if x.producer is not None)
+    live, kept = set(g.outputs), []
+    for op in reversed(g.ops):
+        if op not in cone or has_side_effects(op) or any(r in live for r in op.results):
+            kept.append(op)
+            live.update(op.inputs)
+    g.ops = kept[::-1]

@@ -24,6 +24,9 @@ from ..ir.graph import infer_result_types
 # Compile-time evaluation of a constant mask: at most this many elements per value (a
 # [16,1,512,512] mask is 4M); larger ones are passed to SDPA as they are.
 EVAL_LIMIT = 1 << 24
+# What torch's SDPA fills a bool mask's dropped entries with for cuDNN
+# (convert_boolean_attn_mask_cudnn): f16's lowest value, not -inf.
+CUDNN_FILL = -65504.0
 # Ops a constant mask may be built from: pure, deterministic, evaluable by the interpreter.
 _NOT_EVALUABLE = frozenset({"extern", "fused"})
 
@@ -165,13 +168,13 @@ def classify(value: Value, negate: bool, shape: tuple, graph_ops: list[Op], cach
     if is_bool:
         keep, ninf = (~full if negate else full), None
     else:
-        lowest = torch.finfo(full.dtype).min
         ninf = full == -math.inf
         keep = full == 0
-        # An entry at the dtype's lowest value (HF's masks) contributes exp(min - rowmax) == 0,
-        # exactly like -inf, as long as the scores are far below 1e38: such a mask may become
-        # is_causal. Any other value makes it a general additive mask.
-        if not bool((keep | ninf | (full == lowest)).all()):
+        # An entry at or below -65504 contributes exp(x - rowmax) == 0, exactly like -inf, as
+        # long as the scores are far below 65504 apart (they are ~10 in attention): HF's masks
+        # (the dtype's lowest value) and torch's cuDNN fill (CUDNN_FILL, -65536 once rounded to
+        # bf16) may then become is_causal. Any other value makes it a general additive mask.
+        if not bool((keep | ninf | (full <= CUDNN_FILL)).all()):
             return Mask(value, empty_rows=bool((ninf.all(-1)).any()))
     if bool(keep.all()):
         return Mask(None)

@@ -60,6 +60,8 @@ dtype. Stats: `up` (both upward moves), `down`.
 """
 from __future__ import annotations
 
+from collections import deque
+
 from ..ir import Graph, Op, Value
 from ..ir.types import TensorType, dims_equal, shapes_equal
 from .context import PassContext
@@ -125,10 +127,14 @@ class _Mover:
 
     def feeds_reduction(self, v: Value, limit: int = 32) -> bool:
         """Does a row reduction over v's shape read v, directly or through pointwise ops of that
-        shape? (Then a pointwise op computing v has a row kernel to join where it is.)"""
-        shape, todo, seen = v.type.shape, [v], set()
+        shape? (Then a pointwise op computing v has a row kernel to join where it is.)
+        Breadth first, nearest readers first: a residual stream is a chain of adds through every
+        layer, and a depth-first walk along it spent the limit before it came back to the norm
+        reading v itself (an 8-layer Llama's first two residual adds moved away from their norms,
+        one extra kernel each)."""
+        shape, todo, seen = v.type.shape, deque([v]), set()
         while todo and len(seen) < limit:
-            x = todo.pop()
+            x = todo.popleft()
             for r in self.users.get(x, []):
                 if r in seen:
                     continue

@@ -80,3 +80,16 @@ def test_flip_diagonal_round_fmax(check):
 
 def test_unfold(check):
     check(lambda x: (x.unfold(1, 3, 2) * 2, x.unfold(0, 2, 1).sum(-1)), r(4, 7))
+
+
+def test_as_strided_restriding_size_one_dims_is_no_gather(check, tmp_path):
+    # ConvNeXt's pooled [N,C,1,1] reaches ember as as_strided(sizes, eager's channels-last
+    # strides (C, 1, C, C)): the same elements in the same order as the contiguous value, since a
+    # size-1 dim's stride addresses nothing. It lowers to the value itself, not iota + a gather.
+    def f(x):
+        pooled = (x * 2).mean((2, 3), keepdim=True)
+        y = pooled.as_strided((4, 8, 1, 1), (8, 1, 8, 8))
+        return torch.nn.functional.layer_norm(y.permute(0, 2, 3, 1), (8,)) + 1
+    check(f, r(4, 8, 3, 3))
+    (ir,) = tmp_path.rglob("00.input.ir")
+    assert "as_strided" not in ir.read_text() and "index[" not in ir.read_text() and "iota" not in ir.read_text()

@@ -128,6 +128,29 @@ def test_down_stays_when_the_op_feeds_a_row_reduction():
         """, None)
 
 
+def test_down_stays_before_a_norm_whatever_the_residual_stream_after_it():
+    # The first residual add of a deep model: its sum feeds this block's norm and, through the
+    # later blocks' residual adds (each read by its own norm), the whole residual stream. Looking
+    # for the norm depth first along that stream spent the search's limit before reaching it: an
+    # 8-layer Llama's first two adds became matmul epilogues, one extra kernel each.
+    blocks = []
+    for i in range(24):
+        prev = "%3" if i == 0 else f"%a{i - 1}"
+        blocks.append(f"""
+          %c{i}: f32[2,3,5] = cast[dtype="f32"] {prev}
+          %s{i}: f32[2,3,1] = reduce_sum[axes=(2,), keepdim=True] %c{i}
+          %a{i}: bf16[2,3,5] = add {prev}, %r""")
+    run_golden("move_reshapes", f"""
+        func @f(%x: bf16[6,4], %w: bf16[4,5], %r: bf16[2,3,5]) -> (f32[2,3,1], bf16[2,3,5]) {{
+          %0: bf16[6,5] = matmul %x, %w
+          %2: bf16[2,3,5] = reshape[shape=(2, 3, 5)] %0
+          %3: bf16[2,3,5] = add %2, %r{"".join(blocks)}
+          %t: f32[2,3,1] = add %s0, %s23
+          return %t, %a23
+        }}
+        """, None)
+
+
 def test_into_a_reduction_a_residual_add_and_its_upcast_follow_the_reshape():
     # The residual add on the matmul's [B*T,N] and the norm on [B,T,N]: the reshape moves above
     # the upcast, then (next sweep) above the add, onto the bias add's result and the residual,
