@@ -18,7 +18,9 @@ compile in a new process, as bench.compile_cache times it. --cpu builds the case
 on the CPU and stops at the first call of the compiled graph (Triton's interpreter would take
 minutes at these sizes): Dynamo, AOTAutograd and ember's compile are measured, the first call is
 not; the graph's device is the CPU, so the Chooser times nothing and codegen takes the heuristic
-choices. Run it as a module from the repo root (see bench/gpu_kernels.py for why).
+choices. On a GPU three more rows say what Triton costs on the way: hashing its own installation
+(once per process), compiling each kernel or finding it in its cache (summed over precompile's
+threads), and loading the compiled kernels onto the GPU at their first launch. Run it as a module from the repo root (see bench/gpu_kernels.py for why).
 """
 from __future__ import annotations
 
@@ -58,7 +60,9 @@ ROWS = [("Dynamo (the rest)", 1), ("backend (AOTAutograd + ember)", 1),
         ("lowering (fx_to_ir)", 3), ("pass pipeline", 3), ("compile_graph", 3), ("codegen", 4),
         ("memory plan + choices", 5), ("Chooser.choose", 6), ("races: precompile", 7),
         ("races: timing (do_bench)", 7), ("write module", 4), ("import module", 4),
-        ("compiled graph calls", 1), ("wrapper dry run", 2)]
+        ("compiled graph calls", 1), ("wrapper dry run", 2),
+        ("Triton: triton_key (once per process)", 1), ("Triton: compile or cache hit, summed over threads", 1),
+        ("Triton: load kernels (_init_handles)", 1)]
 
 
 def _instrument(stop_at_first_call: bool) -> None:
@@ -85,6 +89,23 @@ def _instrument(stop_at_first_call: bool) -> None:
             raise _StopAtFirstCall()
         compiled_graph.CompiledGraph.__call__ = stop
     _timed(compiled_graph.CompiledGraph, "__call__", "compiled graph calls")
+    _instrument_triton()
+
+
+def _instrument_triton() -> None:
+    """GPU only (the interpreter compiles nothing): Triton's share of a first call. On a warm run
+    `compile` is a cache hit: the key (source hashes), the metadata and binary read from disk.
+    Compiles run on precompile's threads, so their row sums time that overlaps. A Triton without
+    these names just gets no rows."""
+    import triton.compiler
+    from triton.compiler import compiler as triton_compiler
+    from triton.runtime import cache as triton_cache
+    try:
+        _timed(triton_cache, "triton_key", "Triton: triton_key (once per process)")
+        _timed(triton.compiler, "compile", "Triton: compile or cache hit, summed over threads")
+        _timed(triton_compiler.CompiledKernel, "_init_handles", "Triton: load kernels (_init_handles)")
+    except AttributeError:
+        pass
 
 
 def main() -> None:
