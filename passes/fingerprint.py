@@ -12,7 +12,7 @@ hand-made uuid; this is the fix). Hashed, per pass that would run:
 Without source (a pass defined in a REPL or by exec), the compiled code object is hashed instead.
 Code in ember's own modules (the built-in passes and the helpers any pass reaches in ember) counts
 as the whole file it is in, hashed once per process, named by module: `inspect.getsource` (a
-tokenizer run per function, a parse of the whole module per class) cost ~0.3 s per process for the
+tokenizer run per function, a parse of the whole module per class) cost ~0.2 s per process for the
 default pipeline's ~340 functions and classes, paid by every compile's first tuning key, warm
 ones included. A user's pass and the helpers next to it are still hashed function by function, so
 editing an unrelated part of a user's script invalidates nothing.
