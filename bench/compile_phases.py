@@ -1,13 +1,26 @@
-"""Wall time per phase of one cold ember compile (fresh ember and Triton caches).
+"""Wall time per phase of one ember compile, from torch.compile to the first result.
 
-    python -m bench.compile_phases gpt2 [--no-precompile]
+    python -m bench.compile_phases gpt2 [--no-precompile]       # cold: fresh ember and Triton caches
+    python -m bench.compile_phases gpt2 --cache-dir DIR         # run twice: the second is warm
+    python -m bench.compile_phases gpt2 --cpu [--cache-dir DIR] # no GPU: stops at the first call
 
-Prints the total seconds from torch.compile to the first result and the time spent in: ember's
-compile_graph (passes, codegen and autotuning), the Chooser's races, compiling the races'
-candidates ahead (precompile), timing them (do_bench), the wrapper's dry run, and the compiled
-graphs' calls. Phases nest (the races run inside compile_graph), so they do not add up. Where
-bench.compile_profile says which functions cost the most, this says which stage. Run it as a
-module from the repo root (see bench/gpu_kernels.py for why).
+Prints the total seconds from torch.compile to the first result and the time spent in: Dynamo
+(what is left once the backend and the compiled graphs' calls are taken out: tracing, guards,
+imports on the way), AOTAutograd (the backend minus ember's compiles), and ember's own stages:
+lowering, the pass pipeline, codegen (with memory planning and the Chooser: tuning-cache lookups or
+races), writing and importing the generated module, then on a GPU the races' precompile and
+timing, the wrapper's dry run and the compiled graphs' calls. Indented rows nest in the row above,
+so rows do not add up. Where bench.compile_profile says which functions cost the most, this says
+which stage.
+
+--cache-dir keeps ember's and Triton's caches in DIR, so a second run with the same DIR is a warm
+compile in a new process, as bench.compile_cache times it. --cpu builds the case at its full size
+on the CPU and stops at the first call of the compiled graph (Triton's interpreter would take
+minutes at these sizes): Dynamo, AOTAutograd and ember's compile are measured, the first call is
+not; the graph's device is the CPU, so the Chooser times nothing and codegen takes the heuristic
+choices. On a GPU three more rows say what Triton costs on the way: hashing its own installation
+(once per process), compiling each kernel or finding it in its cache (summed over precompile's
+threads), and loading the compiled kernels onto the GPU at their first launch. Run it as a module from the repo root (see bench/gpu_kernels.py for why).
 """
 from __future__ import annotations
 
@@ -20,6 +33,10 @@ import time
 
 SECONDS: dict[str, float] = collections.defaultdict(float)
 CALLS: collections.Counter = collections.Counter()
+
+
+class _StopAtFirstCall(Exception):
+    """--cpu: raised by the compiled graph's first call, which is not measured there."""
 
 
 def _timed(owner, name: str, label: str) -> None:
@@ -37,42 +54,102 @@ def _timed(owner, name: str, label: str) -> None:
     setattr(owner, name, wrapper)
 
 
+# (label, depth) in print order; the Dynamo row is computed, the others are timed.
+ROWS = [("Dynamo (the rest)", 1), ("backend (AOTAutograd + ember)", 1),
+        ("AOTAutograd (backend minus ember)", 2), ("ember compile_fx_graph", 2),
+        ("lowering (fx_to_ir)", 3), ("pass pipeline", 3), ("compile_graph", 3), ("codegen", 4),
+        ("memory plan + choices", 5), ("Chooser.choose", 6), ("races: precompile", 7),
+        ("races: timing (do_bench)", 7), ("write module", 4), ("import module", 4),
+        ("compiled graph calls", 1), ("wrapper dry run", 2),
+        ("Triton: triton_key (once per process)", 1), ("Triton: compile or cache hit, summed over threads", 1),
+        ("Triton: load kernels (_init_handles)", 1)]
+
+
+def _instrument(stop_at_first_call: bool) -> None:
+    from ember.autotune import tuner
+    from ember.codegen import choice, compiled_graph, precompile, wrapper
+    from ember.frontend import backend
+    from ember.frontend import compile as frontend_compile
+
+    _timed(backend, "ember_backend", "backend (AOTAutograd + ember)")
+    _timed(backend, "compile_fx_graph", "ember compile_fx_graph")
+    _timed(frontend_compile, "fx_to_ir", "lowering (fx_to_ir)")
+    _timed(frontend_compile, "run_pipeline", "pass pipeline")
+    _timed(frontend_compile, "compile_graph", "compile_graph")
+    _timed(compiled_graph, "generate_module", "codegen")
+    _timed(wrapper, "plan_memory", "memory plan + choices")
+    _timed(compiled_graph, "write_module", "write module")
+    _timed(compiled_graph, "load_module", "import module")
+    _timed(choice.Chooser, "choose", "Chooser.choose")
+    _timed(choice, "_compile_all", "races: precompile")
+    _timed(tuner, "do_bench_median", "races: timing (do_bench)")
+    _timed(precompile, "dry_run", "wrapper dry run")
+    if stop_at_first_call:
+        def stop(self, *args, **kwargs):
+            raise _StopAtFirstCall()
+        compiled_graph.CompiledGraph.__call__ = stop
+    _timed(compiled_graph.CompiledGraph, "__call__", "compiled graph calls")
+    _instrument_triton()
+
+
+def _instrument_triton() -> None:
+    """GPU only (the interpreter compiles nothing): Triton's share of a first call. On a warm run
+    `compile` is a cache hit: the key (source hashes), the metadata and binary read from disk.
+    Compiles run on precompile's threads, so their row sums time that overlaps. A Triton without
+    these names just gets no rows."""
+    import triton.compiler
+    from triton.compiler import compiler as triton_compiler
+    from triton.runtime import cache as triton_cache
+    try:
+        _timed(triton_cache, "triton_key", "Triton: triton_key (once per process)")
+        _timed(triton.compiler, "compile", "Triton: compile or cache hit, summed over threads")
+        _timed(triton_compiler.CompiledKernel, "_init_handles", "Triton: load kernels (_init_handles)")
+    except AttributeError:
+        pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("case")
     parser.add_argument("--no-precompile", action="store_true", help="options={'precompile': False}")
+    parser.add_argument("--cache-dir", default=None,
+                        help="keep ember's and Triton's caches here (default: a new temporary folder)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="build the case on the CPU and stop at the compiled graph's first call")
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="ember-phases-")
+    tmp = args.cache_dir or tempfile.mkdtemp(prefix="ember-phases-")
     os.environ["TRITON_CACHE_DIR"] = os.path.join(tmp, "triton")  # before triton is imported
     import torch
-
-    from ember.autotune import tuner
-    from ember.codegen import choice, compiled_graph, precompile
-    from ember.frontend import compile as frontend_compile
 
     from .gpu_kernels import CASES
     from .workload import Config
 
-    _timed(frontend_compile, "compile_graph", "ember compile_graph (incl. races)")
-    _timed(choice.Chooser, "choose", "races (Chooser.choose)")
-    _timed(choice, "_compile_all", "precompile of race candidates")
-    _timed(tuner, "do_bench_median", "timing candidates (do_bench)")
-    _timed(precompile, "dry_run", "wrapper dry run")
-    _timed(compiled_graph.CompiledGraph, "__call__", "compiled graph calls")
-
-    w = CASES[args.case](Config())
+    _instrument(stop_at_first_call=args.cpu)
+    w = CASES[args.case](Config(device="cpu") if args.cpu else Config())
     options = {"cache_dir": os.path.join(tmp, "ember"), "precompile": not args.no_precompile}
     start = time.perf_counter()
     fn = torch.compile(w.target, backend="ember", options=options)
-    with torch.no_grad() if not w.train else torch.enable_grad():
-        out = fn(*w.args, **w.kwargs)
-        if w.train:
-            w.pick(out).backward()
-    torch.cuda.synchronize()
-    print(f"== {args.case} (precompile {not args.no_precompile}): first result after "
-          f"{time.perf_counter() - start:.1f} s", flush=True)
-    for label, secs in SECONDS.items():
-        print(f"   {label:36s} {secs:7.2f} s  ({CALLS[label]} calls)")
+    try:
+        with torch.no_grad() if not w.train else torch.enable_grad():
+            out = fn(*w.args, **w.kwargs)
+            if w.train:
+                w.pick(out).backward()
+    except _StopAtFirstCall:
+        pass
+    if not args.cpu:
+        torch.cuda.synchronize()
+    total = time.perf_counter() - start
+    SECONDS["AOTAutograd (backend minus ember)"] = (SECONDS["backend (AOTAutograd + ember)"]
+                                                    - SECONDS["ember compile_fx_graph"])
+    SECONDS["Dynamo (the rest)"] = (total - SECONDS["backend (AOTAutograd + ember)"]
+                                    - SECONDS["compiled graph calls"])
+    what = "to the first call (CPU, not run)" if args.cpu else "to the first result"
+    print(f"== {args.case} (precompile {not args.no_precompile}, caches {tmp}): {total:.2f} s {what}",
+          flush=True)
+    for label, depth in ROWS:
+        if label in SECONDS:
+            calls = f"  ({CALLS[label]} calls)" if CALLS[label] else ""
+            print(f"   {'  ' * (depth - 1)}{label:{44 - 2 * depth}s} {SECONDS[label]:7.2f} s{calls}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ whether a row can be all -inf: False (provably not), True (it is), None (unknown
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -156,7 +157,19 @@ def classify(value: Value, negate: bool, shape: tuple, graph_ops: list[Op], cach
              written: set = frozenset()) -> Mask:
     """The mask `value` (b1: keep where True, or where False when `negate`; float: additive)
     over scores of `shape` ([..., L, S]): no mask, causal, or `value` itself (the caller negates
-    it), and whether a row can be fully masked."""
+    it), and whether a row can be fully masked. `cache` (evaluate_constant's) also keeps the
+    answer: every layer of a model asks about the one mask, and comparing a [8,1,512,512] mask
+    with a causal one took ~30 ms per layer. The caller gets its own copy to change."""
+    if cache is None:
+        return _classify(value, negate, shape, graph_ops, None, written)
+    key = ("classify", value, negate, shape)
+    if key not in cache:
+        cache[key] = _classify(value, negate, shape, graph_ops, cache, written)
+    return dataclasses.replace(cache[key])
+
+
+def _classify(value: Value, negate: bool, shape: tuple, graph_ops: list[Op], cache: dict | None,
+              written: set) -> Mask:
     is_bool = value.type.dtype == "b1"
     L, S = shape[-2], shape[-1]
     t = evaluate_constant(value, graph_ops, cache, written) if L.is_Integer and S.is_Integer else None

@@ -10,12 +10,20 @@ hand-made uuid; this is the fix). Hashed, per pass that would run:
     imported modules, other packages) is not followed: torch/triton versions belong in the cache
     key separately.
 Without source (a pass defined in a REPL or by exec), the compiled code object is hashed instead.
+Code in ember's own modules (the built-in passes and the helpers any pass reaches in ember) counts
+as the whole file it is in, hashed once per process, named by module: `inspect.getsource` (a
+tokenizer run per function, a parse of the whole module per class) cost ~0.2 s per process for the
+default pipeline's ~340 functions and classes, paid by every compile's first tuning key, warm
+ones included. A user's pass and the helpers next to it are still hashed function by function, so
+editing an unrelated part of a user's script invalidates nothing.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import marshal
+import sys
 import types
 import weakref
 from typing import Any
@@ -64,6 +72,21 @@ def _is_own_code(obj, home: str | None) -> bool:
     return mod == home or mod == "ember" or mod.startswith("ember.")
 
 
+def _ember_module(obj) -> str | None:
+    """The name of the ember module `obj` is defined in, if it has a source file; else None."""
+    name = getattr(obj, "__module__", None) or ""
+    if name != "ember" and not name.startswith("ember."):
+        return None
+    return name if getattr(sys.modules.get(name), "__file__", None) else None
+
+
+@functools.lru_cache(maxsize=None)
+def _module_digest(name: str) -> bytes:
+    """`module <name> <sha256 of its file>`: the same on every machine with the same ember."""
+    with open(sys.modules[name].__file__, "rb") as f:
+        return f"module {name} {hashlib.sha256(f.read()).hexdigest()}".encode()
+
+
 def _text_of(obj) -> bytes:
     try:
         return inspect.getsource(obj).encode()
@@ -81,13 +104,18 @@ def _global_names(code: types.CodeType):
             yield from _global_names(const)
 
 
-def _collect(obj, home: str | None, seen: set[int], parts: list[bytes]) -> None:
+def _collect(obj, home: str | None, seen: set, parts: list[bytes]) -> None:
     if id(obj) in seen:
         return
     seen.add(id(obj))
     if not inspect.isfunction(obj) and not inspect.isclass(obj) and callable(obj):
         obj = type(obj).__call__  # a callable object: its __call__ is the pass
-    parts.append(_text_of(obj))
+    module = _ember_module(obj)
+    if module is None:
+        parts.append(_text_of(obj))
+    elif module not in seen:  # ember's code: its whole file, once (see the module docstring)
+        seen.add(module)
+        parts.append(_module_digest(module))
     if inspect.isclass(obj):
         members = [m for m in vars(obj).values() if inspect.isfunction(m)]
         for m in members:
@@ -96,7 +124,7 @@ def _collect(obj, home: str | None, seen: set[int], parts: list[bytes]) -> None:
     _follow(obj, home, seen, parts)
 
 
-def _follow(fn, home: str | None, seen: set[int], parts: list[bytes]) -> None:
+def _follow(fn, home: str | None, seen: set, parts: list[bytes]) -> None:
     code = getattr(fn, "__code__", None)
     if code is None:
         return
