@@ -46,6 +46,7 @@ from typing import Callable
 import sympy
 
 from ..ir import Graph, Op, Value, to_torch
+from ..ir.types import shapes_equal
 from .placement import Interval, aligned, place
 
 # How the wrapper emits an op; WrapperBuilder.lowering is the one source of these.
@@ -70,6 +71,7 @@ class MemoryPlan:
     slots: dict[Value, int] = field(default_factory=dict)   # arena buffers -> byte offset
     arena_bytes: int = 0
     reuses: dict[Value, Reuse] = field(default_factory=dict)  # symbolic sizes: a dead buffer's storage
+    in_place: dict[Value, Value] = field(default_factory=dict)  # arena buffer -> the one whose bytes it takes
     live: dict[Value, tuple[int, int | None]] = field(default_factory=dict)  # step range; None: returned
     bytes_unplanned: sympy.Expr = sympy.Integer(0)
     bytes_planned: sympy.Expr = sympy.Integer(0)
@@ -98,6 +100,8 @@ class _Step:
     label: str
     reads: frozenset[Value]   # buffers (roots) this op may read
     allocs: list[Value]       # buffers this op allocates
+    op: Op | None = None
+    operands: list[Value | None] = field(default_factory=list)  # each operand's buffer, if it is one (no view)
 
 
 class _Walk:
@@ -107,6 +111,7 @@ class _Walk:
         self.lowering = lowering
         self.body_of = body_of
         self.roots: dict[Value, frozenset[Value]] = {}
+        self.whole: dict[Value, Value] = {}   # value -> the buffer it is, as allocated (not a view of it)
         self.steps: list[_Step] = []
 
     def roots_of(self, v: Value) -> frozenset[Value]:
@@ -125,7 +130,9 @@ class _Walk:
             if kind in ALLOCATES:
                 for r in op.results:
                     self.roots[r] = frozenset([r])
-                self.steps.append(_Step(label, reads, list(op.results)))
+                    self.whole[r] = r
+                self.steps.append(_Step(label, reads, list(op.results), op,
+                                        [self.whole.get(v) for v in op.inputs]))
             elif kind in ALIASES or kind in FRESH:
                 for r in op.results:
                     self.roots[r] = reads if kind in ALIASES else frozenset()
@@ -137,20 +144,27 @@ class _Walk:
         body = self.body_of(op)
         for v, outer in zip(body.inputs, op.inputs):
             self.roots[v] = self.roots_of(outer)
+            if outer in self.whole:
+                self.whole[v] = self.whole[outer]
         self.walk(body.ops, suffix=f" in {label}")
         for v, r in zip(body.outputs, op.results):
             self.roots[r] = self.roots_of(v)
+            if v in self.whole:
+                self.whole[r] = self.whole[v]
 
 
 def plan_memory(graph: Graph, lowering: Callable[[Op], str],
                 body_of: Callable[[Op], Graph] = lambda op: op.attrs["body"],
                 outputs_in_arena: bool = False,
-                storage_bytes: Callable[[Value], sympy.Expr | None] = lambda v: None) -> MemoryPlan:
+                storage_bytes: Callable[[Value], sympy.Expr | None] = lambda v: None,
+                elementwise: Callable[[Op], bool] = lambda op: False) -> MemoryPlan:
     """Plan `graph`'s wrapper-allocated buffers; `lowering(op)` says how the wrapper emits `op`
     (one of ALLOCATES, ALIASES, FRESH or UNFUSED) and `body_of(op)` which ops an UNFUSED region
     runs (its body, or for a matmul region left to the library, its library body).
     `storage_bytes(v)`: the bytes v's buffer needs where that is more than its type says (a
-    library product written into padded rows); None: its type's."""
+    library product written into padded rows); None: its type's. `elementwise(op)`: is `op` one
+    kernel reading every operand at the index it writes (its result may then take the bytes of an
+    operand buffer it reads last: see _in_place)."""
     w = _Walk(lowering, body_of)
     w.walk(graph.ops)
     returned = frozenset().union(*(w.roots_of(v) for v in graph.outputs))
@@ -195,9 +209,43 @@ def plan_memory(graph: Graph, lowering: Callable[[Op], str],
             size = nbytes(b) if size is None else sympy.expand(size)
             if size != 0 and not size.is_Integer:
                 free.setdefault((b.type.device, size), []).append((b, step.label))
-    plan.slots, plan.arena_bytes = place(arena)
+    group = _in_place(w, arena, last, returned, storage_bytes, elementwise)
+    merged: dict[Value, Interval] = {}
+    for it in arena:
+        g = merged.get(group.get(it.key, it.key))
+        merged[group.get(it.key, it.key)] = it if g is None else Interval(
+            g.key, max(g.nbytes, it.nbytes), min(g.first, it.first), max(g.last, it.last))
+    offsets, plan.arena_bytes = place([Interval(k, it.nbytes, it.first, it.last) for k, it in merged.items()])
+    plan.slots = {it.key: offsets[group.get(it.key, it.key)] for it in arena}
+    plan.in_place = {t: d for t, d in group.items() if t is not d}
     plan.bytes_planned += plan.arena_bytes
     return plan
+
+
+def _in_place(w: _Walk, arena: list[Interval], last: dict[Value, int], returned: frozenset[Value],
+              storage_bytes: Callable[[Value], sympy.Expr | None],
+              elementwise: Callable[[Op], bool]) -> dict[Value, Value]:
+    """Buffer -> the first buffer of the chain whose bytes it takes. An elementwise kernel's result
+    takes the bytes of an operand buffer when the kernel is that buffer's last reader, reads it as
+    allocated (no view) and through no other operand, and both have one dtype and shape and are
+    allocated contiguous (not the attention template's [B,S,H,D] memory, not padded rows): each
+    element is then loaded and stored at one address by one program, the load first. A library
+    matmul's product and the epilogue kernel after it (GELU) then hold one activation, not two."""
+    in_arena = {it.key for it in arena}
+    group: dict[Value, Value] = {}
+    for i, step in enumerate(w.steps):
+        if step.op is None or len(step.allocs) != 1 or step.allocs[0] not in in_arena or not elementwise(step.op):
+            continue
+        t = step.allocs[0]
+        for d in step.operands:
+            if (d is not None and d in in_arena and last[d] == i and d not in returned
+                    and d.producer is not None and d.producer.name != "extern"
+                    and storage_bytes(d) is None and storage_bytes(t) is None
+                    and d.type.dtype == t.type.dtype and shapes_equal(d.type.shape, t.type.shape)
+                    and sum(d in w.roots_of(v) for v in step.op.inputs) == 1):
+                group[t] = group.get(d, d)
+                break
+    return group
 
 
 def _report_bytes(e: sympy.Expr) -> int | str:

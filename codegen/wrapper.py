@@ -424,7 +424,8 @@ class WrapperBuilder:
         for v in g.inputs:
             self.index64[v] = "inputs_64"
         self.inplace = inplace_operands(g, self.elementwise)
-        self.memory = plan_memory(g, self.lowering, self.body_of, self.outputs_in_arena, self.storage_bytes)
+        self.memory = plan_memory(g, self.lowering, self.body_of, self.outputs_in_arena, self.storage_bytes,
+                                  self.elementwise)
         dead_after = self._dead_after()
         for i, op in enumerate(g.ops):
             self.emit(op)
