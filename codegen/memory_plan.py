@@ -16,7 +16,8 @@ to the library: its library body, prologue kernels, the library call and one epi
 Live range. A buffer is live from the op that allocates it to the last op that reads any value
 rooted in it (so a view read later keeps its base alive). Buffers rooted by a graph output never
 die. A buffer that dies at op n is free only after op n: op n may read it while writing its own
-results in any order, so only ops strictly later may take it.
+results in any order, so only ops strictly later may take it. The one exception is an elementwise
+kernel writing over the operand it reads last, at the very same bytes (`_in_place`).
 
 Placement. Only buffers the wrapper allocates are planned; inputs and the results of externs
 without an out= form belong to torch. A buffer of concrete size on the graph's device gets a slot in
@@ -33,8 +34,8 @@ the same device; dtype and shape may differ, the wrapper reinterprets with `.vie
 candidates the most recently freed is taken.
 
 Bytes. `peak_bytes_unplanned` is the sum over every planned-for buffer (what `call` would hold if
-nothing were shared; concrete sizes rounded up to 512 bytes, as torch's allocator rounds them), `peak_bytes_planned` the arena plus every buffer that still calls
-`torch.empty`. Both count graph outputs the wrapper allocates; a reshape's conditional copy is not
+nothing were shared; concrete sizes rounded up to 512 bytes, as torch's allocator rounds them),
+`peak_bytes_planned` the arena plus every buffer that still calls `torch.empty`. Both count graph outputs the wrapper allocates; a reshape's conditional copy is not
 counted. They are ints for concrete shapes and sympy expression strings (e.g. "1024*s0") when
 sizes are symbolic.
 """

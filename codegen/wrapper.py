@@ -285,7 +285,9 @@ class WrapperBuilder:
         kind = self.lowering(op)
         if kind == "kernel":
             return can_lower(op)
-        return kind == "region" and self.region_kernel(op) is not None and op in self._pointwise_regions
+        # A concat in a pointwise region reads its pieces at shifted coordinates: not elementwise.
+        return (kind == "region" and self.region_kernel(op) is not None and op in self._pointwise_regions
+                and not any(b.name == "concat" for b in op.attrs["body"].ops))
 
     def _emit(self, op: Op) -> None:
         kind = self.lowering(op)

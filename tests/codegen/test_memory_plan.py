@@ -467,3 +467,28 @@ func @f(%x: f32[16,32], %w1: f32[32,64], %w2: f32[64,32]) -> (f32[16,32]) [devic
     deleted = {n for line in re.findall(r"^    del (.*)$", src, re.M) for n in line.split(", ")}
     assert set(inner) <= deleted
     assert "buf0" in deleted  # the first region's result, once the second matmul has read it
+
+
+def test_a_pointwise_region_with_a_concat_is_not_elementwise():
+    # A concat reads its pieces at shifted coordinates: its region must never write over one.
+    g = parse("""\
+func @f(%x: f32[4,3], %y: f32[4,5]) -> (f32[4,5], f32[4,5]) [device="cpu"] {
+  %0: f32[4,5] = fused[name="with_concat"] %x {
+    ^(%a: f32[4,3]):
+    %0: f32[4,2] = full[value=-1.5]
+    %1: f32[4,5] = concat[dim=1] %0, %a
+    %2: f32[4,5] = exp %1
+    yield %2
+  }
+  %1: f32[4,5] = fused[name="plain"] %y {
+    ^(%b: f32[4,5]):
+    %0: f32[4,5] = exp %b
+    %1: f32[4,5] = neg %0
+    yield %1
+  }
+  return %0, %1
+}
+""")
+    builder = WrapperBuilder(g)
+    concat_region, plain_region = g.ops
+    assert not builder.elementwise(concat_region) and builder.elementwise(plain_region)
