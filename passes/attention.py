@@ -39,7 +39,8 @@ from .attention_fused import rewrite_fused_ops
 from .attention_mask import Mask, classify, constant_cone, scalar_constant, sdpa_mask
 from .attention_views import regroup, regroup_chain, repeated
 from .context import PassContext
-from .effects import has_side_effects, mutated_values
+from .dce import remove_dead
+from .effects import mutated_values
 from .registry import PassResult, graph_pass
 
 REASON = "attention: SDPA, ember's flash-attention template or the library (codegen chooses)"
@@ -414,13 +415,7 @@ def _commit(g: Graph, m: _Match, found: dict) -> None:
     g.ops[idx:idx] = m.new_ops
     g.replace_all_uses(found["out"], found["result"])
     # Remove what became dead among the ops this match replaced, read through or emitted.
-    candidates = set(m.absorbed) | set(m.touched) | set(m.new_ops)
-    live, kept = set(g.outputs), []
-    for op in reversed(g.ops):
-        if op not in candidates or has_side_effects(op) or any(r in live for r in op.results):
-            kept.append(op)
-            live.update(op.inputs)
-    g.ops = kept[::-1]
+    remove_dead(g, among=set(m.absorbed) | set(m.touched) | set(m.new_ops))
 
 
 @graph_pass("attention", options={},

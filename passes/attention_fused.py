@@ -33,7 +33,8 @@ from ..ir.ops import ExternArg, attrs_with_defaults, get_op, resolve_target
 from ..ir.types import dims_equal
 from .attention_mask import classify
 from .attention_views import repeated
-from .effects import has_side_effects, mutated_values
+from .dce import remove_dead
+from .effects import mutated_values
 
 SDPA = "aten.scaled_dot_product_attention.default"
 FUSED_TARGETS = ("aten._scaled_dot_product_flash_attention.default",
@@ -143,9 +144,4 @@ def _remove_dead_cones(g: Graph, roots: set[Value]) -> None:
         if op not in cone:
             cone.add(op)
             stack.extend(x.producer for x in op.inputs if x.producer is not None)
-    live, kept = set(g.outputs), []
-    for op in reversed(g.ops):
-        if op not in cone or has_side_effects(op) or any(r in live for r in op.results):
-            kept.append(op)
-            live.update(op.inputs)
-    g.ops = kept[::-1]
+    remove_dead(g, among=cone)
