@@ -249,6 +249,40 @@ def _in_place(w: _Walk, arena: list[Interval], last: dict[Value, int], returned:
     return group
 
 
+def dead_after_ops(g: Graph, body_of: Callable[[Op], Graph], plan: MemoryPlan) -> dict[int, list[Value]]:
+    """Op index -> the values whose local names `call` can drop after that op: values no
+    later op reads, that are not returned and that no later buffer takes the storage of. The
+    values inside a region run op by op (a library matmul and its epilogue kernel) die with
+    the region; its results live on under the region's own names. Without the `del`
+    every intermediate lives until `call` returns and a model's peak memory is the sum of all
+    of them (ViT: 2.4 GiB per call against eager's 0.2). Dropping a name frees nothing a
+    view still holds: a view keeps its base's storage alive."""
+    index = {op: i for i, op in enumerate(g.ops)}
+    for i, op in enumerate(g.ops):  # a region emitted op by op allocates inside its body
+        if op.name == "fused":
+            index.update((inner, i) for inner in body_of(op).ops)
+    last: dict[Value, int] = {}
+    for i, op in enumerate(g.ops):
+        for r in op.results:
+            last.setdefault(r, i)
+        for v in op.inputs:
+            last[v] = i
+        if op.name == "fused":
+            for inner in body_of(op).ops:
+                for r in inner.results:
+                    last.setdefault(r, i)
+    for taker, reuse in plan.reuses.items():
+        at = index.get(taker.producer)
+        if at is not None:  # `bufN = <donor>` names the donor when bufN is allocated
+            last[reuse.donor] = max(last.get(reuse.donor, at), at)
+    keep = set(g.outputs) | set(g.inputs)
+    out: dict[int, list[Value]] = {}
+    for v, i in last.items():
+        if v not in keep:
+            out.setdefault(i, []).append(v)
+    return out
+
+
 def _report_bytes(e: sympy.Expr) -> int | str:
     e = sympy.expand(e)
     return int(e) if e.is_Integer else str(e)

@@ -2,10 +2,12 @@
 
 The wrapper walks the graph in order. Per op it writes a comment with the op's IR line, then either
 allocates the (contiguous) result and launches a kernel on one line, or applies a torch view, or
-calls a library function (a matmul the autotuner gave to the library, ATen externs). Matmuls and
-matmul regions are matmul_emit.py's: ember's template or the library, as the graph's Chooser decides. Sizes derived from symbols are computed once at
-the top of `call`. Where memory_plan.py finds a dead buffer of the same byte size, a kernel's
-result takes its storage (`buf2 = buf0  # reuses buf0 (dead after %1)`) instead of a torch.empty.
+calls a library function (a matmul the autotuner gave to the library; ATen externs, extern_emit.py).
+Matmuls and matmul regions are matmul_emit.py's: ember's template or the library, as the graph's
+Chooser decides. Sizes derived from symbols are computed once at the top of `call`. Buffers of
+known size are slots of one arena that memory_plan.py places (`buf2 = arena_float32[0:128].view((8, 16))
+# arena +0`); one of symbolic size is a torch.empty or, where memory_plan.py finds a dead buffer
+of provably the same byte size, takes its storage (`buf2 = buf0  # reuses buf0 (dead after %1)`).
 The strides of the buffers it allocates, and of views of them, are known as it writes (layouts.py):
 a reshape of one is a `.view` or a copy; only inputs and extern results are tested at run time.
 
@@ -26,16 +28,15 @@ from dataclasses import dataclass
 import sympy
 
 from ..ir import Graph, Op, Value, to_torch
-from ..ir.ops import resolve_target
 from ..ir.printer import format_attrs
 from ..ir.types import TensorType, shapes_equal
-from . import attention_emit, attention_template, launcher, layouts, runtime
+from . import attention_emit, attention_template, extern_emit, launcher, layouts, runtime
 from .choice import Chooser
 from .data_movement import concat_kernel, gather_kernel, index_kernel, pad_kernel
 from .inplace import inplace_operands
 from .kernel_writer import Kernel
 from .matmul_emit import MatmulEmitter, is_matmul_region
-from .memory_plan import MemoryPlan, plan_memory
+from .memory_plan import MemoryPlan, dead_after_ops, plan_memory
 from .naming import Namer, SizeNames
 from .pointwise import can_lower, fused_pointwise_kernel, pointwise_kernel
 from .python_literals import python_literal
@@ -46,13 +47,6 @@ from .triton_types import UnsupportedDtype
 _KERNEL_BUILDERS = {"index": index_kernel, "gather": gather_kernel, "concat": concat_kernel,
                     "pad": pad_kernel}
 _VIEWS = ("reshape", "permute", "expand", "slice")
-# Externs whose result is a new contiguous tensor (a library matmul region's addmm): reshapes of
-# it are views, known when the wrapper is written.
-_FRESH_CONTIGUOUS = ("aten.addmm.default", "aten.mm.default")
-# Library externs with an out= form that writes the caller's buffer in place (structured kernels:
-# no copy behind it), so their results can live in the arena like a kernel's.
-_OUT_VARIANTS = {"aten.addmm.default": "aten.addmm.out", "aten.mm.default": "aten.mm.out",
-                 "aten.bmm.default": "aten.bmm.out"}
 
 
 @dataclass
@@ -275,7 +269,7 @@ class WrapperBuilder:
         if op.name == "extern" and self.attention_template(op) is not None:
             return "kernel"  # ember's flash-attention template, into a buffer the wrapper allocates
         if op.name == "extern":
-            return "library_out" if _out_variant(op) else op.name
+            return "library_out" if extern_emit.out_variant(op) else op.name
         if op.name == "fused":
             return "region" if self.region_kernel(op) is not None else "unfused"
         raise NotImplementedError(f"codegen has no lowering for op {op.name!r}")
@@ -310,7 +304,7 @@ class WrapperBuilder:
         elif kind == "matmul" or (kind == "library_out" and op.name == "matmul"):
             self.matmuls.emit_library(op)
         elif kind in ("extern", "library_out"):
-            self.extern_op(op)
+            extern_emit.emit(self, op)
         else:  # "region" or "unfused"
             self.region_op(op)
 
@@ -387,27 +381,6 @@ class WrapperBuilder:
         self._set_index64(op.result, self.index64.get(op.inputs[0]))
         layouts.emit_view(self, op)
 
-    def extern_op(self, op: Op) -> None:
-        target = op.attrs["target"]
-        fn = resolve_target(target)  # fails now, at compile time, for an unknown target
-        args = [self.literal(a, op) for a in op.attrs["args"]]
-        args += [f"{k}={self.literal(v, op)}" for k, v in sorted(op.attrs["kwargs"].items())]
-        call = f"torch.ops.{target}({', '.join(args)})"
-        results = ", ".join(self.names[r] for r in op.results)
-        outputs = tuple(op.attrs["outputs"])
-        out_variant = _out_variant(op)
-        if out_variant:
-            self.alloc(op.result, results)
-            self.line(f"torch.ops.{out_variant}({', '.join(args + [f'out={results}'])})")
-        elif outputs == (0,) and _returns_one_tensor(fn):
-            self.line(f"{results} = {call}")
-        else:
-            self.line(f"{results}{',' if len(op.results) == 1 else ''} = extern_results({call}, {outputs})")
-        self.externs.append({"op": "extern", "target": target, "reason": op.attrs.get("reason", "")})
-        if target in _FRESH_CONTIGUOUS and not out_variant:
-            self.mark_contiguous(op.result)
-            self._set_index64(op.result, self.static_index64(op.result))
-
     def literal(self, obj, op: Op) -> str:
         return python_literal(obj, lambda i: self.names[op.inputs[i]], self.sizes.ref)
 
@@ -428,7 +401,7 @@ class WrapperBuilder:
         self.inplace = inplace_operands(g, self.elementwise)
         self.memory = plan_memory(g, self.lowering, self.body_of, self.outputs_in_arena, self.storage_bytes,
                                   self.elementwise)
-        dead_after = self._dead_after()
+        dead_after = dead_after_ops(g, self.body_of, self.memory)
         for i, op in enumerate(g.ops):
             self.emit(op)
             # Names are looked up after emitting: a region run op by op names its body's values
@@ -437,40 +410,6 @@ class WrapperBuilder:
             if names:
                 self.line(f"del {', '.join(names)}")
         return self._assemble()
-
-    def _dead_after(self) -> dict[int, list[Value]]:
-        """Op index -> the values whose local names `call` can drop after that op: values no
-        later op reads, that are not returned and that no later buffer takes the storage of. The
-        values inside a region run op by op (a library matmul and its epilogue kernel) die with
-        the region; its results live on under the region's own names. Without the `del`
-        every intermediate lives until `call` returns and a model's peak memory is the sum of all
-        of them (ViT: 2.4 GiB per call against eager's 0.2). Dropping a name frees nothing a
-        view still holds: a view keeps its base's storage alive."""
-        g = self.graph
-        index = {op: i for i, op in enumerate(g.ops)}
-        for i, op in enumerate(g.ops):  # a region emitted op by op allocates inside its body
-            if op.name == "fused":
-                index.update((inner, i) for inner in self.body_of(op).ops)
-        last: dict[Value, int] = {}
-        for i, op in enumerate(g.ops):
-            for r in op.results:
-                last.setdefault(r, i)
-            for v in op.inputs:
-                last[v] = i
-            if op.name == "fused":
-                for inner in self.body_of(op).ops:
-                    for r in inner.results:
-                        last.setdefault(r, i)
-        for taker, reuse in self.memory.reuses.items():
-            at = index.get(taker.producer)
-            if at is not None:  # `bufN = <donor>` names the donor when bufN is allocated
-                last[reuse.donor] = max(last.get(reuse.donor, at), at)
-        keep = set(g.outputs) | set(g.inputs)
-        out: dict[int, list[Value]] = {}
-        for v, i in last.items():
-            if v not in keep:
-                out.setdefault(i, []).append(v)
-        return out
 
     def _assemble(self) -> GeneratedModule:
         g = self.graph
@@ -506,21 +445,9 @@ def generate_module(graph: Graph, chooser: Chooser | None = None,
     return WrapperBuilder(graph, chooser, outputs_in_arena).build()
 
 
-def _out_variant(op: Op) -> str | None:
-    """The out= overload the wrapper calls for a library extern that has one, else None."""
-    if op.name != "extern" or tuple(op.attrs["outputs"]) != (0,) or len(op.results) != 1:
-        return None
-    return _OUT_VARIANTS.get(op.attrs["target"])
-
-
 def _torch_dtype(dtype: str) -> str:
     from ..ir import to_torch
     return str(to_torch(dtype))  # "torch.float32"
-
-
-def _returns_one_tensor(fn) -> bool:
-    schema = getattr(fn, "_schema", None)
-    return schema is not None and len(schema.returns) == 1 and str(schema.returns[0].type) == "Tensor"
 
 
 def _header(g: Graph, interpret: bool, attention: bool) -> str:
