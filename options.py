@@ -71,6 +71,10 @@ class Options:
     # threads before they first run (codegen/precompile.py); False: each compiles on the calling
     # thread when it is first launched.
     precompile: bool = True
+    # Worker processes for those compiles once a compile has to tune (a race missed the tuning
+    # cache: a cold compile), started once per process (codegen/compile_workers.py); None: one
+    # per core (up to 32); 0 (the default, faster on the H100 host so far): threads only.
+    compile_workers: int | None = 0
 
     _CHECKS = {
         "pipeline": (str, "a pipeline string such as \"canonicalize,cse,dce\""),
@@ -84,6 +88,7 @@ class Options:
         "attention_library": (bool, "True or False"),
         "cuda_graphs": (bool, "True or False"),
         "precompile": (bool, "True or False"),
+        "compile_workers": ((int, type(None)), "a number of processes >= 0 or None"),
     }
 
     @classmethod
@@ -101,6 +106,10 @@ class Options:
         if budget is not None and (isinstance(budget, bool) or budget < 0):
             raise OptionsError(f"ember option 'autotune_budget_s' must be a number of seconds >= 0 "
                                f"or None, got {budget!r}")
+        workers = given.get("compile_workers")
+        if workers is not None and (isinstance(workers, bool) or workers < 0):
+            raise OptionsError(f"ember option 'compile_workers' must be a number of processes >= 0 "
+                               f"or None, got {workers!r}")
         opts = cls(**given)
         if "pipeline" in given:
             # Validate pass names now, not at the first compile.

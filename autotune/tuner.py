@@ -114,6 +114,17 @@ def _as_stored(config: dict[str, Any]) -> Any:
     return json.loads(json.dumps(config, sort_keys=True))
 
 
+def cached_choice(cache: TuningCache, key: TuningKey, candidates: Sequence[Candidate]) -> Choice | None:
+    """The stored decision for `key` if it names one of `candidates` with the same config (step 1
+    of tune(), which counts the hit or miss; this counts nothing)."""
+    decision = cache.get(key) or {}
+    name, timings = decision.get("name"), decision.get("timings_ms")
+    hit = next((c for c in candidates if c.name == name), None) if isinstance(name, str) else None
+    if hit is None or _as_stored(hit.config) != decision.get("config"):
+        return None  # a decision is any JSON dict: a foreign or stale one is a miss
+    return Choice(hit, "cache", dict(timings) if isinstance(timings, dict) else {})
+
+
 def tune(key: TuningKey, candidates: Sequence[Candidate], *, cache: TuningCache | None = None,
          timer: Timer | None = _AUTO, budget_s: float | None = None,
          heuristic: Callable[[Sequence[Candidate]], Candidate] | None = None,
@@ -133,12 +144,10 @@ def tune(key: TuningKey, candidates: Sequence[Candidate], *, cache: TuningCache 
         raise ValueError(f"tune: candidate names repeat: {[c.name for c in candidates]}")
 
     if cache is not None:
-        decision = cache.get(key) or {}
-        name, timings = decision.get("name"), decision.get("timings_ms")
-        hit = by_name.get(name) if isinstance(name, str) else None  # a decision is any JSON dict
-        if hit is not None and _as_stored(hit.config) == decision.get("config"):
+        stored = cached_choice(cache, key, candidates)
+        if stored is not None:
             stats.hits += 1
-            return Choice(hit, "cache", dict(timings) if isinstance(timings, dict) else {})
+            return stored
         stats.misses += 1
 
     pick = (heuristic or first_candidate)(candidates)

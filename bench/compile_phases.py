@@ -1,6 +1,6 @@
 """Wall time per phase of one ember compile, from torch.compile to the first result.
 
-    python -m bench.compile_phases gpt2 [--no-precompile]       # cold: fresh ember and Triton caches
+    python -m bench.compile_phases gpt2 [--no-precompile] [--workers N]  # cold: fresh caches
     python -m bench.compile_phases gpt2 --cache-dir DIR         # run twice: the second is warm
     python -m bench.compile_phases gpt2 --cpu [--cache-dir DIR] # no GPU: stops at the first call
 
@@ -112,6 +112,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("case")
     parser.add_argument("--no-precompile", action="store_true", help="options={'precompile': False}")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="options={'compile_workers': N} (0: threads only; default: one per core)")
     parser.add_argument("--cache-dir", default=None,
                         help="keep ember's and Triton's caches here (default: a new temporary folder)")
     parser.add_argument("--cpu", action="store_true",
@@ -126,7 +128,8 @@ def main() -> None:
 
     _instrument(stop_at_first_call=args.cpu)
     w = CASES[args.case](Config(device="cpu") if args.cpu else Config())
-    options = {"cache_dir": os.path.join(tmp, "ember"), "precompile": not args.no_precompile}
+    options = {"cache_dir": os.path.join(tmp, "ember"), "precompile": not args.no_precompile,
+               "compile_workers": args.workers}
     start = time.perf_counter()
     fn = torch.compile(w.target, backend="ember", options=options)
     try:
@@ -150,6 +153,10 @@ def main() -> None:
         if label in SECONDS:
             calls = f"  ({CALLS[label]} calls)" if CALLS[label] else ""
             print(f"   {'  ' * (depth - 1)}{label:{44 - 2 * depth}s} {SECONDS[label]:7.2f} s{calls}")
+    from ember.codegen import compile_workers
+    if compile_workers.STATS["jobs"]:
+        print(f"   compile workers: {compile_workers.STATS['jobs']} kernels, "
+              f"{compile_workers.STATS['worker_s']:.2f} s of compiling summed over the workers")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import sympy
 import torch
 
-from ..autotune import Candidate, TuningCache, TuningKey, TuningStats, tune
+from ..autotune import STATS, Candidate, TuningCache, TuningKey, TuningStats, cached_choice, tune
 from ..ir.dtypes import to_torch
 from ..ir.types import TensorType
 from .code_cache import content_hash
@@ -68,7 +68,8 @@ class Chooser:
     def __init__(self, device: str, *, cache_dir: str | None, autotune: bool = True,
                  budget_s: float | None = None, pipeline: "str | Callable[[], str]" = "",
                  stats: TuningStats | None = None, timer: Any = None, matmul_library: bool = True,
-                 attention_library: bool = True, precompile: bool = False):
+                 attention_library: bool = True, precompile: bool = False,
+                 compile_workers: int | None = 0):
         self.device = device
         self.cache_dir = cache_dir              # also where timing runs put their modules
         self.interpret = not device.startswith("cuda")
@@ -83,6 +84,12 @@ class Chooser:
         self.matmul_library = matmul_library    # False: matmuls race ember's template configs only
         self.attention_library = attention_library  # False: SDPA left out of attention's race
         self.precompile = precompile            # compile a race's candidates together before timing
+        self.compile_workers = compile_workers  # processes for those compiles (compile_workers.py)
+        # Set by compile_graph around a first codegen pass (see `collect`): races are noted, not run.
+        self.collecting = False
+        self.collected: list[tuple[TuningKey, list[Candidate]]] = []
+        self.compiled: set[TuningKey] = set()   # races whose candidates compile_races compiled
+        self.collected_hits = 0
 
     @property
     def pipeline(self) -> str:
@@ -105,7 +112,7 @@ class Chooser:
         return cls(device, cache_dir=options.cache_dir, autotune=options.autotune,
                    budget_s=options.autotune_budget_s, pipeline=fingerprint,
                    matmul_library=options.matmul_library, attention_library=options.attention_library,
-                   precompile=options.precompile)
+                   precompile=options.precompile, compile_workers=options.compile_workers)
 
     def _remaining(self) -> float | None:
         if self.budget_s is None:
@@ -156,7 +163,17 @@ class Chooser:
             kwargs["stats"] = self.stats
         if self.timer is not None:
             kwargs["timer"] = self.timer
-        if self.precompile:
+        if self.collecting:
+            stored = cached_choice(self.cache, key, candidates) if self.cache is not None else None
+            if stored is None:
+                # Each layer of a model asks again under the same key: one race (its first) is timed.
+                if all(k != key for k, _ in self.collected):
+                    self.collected.append((key, candidates))
+                return pick  # a placeholder: the pass that times the race replaces this one
+            self.collected_hits += 1
+            self._record(what, key, by_name[stored.name], stored.source, stored.timings_ms)
+            return by_name[stored.name]
+        if self.precompile and key not in self.compiled:
             kwargs["prepare"] = _compile_all
         choice = tune(key, candidates, **kwargs)
         chosen = by_name[choice.name]
@@ -169,6 +186,31 @@ class Chooser:
                                "is_library": impl.is_library, "source": source,
                                "key": key.summary() if key is not None else None,
                                "timings_ms": {k: round(v, 5) for k, v in timings.items()}})
+
+
+def end_collecting(chooser: "Chooser") -> bool:
+    """Close a collecting pass; True when it is final (no race to run). Its cache hits are counted
+    then, and only then: a pass that runs races counts them again."""
+    chooser.collecting = False
+    final = not chooser.collected
+    if final:
+        (chooser.stats if chooser.stats is not None else STATS).hits += chooser.collected_hits
+    chooser.collected_hits = 0
+    return final
+
+
+def compile_races(chooser: "Chooser") -> int:
+    """Compile, in one batch, every candidate of the races a collecting pass noted (see
+    compile_graph): all of a graph's races compile together instead of one race at a time, so
+    the pool is never waiting on the slowest candidate of a small race. Returns how many."""
+    batch = [c for _, race in chooser.collected for c in race]
+    chooser.compiled.update(key for key, _ in chooser.collected)
+    chooser.collected = []
+    if batch:
+        from . import compile_workers
+        compile_workers.start(chooser.compile_workers)  # a cold compile: worth the processes
+        _compile_all(batch)
+    return len(batch)
 
 
 def _compile_all(candidates: Sequence[Candidate]) -> None:

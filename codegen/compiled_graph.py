@@ -11,7 +11,7 @@ from ..ir import Graph, bind_symbols, to_torch
 from ..options import Options
 from . import precompile
 from .code_cache import load_module, write_module
-from .choice import Chooser
+from .choice import Chooser, compile_races, end_collecting
 from .cuda_graphs import CudaGraphRunner, graph_capture_refusal
 from .wrapper import generate_module
 
@@ -88,6 +88,25 @@ class CompiledGraph:
         return self._call(list(inputs), *values)
 
 
+def _generate(graph: Graph, chooser: Chooser, outputs_in_arena: bool):
+    """The generated module. Where races would be timed, a first pass only notes the races the
+    tuning cache cannot answer; their candidates are then compiled in one batch (precompile.py)
+    and a second pass times them, finding every kernel compiled. A first pass that noted nothing
+    (every decision cached: a warm compile) is the result."""
+    if not (chooser.precompile and chooser.autotune and not chooser.interpret):
+        return generate_module(graph, chooser, outputs_in_arena)
+    chooser.collecting = True
+    try:
+        generated = generate_module(graph, chooser, outputs_in_arena)
+    finally:
+        final = end_collecting(chooser)
+    if final:
+        return generated
+    compile_races(chooser)
+    chooser.decisions.clear()
+    return generate_module(graph, chooser, outputs_in_arena)
+
+
 def compile_graph(graph: Graph, options: Options | None = None, chooser: Chooser | None = None,
                   copy_out: Sequence[int] = (), outputs_in_arena: bool | None = None) -> CompiledGraph:
     """`chooser`: who picks library or template per matmul (default: one made from `options`;
@@ -100,7 +119,7 @@ def compile_graph(graph: Graph, options: Options | None = None, chooser: Chooser
     # share the arena with its intermediates (memory_plan.py), so the pool is one block.
     if outputs_in_arena is None:
         outputs_in_arena = options.cuda_graphs and graph_capture_refusal(graph, ()) is None
-    generated = generate_module(graph, chooser, outputs_in_arena)
+    generated = _generate(graph, chooser, outputs_in_arena)
     path, _ = write_module(options.cache_dir, generated.source)
     module = load_module(path, generated.interpret)
     compiled = CompiledGraph(graph, module, generated, path)

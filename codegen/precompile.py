@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+
+from . import compile_workers
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,11 @@ class _CompileThreads(ThreadPoolExecutor):
     cached on disk by Triton), which the first launch would otherwise build on the main thread."""
 
     def submit(self, fn, /, *args, **kwargs):
-        return super().submit(_compile_and_build_launcher, fn, *args, **kwargs)
+        # A worker process may be compiling this kernel already (compile_workers.hook, called by
+        # Triton just before this): wait for it, and Triton's compile here is a cache hit.
+        worker = compile_workers.take_pending()
+        return super().submit(_compile_and_build_launcher, compile_workers.wait_then, worker,
+                              functools.partial(fn, *args, **kwargs))
 
 
 def _compile_and_build_launcher(compile_fn: Callable, *args, **kwargs):
@@ -83,12 +90,39 @@ def precompiling() -> Iterator[None]:
     from triton.runtime._async_compile import AsyncCompileMode
     token = _ACTIVE.set(True)
     try:
-        with _CompileThreads(max_workers=_threads(), thread_name_prefix="ember-compile") as pool:
+        with _CompileThreads(max_workers=_threads(), thread_name_prefix="ember-compile") as pool, \
+                _worker_hook():
             # ignore_errors: a failed compile is not filed; the real launch compiles again and raises.
             with AsyncCompileMode(pool, ignore_errors=True):
                 yield
     finally:
         _ACTIVE.reset(token)
+
+
+@contextlib.contextmanager
+def _worker_hook() -> Iterator[None]:
+    """Triton's jit_cache_hook sends kernels to compile_workers while the pool runs; a hook the
+    user installed is called too, first, and decides as before whether Triton compiles."""
+    if not compile_workers.supported():
+        yield
+        return
+    from triton import knobs
+    previous = knobs.runtime.jit_cache_hook
+
+    def hook(**kwargs):
+        if previous is not None and previous(**kwargs):
+            return True
+        if _ACTIVE.get():
+            try:
+                compile_workers.hook(**kwargs)
+            except Exception as e:  # noqa: BLE001 - only an optimization: Triton compiles it here
+                log.debug("ember precompile: not sent to a worker: %s", e)
+        return None
+    knobs.runtime.jit_cache_hook = hook
+    try:
+        yield
+    finally:
+        knobs.runtime.jit_cache_hook = previous
 
 
 class _TensorSpec:

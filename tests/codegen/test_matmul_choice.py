@@ -83,3 +83,48 @@ def test_matmul_library_false_races_the_template_alone(monkeypatch, tmp_path):
     gen, chooser, timed = compile_with(tmp_path, lambda name: 1.0, matmul_library=False)
     assert "library" not in timed and gen.externs == []
     assert not chooser.decisions[0]["is_library"]
+
+
+TWO_RACES = """
+func @f(%x: bf16[256,512], %w: bf16[512,384], %v: bf16[384,128], %u: bf16[384,128]) -> (bf16[256,128], bf16[256,128]) [device="cuda"] {
+  %0: bf16[256,384] = matmul %x, %w
+  %1: bf16[256,128] = matmul %0, %v
+  %2: bf16[256,128] = matmul %0, %u
+  return %1, %2
+}"""
+
+
+def test_races_compile_in_one_batch_before_any_is_timed(monkeypatch, tmp_path):
+    """compile_graph's first pass only notes the races; all their candidates compile in one batch,
+    then the second pass times them. A warm compile (every decision cached) runs one pass."""
+    from ember.codegen import compiled_graph
+    monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
+    monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
+    events = []
+    monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors:
+                        lambda: events.append(("run", tuple(tensors[1].shape), impl.name)) or impl.name)
+    monkeypatch.setattr(choice, "_compile_all", lambda cands: events.append(("batch", len(cands))))
+
+    def timer(run):
+        events.append(("timed", run()))
+        return 1.0
+
+    stats = TuningStats()
+    cold = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, stats=stats, precompile=True)
+    gen = compiled_graph._generate(parse(TWO_RACES), cold, False)
+    batches = [e for e in events if e[0] == "batch"]
+    assert len(batches) == 1 and batches[0][1] > 4                 # both races' candidates, together
+    assert events[0][0] == "batch"                                  # before anything is timed
+    runs = [e[1] for e in events if e[0] == "run"]
+    assert set(runs) == {(512, 384), (384, 128)}
+    # %2 is %1's race again (same key): its candidates are neither compiled nor timed twice.
+    assert batches[0][1] == len(runs)  # each candidate compiled once and timed once, %2's not at all
+    assert [d["source"] for d in cold.decisions] == ["benchmark", "benchmark", "cache"]
+    assert stats.misses == 2 and stats.hits == 1 and not cold.collected
+
+    events.clear()
+    warm = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, stats=stats, precompile=True)
+    again = compiled_graph._generate(parse(TWO_RACES), warm, False)
+    assert events == [] and stats.hits == 4 and stats.misses == 2
+    assert [d["source"] for d in warm.decisions] == ["cache", "cache", "cache"]
+    assert again.source == gen.source

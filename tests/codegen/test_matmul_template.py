@@ -177,3 +177,25 @@ def test_search_space_keeps_thin_tiles_for_thin_products_only():
     decode = search_space("bf16", 16, 4096, 4096)
     assert any(c.BLOCK_N < 64 for c in decode) and all(c.BLOCK_M == 16 for c in decode)
     assert any(c.BLOCK_M < 64 for c in search_space("bf16", "s0", 4096, 4096))  # symbolic: all kept
+
+
+@pytest.mark.parametrize("k, even", [(64, True), (72, False)])
+def test_k_a_multiple_of_block_k_loads_without_a_mask(k, even):
+    """EVEN_K (set at launch from K and BLOCK_K) takes the unmasked K loop; a prologue whose op
+    does not map 0 to 0 (exp) is still right in both loops."""
+    g = parse(f"""
+func @f(%x: bf16[20,{k}], %w: bf16[{k},24]) -> (bf16[20,24]) {{
+  %0: bf16[20,24] = fused[name="matmul0"] %x, %w {{
+    ^(%in0: bf16[20,{k}], %in1: bf16[{k},24]):
+    %0: bf16[20,{k}] = exp %in0
+    %1: bf16[20,24] = matmul %0, %in1
+    yield %1
+  }}
+  return %0
+}}""")
+    x = random_tensor((20, k), torch.bfloat16) * 0.1
+    w = random_tensor((k, 24), torch.bfloat16)
+    eager = lambda x, w: torch.matmul(torch.exp(x), w)  # noqa: E731
+    compiled = check_graph(g, [x, w], eager, chooser=FixedChoice("cpu", "mm_16x16x64_g8_w2_s3"), **TOL["bf16"])
+    assert compiled.num_kernels == 1 and f"EVEN_K={even}" in compiled.module_source  # the Launcher
+    assert "if EVEN_K:" in next(iter(compiled.kernels.values()))

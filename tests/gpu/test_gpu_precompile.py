@@ -54,3 +54,27 @@ def test_precompile_off_compiles_at_launch(compiles, tmp_path):
         want = outputs_of("gpt2", model(ids))
     torch.testing.assert_close(got[0], want[0], **BF16)
     assert compiles and not any(warm for _, warm in compiles)
+
+
+@pytest.mark.gpu
+def test_cold_compile_sends_kernels_to_worker_processes(tmp_path):
+    """A cold compile (a race misses the tuning cache) starts the compile workers; each kernel
+    sent to them compiles there without error (a worker's failure would only be logged, so this
+    is what says they work on a GPU host), and the result matches eager."""
+    from ember.codegen import compile_workers
+    torch._dynamo.reset()
+    compile_workers.shutdown()
+    model = MODELS["gpt2"]().to("cuda", torch.bfloat16).eval()
+    compiled = torch.compile(model, backend="ember", options={"cache_dir": str(tmp_path),
+                                                              "compile_workers": 2})
+    ids = token_ids(2, 32, device="cuda")
+    try:
+        with torch.no_grad():
+            got = outputs_of("gpt2", compiled(ids))
+            want = outputs_of("gpt2", model(ids))
+        torch.testing.assert_close(got[0], want[0], **BF16)
+        jobs = list(compile_workers._submitted.values())
+        assert compile_workers.running() and len(jobs) > 4
+        assert [f.exception() for f in jobs] == [None] * len(jobs)
+    finally:
+        compile_workers.shutdown()
