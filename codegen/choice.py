@@ -85,7 +85,7 @@ class Chooser:
         self.attention_library = attention_library  # False: SDPA left out of attention's race
         self.precompile = precompile            # compile a race's candidates together before timing
         self.compile_workers = compile_workers  # processes for those compiles (compile_workers.py)
-        # Set by compile_graph around a first codegen pass (see `collect`): races are noted, not run.
+        # Set by compiled_graph._generate around a first codegen pass: races are noted, not run.
         self.collecting = False
         self.collected: list[tuple[TuningKey, list[Candidate]]] = []
         self.compiled: set[TuningKey] = set()   # races whose candidates compile_races compiled

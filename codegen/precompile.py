@@ -3,9 +3,11 @@
 Triton compiles a kernel the first time it is launched with a new specialization, on the calling
 thread, one after another: 0.1 to 1.5 s each (MLIR, LLVM, ptxas, a C launcher). A cold GPT-2
 compile on an H100 spent ~35 s of its first call that way (88 kernels: the wrapper's and every
-autotuning candidate's). Nearly all of that work runs outside the GIL (LLVM and MLIR in C++,
-ptxas and the launcher's C compiler in subprocesses), so threads compile in parallel without the
-cost of worker processes (each would import torch and open a CUDA context of its own).
+autotuning candidate's). Most of that work runs outside the GIL (LLVM and MLIR passes in C++,
+ptxas and the launcher's C compiler in subprocesses), so threads compile in parallel; Triton's
+Python frontend does not, and compile_workers.py can hand the compiles to worker processes
+instead (option `compile_workers`, off by default: on the H100 host their start cost more than
+they saved).
 
     with precompiling():
         launch_k0(programs, x, out, n)   # submitted to the pool, not launched
@@ -103,7 +105,7 @@ def precompiling() -> Iterator[None]:
 def _worker_hook() -> Iterator[None]:
     """Triton's jit_cache_hook sends kernels to compile_workers while the pool runs; a hook the
     user installed is called too, first, and decides as before whether Triton compiles."""
-    if not compile_workers.supported():
+    if not compile_workers.running():  # started before the batch that needs it (compile_races)
         yield
         return
     from triton import knobs
