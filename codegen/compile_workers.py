@@ -51,7 +51,9 @@ _pending = threading.local()  # the worker future of the kernel the hook saw las
 STATS = {"jobs": 0, "worker_s": 0.0}  # kernels compiled by workers, and their summed seconds
 
 
-def default_workers() -> int:
+def usable_cores() -> int:
+    """Cores this process may run on, at most MAX_WORKERS: the size of the compile thread pool
+    (precompile.py) and of the worker pool when the option leaves it open."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -77,7 +79,7 @@ def start(workers: int | None = None) -> bool:
     with _lock:
         if _pool is None:
             # spawn: the parent has a CUDA context, which a forked child must not touch.
-            _pool = ProcessPoolExecutor(max_workers=workers or default_workers(),
+            _pool = ProcessPoolExecutor(max_workers=workers or usable_cores(),
                                         mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_worker_init, initargs=(list(sys.path), _target()))
             atexit.register(shutdown)

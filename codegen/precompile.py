@@ -33,7 +33,6 @@ import contextlib
 import contextvars
 import functools
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Sequence
 
@@ -44,20 +43,11 @@ from . import compile_workers
 log = logging.getLogger(__name__)
 
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("ember_precompiling", default=False)
-MAX_THREADS = 32
 
 
 def active() -> bool:
     """Whether launches are being submitted for compilation instead of run (see module doc)."""
     return _ACTIVE.get()
-
-
-def _threads() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_THREADS, cores))
 
 
 class _CompileThreads(ThreadPoolExecutor):
@@ -92,7 +82,7 @@ def precompiling() -> Iterator[None]:
     from triton.runtime._async_compile import AsyncCompileMode
     token = _ACTIVE.set(True)
     try:
-        with _CompileThreads(max_workers=_threads(), thread_name_prefix="ember-compile") as pool, \
+        with _CompileThreads(max_workers=compile_workers.usable_cores(), thread_name_prefix="ember-compile") as pool, \
                 _worker_hook():
             # ignore_errors: a failed compile is not filed; the real launch compiles again and raises.
             with AsyncCompileMode(pool, ignore_errors=True):
