@@ -85,6 +85,9 @@ class Chooser:
         self.attention_library = attention_library  # False: SDPA left out of attention's race
         self.precompile = precompile            # compile a race's candidates together before timing
         self.compile_workers = compile_workers  # processes for those compiles (compile_workers.py)
+        # A timing run's graph inputs by name -> their dim order in memory (a transposed weight):
+        # what the matmul emitter builds its TMA kernel's layouts from (matmul_emit.py).
+        self.input_layouts: dict[str, tuple[int, ...]] = {}
         # Set by compiled_graph._generate around a first codegen pass: races are noted, not run.
         self.collecting = False
         self.collected: list[tuple[TuningKey, list[Candidate]]] = []

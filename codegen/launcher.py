@@ -51,6 +51,20 @@ def _launch_hooks_installed() -> bool:
     return _active(runtime.launch_enter_hook) or _active(runtime.launch_exit_hook)
 
 
+def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    # torch.empty's memory is 512-byte aligned, more than Triton asks for.
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def ensure_scratch_allocator() -> None:
+    """Give Triton an allocator for kernels that need global scratch memory (a TMA descriptor
+    built on the device: matmul_tma.py), torch's caching allocator, unless one is already set
+    (a user's). Triton keeps it in a ContextVar, so each thread that launches needs its own."""
+    from triton.runtime import _allocation
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(_scratch)
+
+
 class Launcher:
     """Launches `fn` over a 1-d grid with fixed block sizes (`XBLOCK=`, `RBLOCK=`, ...: the
     kernel's constexpr parameters before INDEX_64, in signature order), `num_warps` and
@@ -75,11 +89,15 @@ class Launcher:
             index = device.index if device.index is not None else torch.cuda.current_device()
             self._stream = functools.partial(torch._C._cuda_getCurrentRawStream, index)
         self._compiled: dict[tuple, tuple] = {}   # specialization key -> (run, function, metadata)
+        # Descriptors made on the device need Triton's scratch allocator at every launch.
+        self.scratch = self.fast and "tl.make_tensor_descriptor" in getattr(fn, "src", "")
 
     def __call__(self, programs: int, *args, INDEX_64: bool = False) -> None:
         if precompile.active() and self.fast:  # compile on the pool, launch nothing (precompile.py)
             precompile.submit(self.fn, programs, args, {**self.blocks, "INDEX_64": INDEX_64}, self.options)
             return
+        if self.scratch:
+            ensure_scratch_allocator()
         key = None
         if self.fast and not _launch_hooks_installed():
             try:

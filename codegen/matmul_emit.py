@@ -29,6 +29,7 @@ from ..ir.dtypes import itemsize
 from ..ir.externs import ExternArg
 from ..ir.types import TensorType, dims_equal
 from .choice import Chooser, Implementation
+from .matmul_tma import INTERPRETER_SMS
 from .matmul_template import MatmulConfig, MatmulKernel, matmul_kernel, split_matmul_body, template_ops
 
 if TYPE_CHECKING:
@@ -50,14 +51,35 @@ class MatmulEmitter:
         self._templates: dict[Op, MatmulKernel | None] = {}
         self._library_bodies: dict[Op, Graph] = {}
         self._library_only: set[Op] = set()   # matmuls inside a library body: already decided
+        self.num_sms = _tma_programs(builder.graph.device, builder.interpret)  # 0: no TMA variant
 
     # ------------------------------------------------------------------ the decision
     def template(self, op: Op) -> MatmulKernel | None:
         if op not in self._templates:
             ops, outputs = template_ops(op)
+            outer = dict(zip(op.attrs["body"].inputs, op.inputs)) if op.name == "fused" else {}
             self._templates[op] = None if op in self._library_only else \
-                matmul_kernel(ops, outputs, interpret=self.b.interpret, allow_tf32=self.allow_tf32)
+                matmul_kernel(ops, outputs, interpret=self.b.interpret, allow_tf32=self.allow_tf32,
+                              num_sms=self.num_sms, tma_layout=lambda v: self._contiguous_dim(outer.get(v, v)))
         return self._templates[op]
+
+    def _contiguous_dim(self, v: Value) -> int | None:
+        """The dim of a 2-d operand source `v` (a value of the graph) that is contiguous, as far as
+        compile time tells: the wrapper's known strides, else a permute's (a Linear's weight read
+        transposed is a permute of a contiguous parameter), else a timing run's stated input
+        layout, else dim 1. None for a source of another rank. The launch checks the truth
+        (launch_template)."""
+        if v.type.rank != 2:
+            return None
+        strides = self.b.strides.get(v)
+        if strides is not None and strides[0] == 1 and strides[1] != 1:
+            return 0
+        if strides is not None:
+            return 1
+        p = v.producer
+        order = tuple(p.attrs["dims"]) if p is not None and p.name == "permute" else \
+            self.b.chooser.input_layouts.get(v.name) if p is None else None
+        return order.index(1) if order is not None and len(order) == 2 else 1
 
     def choice(self, op: Op) -> Implementation:
         if op in self._chosen:
@@ -118,9 +140,23 @@ class MatmulEmitter:
         b = self.b
         b.alloc(op.result, b.names[op.result])
         b._set_index64(op.result, b.static_index64(op.result))
-        b.launch(self.kernel(op), "matmul", b.names)
+        self.launch_template(op, "matmul", b.names)
         b.num_kernels += 1
 
+    def launch_template(self, op: Op, name: str, names: dict[Value, str], indent: int = 1) -> None:
+        """Launch `op`'s template kernel. The TMA kernel is written for its operands' layouts
+        (matmul_tma.py); behind a run-time test of them, the tiled kernel at its heuristic config
+        runs where they differ (an input laid out otherwise, an unaligned view)."""
+        b = self.b
+        kernel = self.kernel(op)
+        if not kernel.config.TMA:
+            b.launch(kernel, name, names, indent)
+            return
+        tests = " and ".join(f"tma_ready({names[v]}, {dim})" for v, dim in self.template(op).tma.operands)
+        b.line(f"if {tests}:", indent)
+        b.launch(kernel, name, names, indent + 1)
+        b.line("else:  # an operand is not laid out as the TMA kernel reads it: the tiled kernel", indent)
+        b.launch(self.template(op).with_config(self.template(op).heuristic()), name, names, indent + 1)
     def emit_library(self, op: Op) -> None:
         """A bare matmul through the library: torch.matmul, or mm_aligned for unaligned sizes."""
         b = self.b
@@ -205,7 +241,9 @@ class MatmulEmitter:
             attrs = {k: (v.copy() if isinstance(v, Graph) else v) for k, v in op.attrs.items()}
             clone = Op(op.name, ins, attrs, [r.type for r in op.results])
             g.ops, g.outputs = [clone], list(clone.results)
-            generated = generate_module(g, FixedChoice(g.device, impl))
+            chooser = FixedChoice(g.device, impl)
+            chooser.input_layouts = {v.name: order for v, order in zip(ins, layouts) if order is not None}
+            generated = generate_module(g, chooser)
             path, _ = write_module(cache_dir, generated.source)
             call = load_module(path, generated.interpret).call
             args = [_with_layout(t, order) for t, order in zip(tensors, layouts)]
@@ -229,6 +267,18 @@ class FixedChoice(Chooser):
                 raise ValueError(f"no implementation named {self.name!r} among {[i.name for i in impls]}")
         self._record(what, None, pick, "fixed", {})
         return pick
+
+
+def _tma_programs(device: str, interpret: bool) -> int:
+    """Programs the persistent TMA matmul launches: one per SM on a GPU with TMA (compute
+    capability 9.0+, Hopper), a few on the interpreter (tests), 0 (no TMA variant) elsewhere."""
+    if interpret:
+        return INTERPRETER_SMS
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return 0
+    index = torch.device(device).index
+    props = torch.cuda.get_device_properties(index if index is not None else torch.cuda.current_device())
+    return props.multi_processor_count if (props.major, props.minor) >= (9, 0) else 0
 
 
 def _bias_of(mm: Op, epilogue: list[Op], outputs: list[Value]) -> Value | None:

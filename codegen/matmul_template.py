@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import sympy
 
@@ -41,8 +41,12 @@ from .pointwise import broadcast_coords, emit_rounded, rounded
 from .pointwise_ops import lower_pointwise
 from .triton_types import compute_dtype, tl_dtype
 
+if TYPE_CHECKING:
+    from .matmul_tma import TmaKernel
+
 TEMPLATE_DTYPES = ("f32", "bf16", "f16")
 CONSTEXPRS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "EVEN_K")
+TMA_CONSTEXPRS = CONSTEXPRS + ("NUM_SMS",)  # the persistent TMA kernel's (matmul_tma.py)
 MIN_BLOCK = 16  # tl.dot's smallest tile side
 
 
@@ -54,26 +58,33 @@ class MatmulConfig:
     num_warps: int = 4
     num_stages: int = 3
     GROUP_M: int = 8
+    TMA: bool = False     # the persistent TMA kernel (matmul_tma.py) instead of the tiled one
     EVEN_K: bool = False  # K a multiple of BLOCK_K: set by MatmulKernel.with_config, not searched
+    NUM_SMS: int = 0      # TMA: programs launched (the GPU's SMs): set by with_config, not searched
 
     @property
     def name(self) -> str:
         return (f"mm_{self.BLOCK_M}x{self.BLOCK_N}x{self.BLOCK_K}_g{self.GROUP_M}"
-                f"_w{self.num_warps}_s{self.num_stages}")
+                f"_w{self.num_warps}_s{self.num_stages}" + ("_tma" if self.TMA else ""))
 
     def blocks(self) -> dict[str, int]:
-        """The kernel's constexprs, in signature order (CONSTEXPRS)."""
-        return {"BLOCK_M": self.BLOCK_M, "BLOCK_N": self.BLOCK_N, "BLOCK_K": self.BLOCK_K,
-                "GROUP_M": self.GROUP_M, "EVEN_K": self.EVEN_K}
+        """The kernel's constexprs, in signature order (CONSTEXPRS, TMA_CONSTEXPRS)."""
+        blocks = {"BLOCK_M": self.BLOCK_M, "BLOCK_N": self.BLOCK_N, "BLOCK_K": self.BLOCK_K,
+                  "GROUP_M": self.GROUP_M, "EVEN_K": self.EVEN_K}
+        return blocks | ({"NUM_SMS": self.NUM_SMS} if self.TMA else {})
 
     def as_dict(self) -> dict[str, int]:
-        """What the search space varies (stored in the tuning cache): EVEN_K follows from K."""
-        return {"BLOCK_M": self.BLOCK_M, "BLOCK_N": self.BLOCK_N, "BLOCK_K": self.BLOCK_K,
-                "GROUP_M": self.GROUP_M, "num_warps": self.num_warps, "num_stages": self.num_stages}
+        """What the search space varies (stored in the tuning cache): EVEN_K and NUM_SMS follow
+        from K and the device. TMA is stored only when set, so decisions cached before it existed
+        read back as the tiled kernel they were."""
+        d = {"BLOCK_M": self.BLOCK_M, "BLOCK_N": self.BLOCK_N, "BLOCK_K": self.BLOCK_K,
+             "GROUP_M": self.GROUP_M, "num_warps": self.num_warps, "num_stages": self.num_stages}
+        return d | ({"TMA": True} if self.TMA else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> "MatmulConfig":
-        return cls(d["BLOCK_M"], d["BLOCK_N"], d["BLOCK_K"], d["num_warps"], d["num_stages"], d["GROUP_M"])
+        return cls(d["BLOCK_M"], d["BLOCK_N"], d["BLOCK_K"], d["num_warps"], d["num_stages"], d["GROUP_M"],
+                   bool(d.get("TMA", False)))
 
 
 def _cfg(m: int, n: int, k: int, warps: int, stages: int) -> MatmulConfig:
@@ -197,13 +208,21 @@ class MatmulKernel:
     m: sympy.Expr
     n: sympy.Expr
     k: sympy.Expr
+    tma: "TmaKernel | None" = None  # the persistent TMA variant (matmul_tma.py), where it can run
+    num_sms: int = 0                # programs the TMA variant launches (set by the emitter)
+    interpret: bool = False
 
     @property
     def source(self) -> str:
-        return self.kernel.source
+        """Both kernels' sources: the autotuner's kernel key, so a change to either re-tunes."""
+        return self.kernel.source + (self.tma.kernel.source if self.tma is not None else "")
 
     def search_space(self) -> list[MatmulConfig]:
-        return search_space(self.dtype, self.m, self.n, self.k)
+        configs = search_space(self.dtype, self.m, self.n, self.k)
+        if self.tma is not None and self.num_sms:
+            from .matmul_tma import tma_search_space
+            configs += tma_search_space(self.m, self.n, self.k, self.interpret)
+        return configs
 
     def heuristic(self) -> MatmulConfig:
         return heuristic_config(self.dtype, self.m, self.n, self.k)
@@ -211,15 +230,25 @@ class MatmulKernel:
     def with_config(self, cfg: MatmulConfig) -> Kernel:
         k_size = sympy.sympify(self.k)
         cfg = dataclasses.replace(cfg, EVEN_K=bool(k_size.is_Integer and int(k_size) % cfg.BLOCK_K == 0))
-        programs = self.batch * sympy.ceiling(self.m / cfg.BLOCK_M) * sympy.ceiling(self.n / cfg.BLOCK_N)
+        tiles = self.batch * sympy.ceiling(self.m / cfg.BLOCK_M) * sympy.ceiling(self.n / cfg.BLOCK_N)
         k = self.kernel
-        return Kernel(k.kind, k.source, k.params, cfg, k.grid_numel, k.tensors, programs)
+        if cfg.TMA:
+            if self.tma is None or not self.num_sms:
+                raise ValueError(f"{cfg.name}: this matmul has no TMA kernel (see matmul_tma.tma_layouts)")
+            cfg = dataclasses.replace(cfg, NUM_SMS=self.num_sms)
+            k = self.tma.kernel
+            # Persistent: one program per SM (fewer when there are fewer tiles) walks its tiles.
+            return Kernel(k.kind, k.source, k.params, cfg, k.grid_numel, k.tensors, sympy.Min(tiles, self.num_sms))
+        return Kernel(k.kind, k.source, k.params, cfg, k.grid_numel, k.tensors, tiles)
 
 
 def matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], *, interpret: bool,
-                  allow_tf32: bool = False) -> MatmulKernel | None:
+                  allow_tf32: bool = False, num_sms: int = 0,
+                  tma_layout: Callable[[Value], int | None] | None = None) -> MatmulKernel | None:
     """The template kernel computing `outputs` from `ops` (a bare matmul, or a matmul region's
-    body), or None when split_matmul_body refuses them."""
+    body), or None when split_matmul_body refuses them. With `num_sms` programs to launch and
+    `tma_layout` (the contiguous dim of an operand's source as far as compile time tells, or
+    None) it also builds the persistent TMA variant (matmul_tma.py) where that can run."""
     ops, outputs = list(ops), list(outputs)
     parts = split_matmul_body(ops, outputs)
     if parts is None:
@@ -303,20 +332,36 @@ def matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], *, interpret: boo
     w.line(f"mask = (rm2 < {M}) & (rn2 < {N})")
     coords[rank - 2] = Coord("rm2", "m")
     coords[rank - 1] = Coord("rn2", "n")
-    env: dict[Value, str] = {mm.result: w.assign("t", rounded("acc", dtype), "the product, in its dtype")}
-    for op in parts.epilogue:
-        for v in op.inputs:
-            if v not in env and (v.producer is None or v.producer not in ops):
-                env[v] = w.load(v, broadcast_coords(v, coords, rank), "mask")
-        env[op.results[0]] = w.assign("t", emit_rounded(w, op, env, coords), op.name)
+    env = emit_epilogue(w, ops, parts, coords)
     mn = w.size(sympy.sympify(m_size) * sympy.sympify(n_size), "MN")
     index = (f"batch * {mn} + " if batch_dims else "") + f"rm2 * {N} + rn2"
     for v in outputs:
         w.store(v, index, env[v], compute_dtype(v.type.dtype), "mask")
     numel = TensorType("f32", shape).numel
     kernel = w.finish(None, numel, CONSTEXPRS)
-    return MatmulKernel(kernel, dtype, batch, sympy.sympify(m_size), sympy.sympify(n_size),
-                        sympy.sympify(k_size))
+    mk = MatmulKernel(kernel, dtype, batch, sympy.sympify(m_size), sympy.sympify(n_size),
+                      sympy.sympify(k_size), interpret=interpret)
+    if num_sms and tma_layout is not None:
+        from .matmul_tma import tma_matmul_kernel, tma_sources  # they import this module's helpers
+        layouts = tuple(tma_layout(s) for s in tma_sources(parts))
+        if None not in layouts:
+            mk.tma = tma_matmul_kernel(ops, outputs, parts, layouts, interpret=interpret)
+            mk.num_sms = num_sms
+    return mk
+
+
+def emit_epilogue(w: KernelWriter, ops: Sequence[Op], parts: MatmulParts, coords: dict[int, Coord]) -> dict[Value, str]:
+    """The epilogue's lines over the accumulator tile `acc` (coordinates rm2/rn2, load mask
+    `mask`); returns each value's temporary. The product is rounded to its dtype first."""
+    mm = parts.matmul
+    rank = mm.result.type.rank
+    env: dict[Value, str] = {mm.result: w.assign("t", rounded("acc", mm.result.type.dtype), "the product, in its dtype")}
+    for op in parts.epilogue:
+        for v in op.inputs:
+            if v not in env and (v.producer is None or v.producer not in ops):
+                env[v] = w.load(v, broadcast_coords(v, coords, rank), "mask")
+        env[op.results[0]] = w.assign("t", emit_rounded(w, op, env, coords), op.name)
+    return env
 
 
 def _k_step(w: KernelWriter, parts: MatmulParts, sources: list[Value], ptrs: list[str],

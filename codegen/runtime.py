@@ -110,6 +110,14 @@ def mm_aligned(a: torch.Tensor, b: torch.Tensor, m_pad: int, k_pad: int, n_pad: 
     return product if (m_pad, n_pad) == (m, n) else product[:m, :n]
 
 
+def tma_ready(t: torch.Tensor, contiguous_dim: int) -> bool:
+    """Can a TMA descriptor built for a 2-d tensor whose dim `contiguous_dim` is contiguous read
+    `t` (matmul_tma.py)? That dim's stride 1, the other's a multiple of 16 bytes, the start
+    16-byte aligned."""
+    return (t.stride(contiguous_dim) == 1 and t.data_ptr() % 16 == 0
+            and t.stride(1 - contiguous_dim) * t.element_size() % 16 == 0)
+
+
 def _leading_dim_aligned(t: torch.Tensor, per: int) -> bool:
     """Is t [r, c] row- or column-major with a leading dimension of a multiple of `per` elements
     (16 bytes) and a 16-byte aligned start?"""

@@ -354,7 +354,10 @@ class WrapperBuilder:
                 names[v] = self.names[r]
                 self._set_index64(r, self.static_index64(r))
                 self._set_index64(v, self.static_index64(r))
-            self.launch(kernel, op.attrs.get("name") or "fused", names)
+            if is_matmul_region(op):
+                self.matmuls.launch_template(op, op.attrs.get("name") or "fused", names)
+            else:
+                self.launch(kernel, op.attrs.get("name") or "fused", names)
             self.num_kernels += 1
             return
         for n, inner in enumerate(r for bop in body.ops for r in bop.results):
@@ -454,7 +457,7 @@ def _header(g: Graph, interpret: bool, attention: bool) -> str:
     mode = "in Triton's interpreter" if interpret else "compiled by Triton"
     ir = "".join(f"#   {line}\n" for line in str(g).splitlines())
     imports = (f"from {runtime.__name__} import (extern_results, helpers_for, inplace_or_empty, libdevice_for, mm_aligned,\n"
-               f"    needs_int64, view_or_none)\n"
+               f"    needs_int64, tma_ready, view_or_none)\n"
                f"from {launcher.__name__} import Launcher\n")
     if attention:
         imports += f"from {attention_template.__name__} import launch_attention\n"
