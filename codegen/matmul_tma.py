@@ -5,8 +5,9 @@ tile, operand tiles loaded through pointer arithmetic) reached 81-90% of cuBLAS 
 A probe of the same tile loop as a *persistent* kernel (one program per SM walking its tiles, so
 the next tile's loads overlap the last one's epilogue) that loads operand tiles with TMA
 descriptors (`tl.make_tensor_descriptor`: the copy engine moves whole tiles into shared memory,
-no address arithmetic in registers) and stores the result the same way reached 719 TFLOP/s at
-8192^3 against cuBLAS's 686 in the same run. Both variants race in the autotuner (their configs
+no address arithmetic in registers) and a TMA store reached 719 TFLOP/s at 8192^3 against
+cuBLAS's 686 in the same run; in ember (pointer stores, below) it reached 96% of cuBLAS at 8192^3
+and 98% at 4096^3 (docs/benchmarks.md). Both variants race in the autotuner (their configs
 share one search space), so where TMA does not pay the tiled kernel wins.
 
 What it needs, and what happens when that does not hold:
@@ -21,9 +22,10 @@ What it needs, and what happens when that does not hold:
     kernel was built for (the emitter's `launch_template`): slower, never wrong.
   * Out-of-bounds rows, columns and K steps read as zeros (TMA padding), so no loads are masked;
     a prologue whose f(0) is not 0 is re-masked on a partial K step, as in the tiled kernel.
-  * The epilogue is the tiled kernel's (emit_epilogue). Outputs whose row stride is a multiple of
-    16 bytes are stored through a descriptor (whole tile, clipped at the edges), the rest through
-    masked pointer stores.
+  * The epilogue and the stores are the tiled kernel's (emit_epilogue; masked stores straight from
+    registers). A TMA store stages the tile in shared memory: 64 KiB more at 128x256, which
+    with any epilogue operand overflowed the H100's 227 KiB at 3 stages, and on 2048x1024x2048
+    it was no faster than these stores (409 vs 420 TFLOP/s, bare product, same config).
   * Descriptors built on the device take Triton's scratch memory: launcher.py gives Triton an
     allocator (torch's caching allocator) when none is set.
 """
@@ -36,9 +38,8 @@ from typing import Sequence
 import sympy
 
 from ..ir import Op, Value
-from ..ir.dtypes import itemsize
 from ..ir.types import TensorType
-from .kernel_writer import Coord, Kernel, KernelWriter, storage_cast
+from .kernel_writer import Coord, Kernel, KernelWriter
 from .matmul_template import (TMA_CONSTEXPRS, MatmulConfig, MatmulParts, THIN, _fits, _prologue,
                               emit_epilogue, heuristic_config)
 from .triton_types import compute_dtype
@@ -113,12 +114,6 @@ def tma_matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], parts: Matmul
         descs.append(w.assign("a_desc" if i == 0 else "b_desc",
                               f"tl.make_tensor_descriptor({ptr}, shape=[{rows}, {cols}], strides=[{stride}, 1], "
                               f"block_shape=[{blocks[0]}, {blocks[1]}])"))
-    out_descs: dict[Value, str] = {}
-    n_int = sympy.sympify(n_size)
-    for v in outputs:
-        if v.type.dtype != "b1" and n_int.is_Integer and int(n_int) * itemsize(v.type.dtype) % 16 == 0:
-            out_descs[v] = w.assign("out_desc", f"tl.make_tensor_descriptor({w.tensor(v, 'out')}, shape=[{M}, {N}], "
-                                    f"strides=[{N}, 1], block_shape=[BLOCK_M, BLOCK_N])")
     w.line(f"tiles_m = ({M} + BLOCK_M - 1) // BLOCK_M")
     w.line(f"tiles_n = ({N} + BLOCK_N - 1) // BLOCK_N")
     w.line("rk = tl.arange(0, BLOCK_K)")
@@ -157,11 +152,7 @@ def tma_matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], parts: Matmul
         coords = {0: Coord("rm2", "m"), 1: Coord("rn2", "n")}
         env = emit_epilogue(w, ops, parts, coords)
         for v in outputs:
-            value = storage_cast(env[v], compute_dtype(v.type.dtype), v.type.dtype)
-            if v in out_descs:
-                w.line(f"{out_descs[v]}.store([off_m, off_n], {value})")
-            else:
-                w.store(v, f"rm2 * {N} + rn2", env[v], compute_dtype(v.type.dtype), "mask")
+            w.store(v, f"rm2 * {N} + rn2", env[v], compute_dtype(v.type.dtype), "mask")
     numel = TensorType("f32", mm.result.type.shape).numel
     kernel = w.finish(None, numel, TMA_CONSTEXPRS)
     return TmaKernel(kernel, list(zip(sources, layouts)))

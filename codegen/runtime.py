@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import Sequence
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 # Import Triton now, in whatever mode the environment asks for, never inside interpret_mode below:
 # triton.language's own @jit library functions (tl.sum, tl.zeros, ...) are built at its first
 # import, and Triton later asserts that they match the mode it runs in. Generated kernels call
@@ -114,8 +115,16 @@ def tma_ready(t: torch.Tensor, contiguous_dim: int) -> bool:
     """Can a TMA descriptor built for a 2-d tensor whose dim `contiguous_dim` is contiguous read
     `t` (matmul_tma.py)? That dim's stride 1, the other's a multiple of 16 bytes, the start
     16-byte aligned."""
-    return (t.stride(contiguous_dim) == 1 and t.data_ptr() % 16 == 0
+    return (t.stride(contiguous_dim) == 1 and _aligned16(t)
             and t.stride(1 - contiguous_dim) * t.element_size() % 16 == 0)
+
+
+def _aligned16(t: torch.Tensor) -> bool:
+    # A fake tensor (the first call's dry run, precompile.py) has no data pointer; its storage
+    # offset is what decides, storage being allocated 512-byte aligned.
+    if isinstance(t, FakeTensor):
+        return t.storage_offset() * t.element_size() % 16 == 0
+    return t.data_ptr() % 16 == 0
 
 
 def _leading_dim_aligned(t: torch.Tensor, per: int) -> bool:

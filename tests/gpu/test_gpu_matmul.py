@@ -72,4 +72,4 @@ func @f(%x: bf16[{m},{k}], %w: bf16[{n},{k}], %b: bf16[{n}]) -> (bf16[{m},{n}]) 
     w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * k ** -0.5
     b = torch.randn(n, device="cuda", dtype=torch.bfloat16)
     torch.testing.assert_close(compiled([x, w, b])[0], torch.tanh(F.linear(x, w, b)), **TOL["bf16"])
-    assert answers == [True, True]
+    assert answers and all(answers)   # the first call's dry run asks too
