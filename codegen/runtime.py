@@ -130,7 +130,7 @@ def _aligned16(t: torch.Tensor) -> bool:
 def _leading_dim_aligned(t: torch.Tensor, per: int) -> bool:
     """Is t [r, c] row- or column-major with a leading dimension of a multiple of `per` elements
     (16 bytes) and a 16-byte aligned start?"""
-    if t.data_ptr() % 16:
+    if not _aligned16(t):
         return False
     return (t.stride(1) == 1 and t.stride(0) % per == 0) or (t.stride(0) == 1 and t.stride(1) % per == 0)
 

@@ -47,8 +47,7 @@ def test_linear_bias_gelu_is_one_kernel_on_cuda(library, tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("cfg", ["mm_128x256x64_g8_w8_s3_tma", "mm_128x128x64_g8_w8_s4_tma",
-                                 "mm_256x128x64_g8_w8_s3_tma", "mm_128x128x64_g8_w4_s4_tma"])
+@pytest.mark.parametrize("cfg", ["mm_128x256x64_g8_w8_s3_tma", "mm_128x128x64_g8_w8_s4_tma"])
 @pytest.mark.parametrize("m,k,n", [(1000, 776, 1504), (2048, 1024, 2048)])
 def test_tma_kernel_matches_torch_and_really_runs(cfg, m, k, n, tmp_path):
     """Each TMA config of the search space on a Linear's layout (x row-major, the weight read
