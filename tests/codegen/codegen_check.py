@@ -58,3 +58,21 @@ def check_graph(g: Graph, inputs: Sequence[torch.Tensor], eager: Callable | None
 def parse_on(device: str, text: str) -> Graph:
     """Parse IR text written for the CPU as a graph on `device`."""
     return parse(text.replace('[device="cpu"]', f'[device="{device}"]'))
+
+
+def exp_prologue_case(k: int):
+    """A matmul region whose prologue is `exp` (which does not map 0 to 0, so a K step cut short
+    must re-zero it), with x [20, k] and w [k, 24] bf16 operands: (graph, inputs, eager)."""
+    g = parse(f"""
+func @f(%x: bf16[20,{k}], %w: bf16[{k},24]) -> (bf16[20,24]) {{
+  %0: bf16[20,24] = fused[name="matmul0"] %x, %w {{
+    ^(%in0: bf16[20,{k}], %in1: bf16[{k},24]):
+    %0: bf16[20,{k}] = exp %in0
+    %1: bf16[20,24] = matmul %0, %in1
+    yield %1
+  }}
+  return %0
+}}""")
+    x = random_tensor((20, k), torch.bfloat16) * 0.1
+    w = random_tensor((k, 24), torch.bfloat16)
+    return g, [x, w], lambda x, w: torch.matmul(torch.exp(x), w)

@@ -10,7 +10,7 @@ from ember.codegen.matmul_emit import FixedChoice
 from ember.ir import parse
 from ember.passes import run_pipeline
 
-from codegen_check import check_graph, random_tensor
+from codegen_check import check_graph, exp_prologue_case, random_tensor
 
 DT = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 TOL = {"f32": dict(atol=1e-4, rtol=1e-4), "bf16": dict(atol=2e-2, rtol=2e-2), "f16": dict(atol=1e-2, rtol=1e-2)}
@@ -183,19 +183,7 @@ def test_search_space_keeps_thin_tiles_for_thin_products_only():
 def test_k_a_multiple_of_block_k_loads_without_a_mask(k, even):
     """EVEN_K (set at launch from K and BLOCK_K) takes the unmasked K loop; a prologue whose op
     does not map 0 to 0 (exp) is still right in both loops."""
-    g = parse(f"""
-func @f(%x: bf16[20,{k}], %w: bf16[{k},24]) -> (bf16[20,24]) {{
-  %0: bf16[20,24] = fused[name="matmul0"] %x, %w {{
-    ^(%in0: bf16[20,{k}], %in1: bf16[{k},24]):
-    %0: bf16[20,{k}] = exp %in0
-    %1: bf16[20,24] = matmul %0, %in1
-    yield %1
-  }}
-  return %0
-}}""")
-    x = random_tensor((20, k), torch.bfloat16) * 0.1
-    w = random_tensor((k, 24), torch.bfloat16)
-    eager = lambda x, w: torch.matmul(torch.exp(x), w)  # noqa: E731
-    compiled = check_graph(g, [x, w], eager, chooser=FixedChoice("cpu", "mm_16x16x64_g8_w2_s3"), **TOL["bf16"])
+    g, inputs, eager = exp_prologue_case(k)
+    compiled = check_graph(g, inputs, eager, chooser=FixedChoice("cpu", "mm_16x16x64_g8_w2_s3"), **TOL["bf16"])
     assert compiled.num_kernels == 1 and f"EVEN_K={even}" in compiled.module_source  # the Launcher
     assert "if EVEN_K:" in next(iter(compiled.kernels.values()))

@@ -13,7 +13,7 @@ from ember.codegen.matmul_tma import INTERPRETER_SMS
 from ember.ir import parse
 from ember.passes import run_pipeline
 
-from codegen_check import check_graph, random_tensor
+from codegen_check import check_graph, exp_prologue_case, random_tensor
 
 SMALL_TMA = "mm_16x16x32_g8_w2_s3_tma"   # 16x16 tiles: many per program; K steps of 32
 TOL = dict(atol=2e-2, rtol=2e-2)
@@ -52,20 +52,8 @@ def test_linear_bias_tanh_with_a_transposed_weight(dt):
 @pytest.mark.parametrize("k, even", [(64, True), (72, False)])
 def test_prologue_that_does_not_map_zero_to_zero(k, even):
     """TMA pads a partial K step with zeros; exp(0) = 1 must not reach the product."""
-    g = parse(f"""
-func @f(%x: bf16[20,{k}], %w: bf16[{k},24]) -> (bf16[20,24]) {{
-  %0: bf16[20,24] = fused[name="matmul0"] %x, %w {{
-    ^(%in0: bf16[20,{k}], %in1: bf16[{k},24]):
-    %0: bf16[20,{k}] = exp %in0
-    %1: bf16[20,24] = matmul %0, %in1
-    yield %1
-  }}
-  return %0
-}}""")
-    x = random_tensor((20, k), torch.bfloat16) * 0.1
-    w = random_tensor((k, 24), torch.bfloat16)
-    compiled = check_graph(g, [x, w], lambda x, w: torch.matmul(torch.exp(x), w),
-                           chooser=FixedChoice("cpu", SMALL_TMA), **TOL)
+    g, inputs, eager = exp_prologue_case(k)
+    compiled = check_graph(g, inputs, eager, chooser=FixedChoice("cpu", SMALL_TMA), **TOL)
     assert f"EVEN_K={even}" in compiled.module_source
     (kernel,) = [s for s in compiled.kernels.values() if "persistent TMA" in s]
     assert "tl.where(k_left[None, :]" in kernel   # the re-zeroing, in the partial-step branch
