@@ -28,6 +28,7 @@ import functools
 
 import torch
 import triton
+from triton.runtime import _allocation
 
 from . import precompile
 
@@ -60,7 +61,6 @@ def ensure_scratch_allocator() -> None:
     """Give Triton an allocator for kernels that need global scratch memory (a TMA descriptor
     built on the device: matmul_tma.py), torch's caching allocator, unless one is already set
     (a user's). Triton keeps it in a ContextVar, so each thread that launches needs its own."""
-    from triton.runtime import _allocation
     if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
         triton.set_allocator(_scratch)
 

@@ -77,9 +77,11 @@ class MatmulEmitter:
         if strides is not None:
             return 1
         p = v.producer
-        order = tuple(p.attrs["dims"]) if p is not None and p.name == "permute" else \
-            self.b.chooser.input_layouts.get(v.name) if p is None else None
-        return order.index(1) if order is not None and len(order) == 2 else 1
+        if p is None:
+            order = self.b.chooser.input_layouts.get(v.name)
+        else:
+            order = tuple(p.attrs["dims"]) if p.name == "permute" else None
+        return order.index(1) if order is not None else 1
 
     def choice(self, op: Op) -> Implementation:
         if op in self._chosen:
@@ -152,11 +154,13 @@ class MatmulEmitter:
         if not kernel.config.TMA:
             b.launch(kernel, name, names, indent)
             return
-        tests = " and ".join(f"tma_ready({names[v]}, {dim})" for v, dim in self.template(op).tma.operands)
+        mk = self.template(op)
+        tests = " and ".join(f"tma_ready({names[v]}, {dim})" for v, dim in mk.tma.operands)
         b.line(f"if {tests}:", indent)
         b.launch(kernel, name, names, indent + 1)
         b.line("else:  # an operand is not laid out as the TMA kernel reads it: the tiled kernel", indent)
-        b.launch(self.template(op).with_config(self.template(op).heuristic()), name, names, indent + 1)
+        b.launch(mk.with_config(mk.heuristic()), name, names, indent + 1)
+
     def emit_library(self, op: Op) -> None:
         """A bare matmul through the library: torch.matmul, or mm_aligned for unaligned sizes."""
         b = self.b

@@ -234,7 +234,7 @@ class MatmulKernel:
         k = self.kernel
         if cfg.TMA:
             if self.tma is None or not self.num_sms:
-                raise ValueError(f"{cfg.name}: this matmul has no TMA kernel (see matmul_tma.tma_layouts)")
+                raise ValueError(f"{cfg.name}: this matmul has no TMA kernel (matmul_tma.tma_matmul_kernel refused it)")
             cfg = dataclasses.replace(cfg, NUM_SMS=self.num_sms)
             k = self.tma.kernel
             # Persistent: one program per SM (fewer when there are fewer tiles) walks its tiles.

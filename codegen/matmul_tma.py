@@ -6,8 +6,8 @@ A probe of the same tile loop as a *persistent* kernel (one program per SM walki
 the next tile's loads overlap the last one's epilogue) that loads operand tiles with TMA
 descriptors (`tl.make_tensor_descriptor`: the copy engine moves whole tiles into shared memory,
 no address arithmetic in registers) and a TMA store reached 719 TFLOP/s at 8192^3 against
-cuBLAS's 686 in the same run; in ember (pointer stores, below) it reached 96% of cuBLAS at 8192^3
-and 98% at 4096^3 (docs/benchmarks.md). Both variants race in the autotuner (their configs
+cuBLAS's 686 in the same run; in ember (pointer stores, below) it reached 92% of cuBLAS at 8192^3
+and 102% at 4096^3 (docs/benchmarks.md). Both variants race in the autotuner (their configs
 share one search space), so where TMA does not pay the tiled kernel wins.
 
 What it needs, and what happens when that does not hold:
@@ -117,7 +117,8 @@ def tma_matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], parts: Matmul
                               f"block_shape=[{blocks[0]}, {blocks[1]}])"))
     w.line(f"tiles_m = ({M} + BLOCK_M - 1) // BLOCK_M")
     w.line(f"tiles_n = ({N} + BLOCK_N - 1) // BLOCK_N")
-    w.line("rk = tl.arange(0, BLOCK_K)")
+    if parts.prologues:
+        w.line("rk = tl.arange(0, BLOCK_K)  # a partial K step's mask, for the prologues")
 
     # ---- each program walks tiles NUM_SMS apart, in the tiled kernel's GROUP_M order
     w.line("# flatten: the next tile's first loads are issued during this tile's epilogue")
