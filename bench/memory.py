@@ -44,11 +44,13 @@ def peak_memory(fn: Callable, device: str, held: Callable[[], dict] | None = Non
     """The three figures for one call of fn; all None when the device has no CUDA allocator.
 
     `held`: for a backend that keeps memory between calls where the allocator's peak cannot see
-    it (ember's CUDA graphs: a replay allocates nothing, its intermediates and outputs live in a
-    private pool reserved at capture), a function returning that memory as
-    {"pool_reserved", "pool_allocated", "input_buffers"} bytes. The call figure then counts the
-    whole pool and the input buffers (what a call needs, its outputs included, as eager's call
-    figure does), the absolute peak the pool's idle part (the rest is already allocated)."""
+    it (ember's CUDA graphs: a replay allocates nothing; its intermediates and outputs live in an
+    arena allocated before capture, what else it allocates in a private pool reserved at
+    capture), a function returning that memory as {"pool_reserved", "pool_allocated",
+    "input_buffers", "arenas"} bytes. The call figure then counts the whole pool, the arenas and
+    the input buffers (what a call needs, its outputs included, as eager's call figure does), the
+    absolute peak the pool's idle part (the rest, the arenas and the buffers are already
+    allocated)."""
     if not device.startswith("cuda"):
         return dict.fromkeys(KEYS)
     gc.collect()
@@ -65,10 +67,11 @@ def peak_memory(fn: Callable, device: str, held: Callable[[], dict] | None = Non
 
 def add_held(rec: dict, held: dict) -> dict:
     """rec with memory kept between calls counted in (see peak_memory), and kept as `mem_held`."""
-    if not (held["pool_reserved"] or held["input_buffers"]):
+    arenas = held.get("arenas", 0)
+    if not (held["pool_reserved"] or held["input_buffers"] or arenas):
         return rec
     return dict(rec, mem_held=held,
-                mem_call_bytes=rec["mem_call_bytes"] + held["pool_reserved"] + held["input_buffers"],
+                mem_call_bytes=rec["mem_call_bytes"] + held["pool_reserved"] + held["input_buffers"] + arenas,
                 mem_peak_bytes=rec["mem_peak_bytes"] + held["pool_reserved"] - held["pool_allocated"])
 
 

@@ -15,8 +15,9 @@ What a replay needs, and how `CudaGraphRunner` provides it:
   graph is recaptured; an input that was copied but has stopped moving becomes read in place at
   the next capture. An input that is one of this runner's own outputs is always copied, so a
   replay never reads memory it writes.
-* Fixed output addresses. Outputs live in the graph's private memory pool, and the next replay
-  overwrites them. Each replay hands out new tensors on that storage, and counts references to it:
+* Fixed output addresses. Outputs live in the wrapper's arena (memory_plan.py), which the
+  warm-up call before the capture allocates and the capture reuses (`CaptureArenas`), or, where a
+  library call allocates them, in the graph's private memory pool; the next replay overwrites them. Each replay hands out new tensors on that storage, and counts references to it:
   while the caller still holds an output of one captured instance (the previous step's logits, a
   forward's activations saved for the backward), that instance is not replayed; a second
   instance (its own pool) is captured instead, and past MAX_INSTANCES the wrapper runs as usual.
@@ -32,18 +33,21 @@ What a replay needs, and how `CudaGraphRunner` provides it:
   Python error, out of memory) turns graphs off for that compiled graph, logged once with the
   reason, and the wrapper runs as before. RNG ops are recorded safely: PyTorch's CUDA generator
   advances its offset at each replay.
-* Its memory accounted for. A pool keeps its intermediates' memory between calls;
-  `held_bytes()` says how much (pool segments plus copied-input buffers), for the benchmark's
+* Its memory accounted for. An instance keeps its arenas and its pool between calls;
+  `held_bytes()` says how much (arenas, pool segments, copied-input buffers), for the benchmark's
   peak-memory figures.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import weakref
 from typing import Callable, Sequence
 
 import torch
+
+from . import runtime
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +75,40 @@ def _use_count(storage: torch.UntypedStorage) -> int:
     return torch._C._storage_Use_Count(storage._cdata)
 
 
+class CaptureArenas:
+    """The arenas of one capture (runtime.new_arena): the warm-up call allocates them, on `stream`
+    (the caller's, where replays run: freed with the instance, a block is reused only after the
+    replays queued there; None: the current one); the captured call is handed the same ones, in
+    the same order."""
+
+    def __init__(self, stream: "torch.cuda.Stream | None" = None):
+        self.kept: list[torch.Tensor] = []
+        self._stream = stream
+        self._handed = 0
+
+    def allocate(self, nbytes: int, device: torch.device) -> torch.Tensor:
+        with torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext():
+            self.kept.append(torch.empty((nbytes,), dtype=torch.uint8, device=device))
+        return self.kept[-1]
+
+    def reuse(self, nbytes: int, device: torch.device) -> torch.Tensor:
+        if self._handed >= len(self.kept) or self.kept[self._handed].numel() != nbytes:
+            raise RuntimeError(f"the capture asked for an arena of {nbytes} bytes that its warm-up call did not")
+        self._handed += 1
+        return self.kept[self._handed - 1]
+
+
 class _Instance:
     """One capture: the graph, its pool, the buffers copied inputs go to, and its outputs."""
 
     def __init__(self, graph: torch.cuda.CUDAGraph, pool, in_place: list[bool],
-                 inputs: list[torch.Tensor], outputs: list[torch.Tensor], copy_out: frozenset[int]):
+                 inputs: list[torch.Tensor], outputs: list[torch.Tensor], copy_out: frozenset[int],
+                 arenas: list[torch.Tensor] = ()):
         self.graph, self.pool = graph, pool
+        # The arenas the graph writes (outside its pool, see CudaGraphRunner._record): kept as
+        # long as the graph, and counted in the baseline of the outputs' storages below.
+        self.arenas = list(arenas)
+        self.arena_bytes = sum(a.numel() for a in self.arenas)
         self.device = inputs[0].device.index if inputs and inputs[0].is_cuda else None
         self.in_place = in_place
         self.in_place_at = operator.itemgetter(*[i for i, p in enumerate(in_place) if p] or [0])
@@ -196,8 +228,10 @@ class CudaGraphRunner:
     def _device_ok(self, inputs: list[torch.Tensor]) -> bool:
         return all(t.is_cuda for t in inputs) and len({t.device for t in inputs}) <= 1
 
-    def _record(self, static: list[torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, tuple, list[torch.Tensor]]:
-        """Capture one call of the wrapper on `static`: (graph, its pool, the outputs it writes)."""
+    def _record(self, static: list[torch.Tensor]
+                ) -> tuple[torch.cuda.CUDAGraph, tuple, list[torch.Tensor], list[torch.Tensor]]:
+        """Capture one call of the wrapper on `static`: (graph, its pool, the outputs it writes,
+        the arenas it writes them to)."""
         device = static[0].device if static else torch.device("cuda", torch.cuda.current_device())
         with torch.cuda.device(device):  # the inputs' GPU, whichever is current
             if self._stream is None:
@@ -205,15 +239,21 @@ class CudaGraphRunner:
             stream = self._stream
             graph = torch.cuda.CUDAGraph()
             pool = torch.cuda.graph_pool_handle()
+            caller = torch.cuda.current_stream()
+            arenas = CaptureArenas(caller)
             # Warm up on the capture stream first: cuBLAS and cuDNN set up per-stream state (a
             # workspace, a handle) at their first call there, which a capture cannot record.
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
+            # The warm-up's arenas are the captured graph's: allocated before the capture, they
+            # live outside its private pool, so the caching allocator's 2-MiB rounding of a
+            # pool segment (1.3 MiB on GPT-2's 399-MiB arena) is not held idle by the pool,
+            # and the arena counts as the bytes it has.
+            stream.wait_stream(caller)
+            with torch.cuda.stream(stream), runtime.arenas_from(arenas.allocate):
                 self.run(list(static))
-            torch.cuda.current_stream().wait_stream(stream)
-            with torch.cuda.graph(graph, pool=pool, stream=stream):
+            caller.wait_stream(stream)
+            with torch.cuda.graph(graph, pool=pool, stream=stream), runtime.arenas_from(arenas.reuse):
                 outputs = self.run(list(static))
-        return graph, pool, outputs
+        return graph, pool, outputs, arenas.kept
 
     def _disable(self, why: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         self.disabled = why
@@ -235,7 +275,7 @@ class CudaGraphRunner:
                 s.copy_(t)
         self.captures += 1
         try:
-            graph, pool, outputs = self._record(static)
+            graph, pool, outputs, arenas = self._record(static)
         except Exception as e:  # noqa: BLE001 - any failure to record means: run without graphs
             return self._disable(f"capture failed: {type(e).__name__}: {str(e).splitlines()[0]}", inputs)
         dtypes = {t.untyped_storage().data_ptr(): t.dtype for t in static if t.untyped_storage().data_ptr()}
@@ -243,8 +283,8 @@ class CudaGraphRunner:
             # A view of an input under another dtype: as_strided on the caller's input cannot
             # rebuild it.
             return self._disable("an output views an input as another dtype", inputs)
-        inst = _Instance(graph, pool, in_place, static, list(outputs), self.copy_out)
-        del outputs, static
+        inst = _Instance(graph, pool, in_place, static, list(outputs), self.copy_out, arenas)
+        del outputs, static, arenas
         self.instances.append(inst)
         return inst.replay(inputs)
 
@@ -265,10 +305,12 @@ def graph_capture_refusal(graph, externs: Sequence[dict]) -> str | None:
 def held_bytes() -> dict[str, int]:
     """What live instances hold between calls, in bytes: `pool_reserved`, their pools' segments
     (allocated or not: a pool's idle memory serves no one else), `pool_allocated`, the part of
-    those in use (the outputs kept for the next replay), and `input_buffers`, the buffers copied
+    those in use (outputs a library call allocated), `arenas`, the arenas (intermediates and
+    outputs; ordinary allocations, outside the pools), and `input_buffers`, the buffers copied
     inputs go to. For the benchmark's memory figures; takes a memory snapshot, so not for hot paths."""
     held = {"pool_reserved": 0, "pool_allocated": 0,
-            "input_buffers": sum(i.buffer_bytes for i in _live)}
+            "input_buffers": sum(i.buffer_bytes for i in _live),
+            "arenas": sum(i.arena_bytes for i in _live)}
     pools = {tuple(i.pool) for i in _live}
     if pools and torch.cuda.is_available():
         for seg in torch.cuda.memory_snapshot():

@@ -25,6 +25,7 @@ every launch takes the ordinary path.
 from __future__ import annotations
 
 import functools
+import threading
 
 import torch
 import triton
@@ -52,9 +53,31 @@ def _launch_hooks_installed() -> bool:
     return _active(runtime.launch_enter_hook) or _active(runtime.launch_exit_hook)
 
 
+# Scratch for device-built TMA descriptors: one buffer per (GPU, stream), reused by every launch on
+# that stream (launches on one stream run one after another, so they never share it at once).
+# Not a fresh torch.empty per launch: inside a CUDA graph capture that small allocation opened a
+# 2-MiB segment of the graph's private pool, which then stayed reserved (BERT and ViT held 2 MiB
+# more per call, ViT above eager). A graph capture's warm-up call runs on the capture stream
+# first, so the buffer exists, outside any pool, before capture. A buffer outgrown by a larger
+# request is kept alive, never freed: a captured graph may still write to it.
+SCRATCH_MIN_BYTES = 64 << 10
+_scratch_buffers: dict[tuple[int, int], torch.Tensor] = {}
+_outgrown: list[torch.Tensor] = []
+_scratch_lock = threading.Lock()
+
+
 def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
     # torch.empty's memory is 512-byte aligned, more than Triton asks for.
-    return torch.empty(size, dtype=torch.int8, device="cuda")
+    device = torch.cuda.current_device()
+    key = (device, stream or 0)
+    with _scratch_lock:
+        buf = _scratch_buffers.get(key)
+        if buf is None or buf.numel() < size:
+            if buf is not None:
+                _outgrown.append(buf)
+            buf = torch.empty(max(size, SCRATCH_MIN_BYTES), dtype=torch.int8, device=device)
+            _scratch_buffers[key] = buf
+    return buf
 
 
 def ensure_scratch_allocator() -> None:

@@ -10,7 +10,8 @@ import sys
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence
+from contextvars import ContextVar
+from typing import Callable, Sequence
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensor
@@ -165,6 +166,29 @@ def _padded_copy(t: torch.Tensor, rows: int, cols: int, zero_rows: bool = False,
     if zero_cols and cols > c:
         padded[:, c:].zero_()
     return padded
+
+
+# Where a wrapper's arena comes from: None, a fresh torch.empty; codegen/cuda_graphs.py sets a
+# source around a capture so that the arena lives outside the graph's private pool.
+_arena_source: ContextVar = ContextVar("ember_arena_source", default=None)
+
+
+def new_arena(nbytes: int, device: torch.device) -> torch.Tensor:
+    """The memory plan's arena for one call of a wrapper (memory_plan.py): `nbytes` bytes."""
+    source = _arena_source.get()
+    if source is None:
+        return torch.empty((nbytes,), dtype=torch.uint8, device=device)
+    return source(nbytes, device)
+
+
+@contextlib.contextmanager
+def arenas_from(source: Callable[[int, torch.device], torch.Tensor]):
+    """Within the block, wrappers of this thread take their arenas from `source(nbytes, device)`."""
+    token = _arena_source.set(source)
+    try:
+        yield
+    finally:
+        _arena_source.reset(token)
 
 
 def inplace_or_empty(t: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:

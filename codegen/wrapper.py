@@ -429,7 +429,7 @@ class WrapperBuilder:
         for name, expr in self.sizes.definitions:
             head.append(f"    {name} = {expr}")
         if self._arena_views:
-            head.append(f"    arena = torch.empty(({self.memory.arena_bytes},), dtype=torch.uint8, device=DEVICE)"
+            head.append(f"    arena = new_arena({self.memory.arena_bytes}, DEVICE)"
                         f"  # {len(self.memory.slots)} buffers, placed by memory_plan.py")
             head += [f"    {name} = arena.view({dtype})" for dtype, name in sorted(self._arena_views.items())]
         outputs = ", ".join(self.names[v] for v in g.outputs)
@@ -457,7 +457,7 @@ def _header(g: Graph, interpret: bool, attention: bool) -> str:
     mode = "in Triton's interpreter" if interpret else "compiled by Triton"
     ir = "".join(f"#   {line}\n" for line in str(g).splitlines())
     imports = (f"from {runtime.__name__} import (extern_results, helpers_for, inplace_or_empty, libdevice_for, mm_aligned,\n"
-               f"    needs_int64, tma_ready, view_or_none)\n"
+               f"    needs_int64, new_arena, tma_ready, view_or_none)\n"
                f"from {launcher.__name__} import Launcher\n")
     if attention:
         imports += f"from {attention_template.__name__} import launch_attention\n"

@@ -127,13 +127,16 @@ def test_tables_and_json_with_numbers_and_with_not_measured(tmp_path):
 
 
 def test_memory_a_backend_keeps_between_calls_is_counted():
-    # ember's CUDA graphs: a replay allocates nothing; the pool and input buffers are its memory.
+    # ember's CUDA graphs: a replay allocates nothing; the arenas (outputs included), the pool and
+    # the input buffers are its memory.
     rec = {"mem_before_bytes": 1000 * MiB, "mem_peak_bytes": 1001 * MiB, "mem_call_bytes": 1 * MiB}
-    held = {"pool_reserved": 300 * MiB, "pool_allocated": 100 * MiB, "input_buffers": 2 * MiB}
+    held = {"pool_reserved": 300 * MiB, "pool_allocated": 100 * MiB, "input_buffers": 2 * MiB,
+            "arenas": 50 * MiB}
     got = memory.add_held(rec, held)
-    assert got["mem_call_bytes"] == 303 * MiB          # the whole pool, outputs included, + buffers
-    assert got["mem_peak_bytes"] == 1201 * MiB         # its idle part: the rest is in "before"
+    assert got["mem_call_bytes"] == 353 * MiB          # the whole pool, the arenas, the buffers
+    assert got["mem_peak_bytes"] == 1201 * MiB         # the pool's idle part: the rest is in "before"
     assert got["mem_held"] == held
+    assert memory.add_held(rec, dict(held, pool_reserved=0, pool_allocated=0))["mem_call_bytes"] == 53 * MiB
     assert memory.add_held(rec, dict.fromkeys(held, 0)) == rec
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ember.codegen.cuda_graphs import MAX_CAPTURES, MAX_INSTANCES, MAX_MOVES, CudaGraphRunner
+from ember.codegen import runtime
+from ember.codegen.cuda_graphs import MAX_CAPTURES, MAX_INSTANCES, MAX_MOVES, CaptureArenas, CudaGraphRunner
 
 
 class _FakeGraph:
@@ -33,8 +34,13 @@ class FakeRunner(CudaGraphRunner):
     def _record(self, static):
         if self.fail_capture:
             raise RuntimeError("operation not permitted when stream is capturing\nmore")
-        outputs = self.run(list(static))  # like a capture: these tensors are what replays write
-        return _FakeGraph(self.run, static, outputs), ("fake", self.captures), outputs
+        # As the real one: a warm-up call allocates the arenas, the capture is handed them.
+        arenas = CaptureArenas()
+        with runtime.arenas_from(arenas.allocate):
+            self.run(list(static))
+        with runtime.arenas_from(arenas.reuse):
+            outputs = self.run(list(static))  # like a capture: these tensors are what replays write
+        return _FakeGraph(self.run, static, outputs), ("fake", self.captures), outputs, arenas.kept
 
 
 def scale_add(xs):
@@ -248,3 +254,41 @@ def test_graphs_that_wait_on_the_host_are_refused():
     assert graph_capture_refusal(g, []).startswith("symbolic sizes")
     cpu = Builder("c").build([])
     assert graph_capture_refusal(cpu, []) == "device cpu"
+
+
+def arena_scale_add(xs):
+    """A wrapper whose output is a slot of its arena, as memory_plan.py places it."""
+    x, w = xs
+    arena = runtime.new_arena(x.numel() * 4, x.device).view(torch.float32)
+    return [torch.add(x * 2, w, out=arena[:x.numel()])]
+
+
+def test_the_captured_call_writes_the_warm_up_calls_arena():
+    w = torch.randn(8)
+    r = FakeRunner(arena_scale_add, "g")
+    r([torch.randn(8), w])
+    outs = []
+    for _ in range(3):
+        x = torch.randn(8)
+        outs.append(r([x, w])[0])
+        torch.testing.assert_close(outs[-1], expect(x, w))
+        del outs[-1]  # released: the one instance keeps replaying
+    (inst,) = r.instances
+    assert inst.arena_bytes == 32 and r.captures == 1
+    # The output a replay hands out lives in the arena the instance keeps.
+    out = r([torch.randn(8), w])[0]
+    assert out.untyped_storage().data_ptr() == inst.arenas[0].untyped_storage().data_ptr()
+    assert inst.outputs_alive()
+    del out
+    assert not inst.outputs_alive()
+
+
+def test_a_capture_asking_for_an_arena_its_warm_up_did_not_fails_cleanly():
+    arenas = CaptureArenas()
+    with runtime.arenas_from(arenas.allocate):
+        a = runtime.new_arena(64, torch.device("cpu"))
+    assert runtime.new_arena(64, torch.device("cpu")) is not a   # outside the block: fresh ones
+    with runtime.arenas_from(arenas.reuse):
+        assert runtime.new_arena(64, torch.device("cpu")) is a
+        with pytest.raises(RuntimeError, match="arena of 64 bytes that its warm-up call did not"):
+            runtime.new_arena(64, torch.device("cpu"))

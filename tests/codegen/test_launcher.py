@@ -81,3 +81,24 @@ def test_a_profiler_hook_sends_launches_the_ordinary_way():
     finally:
         chain.remove(seen.append)
     assert not launcher._launch_hooks_installed()
+
+
+def test_tma_scratch_is_one_buffer_per_stream_kept_when_outgrown(monkeypatch):
+    """Triton's scratch allocator (device-built TMA descriptors): each stream reuses one buffer,
+    so a CUDA graph capture allocates nothing in its pool; a buffer outgrown stays alive, as a
+    captured graph may still write to it. (CPU: the GPU and its allocation are stood in for.)"""
+    from ember.codegen import launcher
+    monkeypatch.setattr(launcher, "_scratch_buffers", {})
+    monkeypatch.setattr(launcher, "_outgrown", [])
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda n, dtype, device: empty(n, dtype=dtype))
+    a = launcher._scratch(4096, 128, 7)
+    assert a.numel() == launcher.SCRATCH_MIN_BYTES
+    assert launcher._scratch(8192, 128, 7) is a          # the same stream: the same buffer
+    other = launcher._scratch(4096, 128, 8)               # another stream: its own
+    assert other is not a
+    big = launcher._scratch(launcher.SCRATCH_MIN_BYTES * 2, 128, 7)
+    assert big is not a and big.numel() == launcher.SCRATCH_MIN_BYTES * 2
+    assert launcher._outgrown == [a]
+    assert launcher._scratch(16, 128, 7) is big
