@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import operator
+import threading
 import weakref
 from typing import Callable, Sequence
 
@@ -73,6 +74,21 @@ _live: "weakref.WeakSet[_Instance]" = weakref.WeakSet()  # captured instances, f
 
 def _use_count(storage: torch.UntypedStorage) -> int:
     return torch._C._storage_Use_Count(storage._cdata)
+
+
+_capture_streams = threading.local()
+
+
+def capture_stream() -> torch.cuda.Stream:
+    """The stream this thread captures graphs on, for the current GPU: one for every runner, not
+    one each. cuBLAS gets a workspace (32 MiB on an H100) for each stream it runs on, kept for the
+    process's life, and a captured graph records its address; per-runner streams cost GPT-2's
+    training step four of them. Per thread: two threads must never capture on one stream."""
+    streams = _capture_streams.__dict__.setdefault("by_device", {})
+    device = torch.cuda.current_device()
+    if device not in streams:
+        streams[device] = torch.cuda.Stream(device)
+    return streams[device]
 
 
 class CaptureArenas:
@@ -188,7 +204,6 @@ class CudaGraphRunner:
         self.disabled: str | None = None       # why graphs are off for this runner
         self._last: list[int] | None = None    # input pointers at the previous call
         self._moves: list[int] = []            # per input: calls at which its pointer changed
-        self._stream: torch.cuda.Stream | None = None
 
     def __call__(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.disabled:
@@ -234,9 +249,7 @@ class CudaGraphRunner:
         the arenas it writes them to)."""
         device = static[0].device if static else torch.device("cuda", torch.cuda.current_device())
         with torch.cuda.device(device):  # the inputs' GPU, whichever is current
-            if self._stream is None:
-                self._stream = torch.cuda.Stream()
-            stream = self._stream
+            stream = capture_stream()
             graph = torch.cuda.CUDAGraph()
             pool = torch.cuda.graph_pool_handle()
             caller = torch.cuda.current_stream()
@@ -302,16 +315,18 @@ def graph_capture_refusal(graph, externs: Sequence[dict]) -> str | None:
     return None
 
 
-def held_bytes() -> dict[str, int]:
+def held_bytes(instances: "Sequence[_Instance] | None" = None) -> dict[str, int]:
     """What live instances hold between calls, in bytes: `pool_reserved`, their pools' segments
     (allocated or not: a pool's idle memory serves no one else), `pool_allocated`, the part of
     those in use (outputs a library call allocated), `arenas`, the arenas (intermediates and
     outputs; ordinary allocations, outside the pools), and `input_buffers`, the buffers copied
-    inputs go to. For the benchmark's memory figures; takes a memory snapshot, so not for hot paths."""
+    inputs go to. `instances`: those to count (default: every live one). For the benchmark's
+    memory figures; takes a memory snapshot, so not for hot paths."""
+    instances = list(_live) if instances is None else list(instances)
     held = {"pool_reserved": 0, "pool_allocated": 0,
-            "input_buffers": sum(i.buffer_bytes for i in _live),
-            "arenas": sum(i.arena_bytes for i in _live)}
-    pools = {tuple(i.pool) for i in _live}
+            "input_buffers": sum(i.buffer_bytes for i in instances),
+            "arenas": sum(i.arena_bytes for i in instances)}
+    pools = {tuple(i.pool) for i in instances}
     if pools and torch.cuda.is_available():
         for seg in torch.cuda.memory_snapshot():
             if tuple(seg.get("segment_pool_id", ())) in pools:

@@ -66,7 +66,7 @@ _outgrown: list[torch.Tensor] = []
 _scratch_lock = threading.Lock()
 
 
-def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
+def scratch_allocator(size: int, alignment: int, stream) -> torch.Tensor:
     # torch.empty's memory is 512-byte aligned, more than Triton asks for.
     device = torch.cuda.current_device()
     key = (device, stream or 0)
@@ -78,14 +78,6 @@ def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
             buf = torch.empty(max(size, SCRATCH_MIN_BYTES), dtype=torch.int8, device=device)
             _scratch_buffers[key] = buf
     return buf
-
-
-def ensure_scratch_allocator() -> None:
-    """Give Triton an allocator for kernels that need global scratch memory (a TMA descriptor
-    built on the device: matmul_tma.py), torch's caching allocator, unless one is already set
-    (a user's). Triton keeps it in a ContextVar, so each thread that launches needs its own."""
-    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
-        triton.set_allocator(_scratch)
 
 
 class Launcher:
@@ -112,15 +104,25 @@ class Launcher:
             index = device.index if device.index is not None else torch.cuda.current_device()
             self._stream = functools.partial(torch._C._cuda_getCurrentRawStream, index)
         self._compiled: dict[tuple, tuple] = {}   # specialization key -> (run, function, metadata)
-        # Descriptors made on the device need Triton's scratch allocator at every launch.
+        # Descriptors made on the device need scratch memory at every launch (scratch_allocator).
         self.scratch = self.fast and "tl.make_tensor_descriptor" in getattr(fn, "src", "")
 
     def __call__(self, programs: int, *args, INDEX_64: bool = False) -> None:
         if precompile.active() and self.fast:  # compile on the pool, launch nothing (precompile.py)
             precompile.submit(self.fn, programs, args, {**self.blocks, "INDEX_64": INDEX_64}, self.options)
             return
-        if self.scratch:
-            ensure_scratch_allocator()
+        if not self.scratch:
+            return self._launch(programs, args, INDEX_64)
+        # Triton asks the allocator in its ContextVar at each launch. Ours, for this launch only:
+        # another one may be set (TorchInductor sets its own, torch.empty per launch, at every
+        # launch of its kernels; a user may set one), and it is theirs again after.
+        token = _allocation._allocator.set(scratch_allocator)
+        try:
+            self._launch(programs, args, INDEX_64)
+        finally:
+            _allocation._allocator.reset(token)
+
+    def _launch(self, programs: int, args: tuple, INDEX_64: bool) -> None:
         key = None
         if self.fast and not _launch_hooks_installed():
             try:

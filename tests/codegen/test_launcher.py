@@ -93,12 +93,41 @@ def test_tma_scratch_is_one_buffer_per_stream_kept_when_outgrown(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     empty = torch.empty
     monkeypatch.setattr(torch, "empty", lambda n, dtype, device: empty(n, dtype=dtype))
-    a = launcher._scratch(4096, 128, 7)
+    a = launcher.scratch_allocator(4096, 128, 7)
     assert a.numel() == launcher.SCRATCH_MIN_BYTES
-    assert launcher._scratch(8192, 128, 7) is a          # the same stream: the same buffer
-    other = launcher._scratch(4096, 128, 8)               # another stream: its own
+    assert launcher.scratch_allocator(8192, 128, 7) is a          # the same stream: the same buffer
+    other = launcher.scratch_allocator(4096, 128, 8)               # another stream: its own
     assert other is not a
-    big = launcher._scratch(launcher.SCRATCH_MIN_BYTES * 2, 128, 7)
+    big = launcher.scratch_allocator(launcher.SCRATCH_MIN_BYTES * 2, 128, 7)
     assert big is not a and big.numel() == launcher.SCRATCH_MIN_BYTES * 2
     assert launcher._outgrown == [a]
-    assert launcher._scratch(16, 128, 7) is big
+    assert launcher.scratch_allocator(16, 128, 7) is big
+
+
+def test_a_descriptor_kernel_launches_with_embers_scratch_allocator_only_then():
+    """TorchInductor sets its own allocator (torch.empty per launch) at each of its launches, a
+    user may set one: ember's TMA launches use its per-stream buffer all the same, and leave the
+    other one in place."""
+    from triton.runtime import _allocation
+
+    from ember.codegen import launcher
+    seen = []
+
+    class Kernel:
+        src = "tl.make_tensor_descriptor(...)"
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: seen.append(_allocation._allocator.get())
+
+    def theirs(size, alignment, stream):
+        raise AssertionError("not for ember's launches")
+
+    launch = Launcher(Kernel(), torch.device("cpu"), num_warps=4, XBLOCK=16)
+    launch.scratch = True  # as a compiled TMA kernel's launcher on a GPU
+    token = _allocation._allocator.set(theirs)
+    try:
+        launch(1, torch.zeros(4))
+        assert seen == [launcher.scratch_allocator]
+        assert _allocation._allocator.get() is theirs
+    finally:
+        _allocation._allocator.reset(token)

@@ -128,7 +128,7 @@ def test_held_bytes_counts_the_arena_outside_the_pool(runners):
         out = f(x)
         torch.testing.assert_close(out, (x.exp() + 1).softmax(-1))
     assert runners and all(r.instances for r in runners)
-    held = cuda_graphs.held_bytes()
+    held = cuda_graphs.held_bytes([i for r in runners for i in r.instances])
     # The output is a slot of the arena, allocated before capture: Triton kernels alone put
     # nothing in the graph's pool.
     assert held["arenas"] >= out.numel() * out.element_size()
@@ -158,5 +158,5 @@ func @f(%x: bf16[256,512], %w: bf16[384,512]) -> (bf16[256,384]) [device="cuda"]
         torch.testing.assert_close(compiled([x, w])[0], torch.tanh(x @ w.T), **BF16)
     assert runners and all(r.instances for r in runners)
     assert "tl.make_tensor_descriptor" in open(compiled.module_path).read()
-    held = cuda_graphs.held_bytes()
+    held = cuda_graphs.held_bytes([i for r in runners for i in r.instances])
     assert held["pool_reserved"] == 0, held
