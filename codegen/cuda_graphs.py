@@ -9,9 +9,11 @@ wrapper launches, with its pointers, once, and replays them all with one call.
 What a replay needs, and how `CudaGraphRunner` provides it:
 
 * Fixed input addresses. The first call runs the wrapper as usual and notes each input's data
-  pointer. On the second, an input at the same address (a parameter, a buffer, a saved activation
-  that another graph wrote) is read in place; every other input gets a buffer of its own that the
-  call's input is copied into before each replay. When a read-in-place input later moves, the
+  pointer. From the second on, it captures: an input at the same address (a parameter, a buffer,
+  a saved activation that another graph wrote) is read in place; every other input gets a buffer
+  of its own that the call's input is copied into before each replay. A call at which an input
+  moved for the first time runs the wrapper instead: a capture waits a call to see whether it
+  settles (a backward's inputs move once, when its forward's capture moves them). When a read-in-place input later moves, the
   graph is recaptured; an input that was copied but has stopped moving becomes read in place at
   the next capture. An input that is one of this runner's own outputs is always copied, so a
   replay never reads memory it writes.
@@ -228,6 +230,13 @@ class CudaGraphRunner:
             self.instances.remove(inst)
             inst.release()
             break
+        if any(p != q and self._moves[i] == 1 for i, (p, q) in enumerate(zip(pointers, last))):
+            # An input moved for the first time. One that another graph's capture moved (a
+            # forward's library outputs, now in that graph's pool) stays put from the next call;
+            # one the caller makes fresh at each call keeps moving. Capturing now would copy the
+            # first kind, and an instance whose outputs the caller keeps for good (gradients
+            # accumulated in place) would keep those copies for good: run once more and see.
+            return self.run(inputs)
         if len(self.instances) >= MAX_INSTANCES:
             return self.run(inputs)  # every instance's outputs are still held by the caller
         if self.captures >= MAX_CAPTURES:

@@ -125,7 +125,9 @@ def test_an_input_read_in_place_that_moves_is_recaptured():
     assert r.instances[0].in_place == [True, True]
     w2 = torch.randn(8)  # a new parameter tensor: the captured graph would read the old one
     torch.testing.assert_close(r([x, w2])[0], expect(x, w2))
-    assert r.captures == 2 and r.instances[0].in_place == [True, False]
+    assert r.captures == 1 and not r.instances   # released; its first move: one call without
+    torch.testing.assert_close(r([x, w2])[0], expect(x, w2))
+    assert r.captures == 2 and r.instances[0].in_place == [True, True]
 
 
 def test_an_input_that_moved_once_then_settles_is_read_in_place():
@@ -134,11 +136,11 @@ def test_an_input_that_moved_once_then_settles_is_read_in_place():
     a, b = torch.randn(8), torch.randn(8)
     r = FakeRunner(scale_add, "g")
     r([a, w])
-    r([b, w])                      # b moved: copied at the first capture
-    assert r.instances[0].in_place == [False, True]
+    r([b, w])                      # b moved for the first time: no capture yet
+    assert r.captures == 0
     b.copy_(torch.randn(8))
-    torch.testing.assert_close(r([b, w])[0], expect(b, w))  # b stayed put: recaptured in place
-    assert r.captures == 2 and r.instances[0].in_place == [True, True]
+    torch.testing.assert_close(r([b, w])[0], expect(b, w))  # b stayed put: captured in place
+    assert r.captures == 1 and r.instances[0].in_place == [True, True]
     # It keeps moving: past MAX_MOVES moves it is copied for good.
     for c in [torch.randn(8) for _ in range(MAX_MOVES + 1)]:
         torch.testing.assert_close(r([c, w])[0], expect(c, w))
@@ -175,7 +177,9 @@ def test_a_failed_capture_runs_the_wrapper_and_says_why(caplog):
     r([torch.randn(8), w])
     with caplog.at_level("INFO", logger="ember.codegen.cuda_graphs"):
         x = torch.randn(8)
-        torch.testing.assert_close(r([x, w])[0], expect(x, w))
+        torch.testing.assert_close(r([x, w])[0], expect(x, w))   # x moved: no capture yet
+        assert r.disabled is None and r.captures == 0
+        torch.testing.assert_close(r([x, w])[0], expect(x, w))   # the capture fails
     assert r.disabled.startswith("capture failed: RuntimeError: operation not permitted")
     assert "graph7_fw runs without CUDA graphs" in caplog.text
     x = torch.randn(8)
@@ -292,3 +296,20 @@ def test_a_capture_asking_for_an_arena_its_warm_up_did_not_fails_cleanly():
         assert runtime.new_arena(64, torch.device("cpu")) is a
         with pytest.raises(RuntimeError, match="arena of 64 bytes that its warm-up call did not"):
             runtime.new_arena(64, torch.device("cpu"))
+
+
+def test_a_capture_waits_for_an_input_that_moved_once_to_settle():
+    """A backward graph's inputs that its forward's capture moved (library outputs in the
+    forward's pool) are read in place, never copied into buffers that an instance whose outputs
+    the caller keeps for good (accumulated gradients) would then keep for good too."""
+    w = torch.randn(8)
+    saved = torch.randn(8)
+    r = FakeRunner(scale_add, "graph0_bw")
+    r([saved, w])
+    moved = saved.clone()                       # the forward replays: its output moved once
+    # The caller keeps every result: one plain call, then a capture per held result.
+    grads = [r([moved, w])[0] for _ in range(3)]
+    assert r.captures == 2 and all(i.in_place == [True, True] for i in r.instances)
+    for g in grads:
+        torch.testing.assert_close(g, expect(moved, w))
+    assert sum(i.buffer_bytes for i in r.instances) == 0
