@@ -102,17 +102,22 @@ def search_space(head_dim: int, itemsize: int, m: int | None, n: int | None) -> 
     """H100 configs for one op: blocks clipped to the sequence lengths (None: symbolic, not
     clipped), pruned where the tiles do not fit. Never empty: the smallest config always fits.
     64x128 tiles, and two-stage pipelines where three stages fit, are left out: they never won a
-    race on the H100, and each candidate costs a compile and a timing in every cold compile."""
+    race on the H100, and each candidate costs a compile and a timing in every cold compile.
+    So are (at ee23ef3) 128x64 and 128x128 with 4 warps, 128x32 and 64x64 with 8, and 64x32 with
+    8 up to D=128 (where the heuristic does not want it): none came within 2% of the best in
+    the model suite's attention races on the H100."""
     block_d = max(16, next_power_of_2(head_dim))
     out: list[AttentionConfig] = []
-    for bm, bn in ((128, 64), (128, 128), (128, 32), (64, 64), (64, 32)):
-        for warps in (4, 8):
-            fitting = [cfg for cfg in (AttentionConfig(_clip(bm, m), _clip(bn, n), warps, stages)
-                                       for stages in (3, 4)) if _fits(cfg, block_d, itemsize)]
-            if not fitting:  # a big tile or head: two stages may still fit
-                two = AttentionConfig(_clip(bm, m), _clip(bn, n), warps, 2)
-                fitting = [two] if _fits(two, block_d, itemsize) else []
-            out += [cfg for cfg in fitting if cfg not in out]
+    tiles = [(128, 64, 8), (128, 128, 8), (128, 32, 4), (64, 64, 4), (64, 32, 4)]
+    if head_dim > 128:
+        tiles.append((64, 32, 8))
+    for bm, bn, warps in tiles:
+        fitting = [cfg for cfg in (AttentionConfig(_clip(bm, m), _clip(bn, n), warps, stages)
+                                   for stages in (3, 4)) if _fits(cfg, block_d, itemsize)]
+        if not fitting:  # a big tile or head: two stages may still fit
+            two = AttentionConfig(_clip(bm, m), _clip(bn, n), warps, 2)
+            fitting = [two] if _fits(two, block_d, itemsize) else []
+        out += [cfg for cfg in fitting if cfg not in out]
     if not out:
         out.append(AttentionConfig(_clip(16, m), _clip(16, n), 4, 1))
     return out
@@ -120,10 +125,10 @@ def search_space(head_dim: int, itemsize: int, m: int | None, n: int | None) -> 
 
 def heuristic_config(configs: list[AttentionConfig], head_dim: int) -> AttentionConfig:
     """The untimed default (CPU interpreter, autotune off, symbolic sizes): the usual Hopper
-    picks by head dim, 128x64 tiles with 4 warps up to D=64, 8 warps up to 128, 64x32 with 8 warps beyond;
+    picks by head dim, 64x64 tiles with 4 warps up to D=64, 128x64 with 8 warps up to 128, 64x32 with 8 warps beyond;
     the first config of the space with the largest tiles not above those, else the first one."""
     if head_dim <= 64:
-        want = AttentionConfig(128, 64, 4, 3)
+        want = AttentionConfig(64, 64, 4, 3)  # won the H100's D=64 races (BERT, GPT-2 at 512)
     elif head_dim <= 128:
         want = AttentionConfig(128, 64, 8, 3)
     else:
