@@ -125,8 +125,9 @@ def search_space(head_dim: int, itemsize: int, m: int | None, n: int | None) -> 
 
 def heuristic_config(configs: list[AttentionConfig], head_dim: int) -> AttentionConfig:
     """The untimed default (CPU interpreter, autotune off, symbolic sizes): the usual Hopper
-    picks by head dim, 64x64 tiles with 4 warps up to D=64, 128x64 with 8 warps up to 128, 64x32 with 8 warps beyond;
-    the first config of the space with the largest tiles not above those, else the first one."""
+    picks by head dim: 64x64 tiles with 4 warps up to D=64, 128x64 with 8 warps up to 128, 64x32
+    with 8 warps beyond; the first config of the space with the largest tiles not above those,
+    else the first one."""
     if head_dim <= 64:
         want = AttentionConfig(64, 64, 4, 3)  # won the H100's D=64 races (BERT, GPT-2 at 512)
     elif head_dim <= 128:

@@ -13,16 +13,17 @@ What a replay needs, and how `CudaGraphRunner` provides it:
   a saved activation that another graph wrote) is read in place; every other input gets a buffer
   of its own that the call's input is copied into before each replay. A call at which an input
   moved for the first time runs the wrapper instead: a capture waits a call to see whether it
-  settles (a backward's inputs move once, when its forward's capture moves them). When a read-in-place input later moves, the
-  graph is recaptured; an input that was copied but has stopped moving becomes read in place at
-  the next capture. An input that is one of this runner's own outputs is always copied, so a
-  replay never reads memory it writes.
+  settles (a backward's inputs move once, when its forward's capture moves them). When a
+  read-in-place input later moves, the graph is recaptured; an input that was copied but has
+  stopped moving becomes read in place at the next capture. An input that is one of this
+  runner's own outputs is always copied, so a replay never reads memory it writes.
 * Fixed output addresses. Outputs live in the wrapper's arena (memory_plan.py), which the
   warm-up call before the capture allocates and the capture reuses (`CaptureArenas`), or, where a
-  library call allocates them, in the graph's private memory pool; the next replay overwrites them. Each replay hands out new tensors on that storage, and counts references to it:
-  while the caller still holds an output of one captured instance (the previous step's logits, a
+  library call allocates them, in the graph's private memory pool; the next replay overwrites
+  them. Each replay hands out new tensors on that storage, and counts references to it: while
+  the caller still holds an output of one captured instance (the previous step's logits, a
   forward's activations saved for the backward), that instance is not replayed; a second
-  instance (its own pool) is captured instead, and past MAX_INSTANCES the wrapper runs as usual.
+  instance (its own arena and pool) is captured instead, and past MAX_INSTANCES the wrapper runs as usual.
   So no result a caller can still read is ever overwritten. Small outputs the caller sees (a
   loss) are handed out as copies, so holding one pins nothing; an output that is an input, or a
   view of one, is handed out as that view of the caller's input.
@@ -111,7 +112,8 @@ class CaptureArenas:
 
     def reuse(self, nbytes: int, device: torch.device) -> torch.Tensor:
         if self._handed >= len(self.kept) or self.kept[self._handed].numel() != nbytes:
-            raise RuntimeError(f"the capture asked for an arena of {nbytes} bytes that its warm-up call did not")
+            raise RuntimeError(f"the capture asked for an arena of {nbytes} bytes "
+                               "that its warm-up call did not")
         self._handed += 1
         return self.kept[self._handed - 1]
 

@@ -94,9 +94,9 @@ def _cfg(m: int, n: int, k: int, warps: int, stages: int) -> MatmulConfig:
 # H100 (228 KiB shared memory per SM, 4 warp schedulers): 16-bit tiles up to 128x256 with 64-deep
 # K steps fit 3 stages; the smaller ones are for thin products (decode batches, small N).
 # 128x128x64 and 128x128x32 with 4 warps and 64x256x64 were left out at ee23ef3: over the 37
-# matmul races of the model suite on the H100 none came within 2% of the race's best (each had
-# won a race by less than that in an earlier run), and every candidate costs a compile and a
-# timing in each cold compile (docs/benchmarks.md).
+# matmul races of the model suite on the H100 none came within 2% of the race's best (though
+# each had won a race in the run before: where they won, the next best was close), and every
+# candidate costs a compile and a timing in each cold compile (docs/benchmarks.md).
 SEARCH_16BIT = [
     _cfg(128, 256, 64, 8, 3), _cfg(256, 128, 64, 8, 3), _cfg(128, 128, 64, 8, 4),
     _cfg(128, 64, 64, 4, 4), _cfg(64, 128, 64, 4, 4), _cfg(64, 64, 64, 4, 3),
