@@ -67,11 +67,11 @@ def peak_memory(fn: Callable, device: str, held: Callable[[], dict] | None = Non
 
 def add_held(rec: dict, held: dict) -> dict:
     """rec with memory kept between calls counted in (see peak_memory), and kept as `mem_held`."""
-    arenas = held.get("arenas", 0)
-    if not (held["pool_reserved"] or held["input_buffers"] or arenas):
+    kept = held["pool_reserved"] + held["input_buffers"] + held["arenas"]
+    if not kept:
         return rec
     return dict(rec, mem_held=held,
-                mem_call_bytes=rec["mem_call_bytes"] + held["pool_reserved"] + held["input_buffers"] + arenas,
+                mem_call_bytes=rec["mem_call_bytes"] + kept,
                 mem_peak_bytes=rec["mem_peak_bytes"] + held["pool_reserved"] - held["pool_allocated"])
 
 
