@@ -57,6 +57,11 @@ class Options:
     # Seconds of timing one compiled graph may spend beyond the library and default candidates,
     # which are always timed (so the choice is never slower than either); None: no limit.
     autotune_budget_s: float | None = 60.0
+    # Screen each race: the template's default config is timed against the library first, and its
+    # other configs are compiled and timed only if it runs within this factor of the library's
+    # time (1.25: at most 25% slower; autotune/tuner.py's screened_out says why that loses
+    # little). None: every config of every race is compiled and timed.
+    autotune_screen: float | None = 1.25
     # Let the library (cuBLAS) race ember's matmul template; False: the template alone (what the
     # benchmark measures as "template only"). Products the template cannot compute still call it.
     matmul_library: bool = True
@@ -84,6 +89,7 @@ class Options:
         "strict_lowering": (bool, "True or False"),
         "autotune": (bool, "True or False"),
         "autotune_budget_s": ((int, float, type(None)), "a number of seconds >= 0 or None"),
+        "autotune_screen": ((int, float, type(None)), "a factor >= 1 or None"),
         "matmul_library": (bool, "True or False"),
         "attention_library": (bool, "True or False"),
         "cuda_graphs": (bool, "True or False"),
@@ -106,6 +112,9 @@ class Options:
         if budget is not None and (isinstance(budget, bool) or budget < 0):
             raise OptionsError(f"ember option 'autotune_budget_s' must be a number of seconds >= 0 "
                                f"or None, got {budget!r}")
+        screen = given.get("autotune_screen")
+        if screen is not None and (isinstance(screen, bool) or not screen >= 1):
+            raise OptionsError(f"ember option 'autotune_screen' must be a factor >= 1 or None, got {screen!r}")
         workers = given.get("compile_workers")
         if workers is not None and (isinstance(workers, bool) or workers < 0):
             raise OptionsError(f"ember option 'compile_workers' must be a number of processes >= 0 "

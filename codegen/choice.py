@@ -16,9 +16,12 @@ How the choice is made (autotune.tune does the work):
     pipeline fingerprint): the stored decision, nothing is timed or even allocated;
   * CPU interpreter, `autotune=False`, or a symbolic size (no concrete operands to time on): the
     `heuristic` (default: the first implementation listed), not stored;
-  * otherwise every implementation is timed with do_bench on random operands, library ones
-    first and always, the rest within what is left of the compile's `autotune_budget_s`, and the
-    fastest is stored.
+  * otherwise the implementations are timed with do_bench on random operands, library ones
+    first and always, and the fastest is stored. With the `autotune_screen` option the template's
+    first config (its heuristic one) is timed with the library first, and the other configs are
+    compiled and timed only when it comes within that factor of the library's time
+    (tuner.screened_out); those are timed within what is left of the compile's
+    `autotune_budget_s`.
 Every decision is kept in `Chooser.decisions` for the dump's report.json (`autotune` section).
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ import sympy
 import torch
 
 from ..autotune import STATS, Candidate, TuningCache, TuningKey, TuningStats, cached_choice, tune
+from ..autotune.tuner import default_timer, screened_out, screening_group, time_candidate
 from ..ir.dtypes import to_torch
 from ..ir.types import TensorType
 from .code_cache import content_hash
@@ -69,7 +73,7 @@ class Chooser:
                  budget_s: float | None = None, pipeline: "str | Callable[[], str]" = "",
                  stats: TuningStats | None = None, timer: Any = None, matmul_library: bool = True,
                  attention_library: bool = True, precompile: bool = False,
-                 compile_workers: int | None = 0):
+                 compile_workers: int | None = 0, screen: float | None = None):
         self.device = device
         self.cache_dir = cache_dir              # also where timing runs put their modules
         self.interpret = not device.startswith("cuda")
@@ -85,6 +89,7 @@ class Chooser:
         self.attention_library = attention_library  # False: SDPA left out of attention's race
         self.precompile = precompile            # compile a race's candidates together before timing
         self.compile_workers = compile_workers  # processes for those compiles (compile_workers.py)
+        self.screen = screen                    # see tuner.screened_out; None: time every config
         # A timing run's graph inputs by name -> their dim order in memory (a transposed weight):
         # what the matmul emitter builds its TMA kernel's layouts from (matmul_emit.py).
         self.input_layouts: dict[str, tuple[int, ...]] = {}
@@ -92,6 +97,7 @@ class Chooser:
         self.collecting = False
         self.collected: list[tuple[TuningKey, list[Candidate]]] = []
         self.compiled: set[TuningKey] = set()   # races whose candidates compile_races compiled
+        self.measured: dict[TuningKey, dict[str, float]] = {}  # times compile_races took first
         self.collected_hits = 0
 
     @property
@@ -115,7 +121,8 @@ class Chooser:
         return cls(device, cache_dir=options.cache_dir, autotune=options.autotune,
                    budget_s=options.autotune_budget_s, pipeline=fingerprint,
                    matmul_library=options.matmul_library, attention_library=options.attention_library,
-                   precompile=options.precompile, compile_workers=options.compile_workers)
+                   precompile=options.precompile, compile_workers=options.compile_workers,
+                   screen=options.autotune_screen)
 
     def _remaining(self) -> float | None:
         if self.budget_s is None:
@@ -160,7 +167,8 @@ class Chooser:
         candidates = [Candidate(i.name, dict(i.config), run=runner_for(i), is_library=i.is_library)
                       for i in impls]
         by_name = {i.name: i for i in impls}
-        kwargs: dict[str, Any] = {"cache": self.cache, "budget_s": self._remaining(),
+        kwargs: dict[str, Any] = {"cache": self.cache, "budget_s": self._remaining(), "screen": self.screen,
+                                  "measured": self.measured.pop(key, None),
                                   "heuristic": lambda cs: next(c for c in cs if c.name == pick.name)}
         if self.stats is not None:
             kwargs["stats"] = self.stats
@@ -203,17 +211,42 @@ def end_collecting(chooser: "Chooser") -> bool:
 
 
 def compile_races(chooser: "Chooser") -> int:
-    """Compile, in one batch, every candidate of the races a collecting pass noted (see
-    compile_graph): all of a graph's races compile together instead of one race at a time, so
-    the pool is never waiting on the slowest candidate of a small race. Returns how many."""
-    batch = [c for _, race in chooser.collected for c in race]
-    chooser.compiled.update(key for key, _ in chooser.collected)
+    """Compile the candidates of the races a collecting pass noted (see compile_graph) in batches
+    across the whole graph, so the pool is never waiting on the slowest candidate of a small race.
+    Without a screen: one batch of every candidate. With one: first each race's screening group
+    (library and default config), which are then timed (`chooser.measured`, so tune() does not
+    time them again), then one batch of the other configs of the races the screen kept. Returns
+    how many candidates were compiled."""
+    races = chooser.collected
+    chooser.compiled.update(key for key, _ in races)
     chooser.collected = []
-    if batch:
-        from . import compile_workers
-        compile_workers.start(chooser.compile_workers)  # a cold compile: worth the processes
+    if not races:
+        return 0
+    from . import compile_workers
+    compile_workers.start(chooser.compile_workers)  # a cold compile: worth the processes
+    if chooser.screen is None:
+        batch = [c for _, race in races for c in race]
         _compile_all(batch)
-    return len(batch)
+        return len(batch)
+    groups = [(key, race, screening_group(race)) for key, race in races]
+    first = [c for _, _, group in groups for c in group]
+    _compile_all(first)
+    rest: list[Candidate] = []
+    stats = chooser.stats if chooser.stats is not None else STATS
+    for key, race, group in groups:
+        timer = chooser.timer if chooser.timer is not None else default_timer(key)
+        timings: dict[str, float] = {}
+        for cand in group if timer is not None else ():
+            try:
+                timings[cand.name] = time_candidate(timer, cand)
+                stats.benchmarks += 1
+            except Exception:  # noqa: BLE001 - tune() times it again and records the failure
+                pass
+        chooser.measured[key] = timings
+        if not screened_out(timings, race, chooser.screen):
+            rest += [c for c in race if c not in group]
+    _compile_all(rest)
+    return len(first) + len(rest)
 
 
 def _compile_all(candidates: Sequence[Candidate]) -> None:

@@ -79,6 +79,7 @@ class WrapperBuilder:
         self.body: list[str] = []
         self.kernels: dict[str, str] = {}
         self._kernel_names: dict[str, str] = {}   # kernel source (unnamed) -> name, to share kernels
+        self._op_index = 0                        # the op being emitted: kernels are numbered by it
         self.externs: list[dict] = []
         self.num_kernels = 0
         self.strides: dict[Value, layouts.Strides] = {}   # layouts known at compile time (layouts.py)
@@ -197,7 +198,11 @@ class WrapperBuilder:
     def kernel_name(self, kernel: Kernel, op_name: str) -> str:
         name = self._kernel_names.get(kernel.source)
         if name is None:
-            name = self.namer.claim(f"k{len(self._kernel_names)}_{op_name}")
+            # Numbered by the op that first launches it, not by how many kernels came before:
+            # a kernel's name (part of Triton's cache key) then does not depend on what the
+            # matmuls before it chose, so the kernels precompile.py compiles while their races
+            # are still running keep their names in the module that follows the races.
+            name = self.namer.claim(f"k{self._op_index}_{op_name}")
             self._kernel_names[kernel.source] = name
             self.kernels[name] = kernel.named(name)
         return name
@@ -406,6 +411,7 @@ class WrapperBuilder:
                                   self.elementwise)
         dead_after = dead_after_ops(g, self.body_of, self.memory)
         for i, op in enumerate(g.ops):
+            self._op_index = i
             self.emit(op)
             # Names are looked up after emitting: a region run op by op names its body's values
             # only then (and a region run as one kernel never names them).

@@ -147,3 +147,38 @@ def test_hand_edited_decision_is_a_miss_not_a_crash(tmp_path, make_key):
     timer = FakeTimer(TIMES)
     assert tune(make_key(), cands("b16", "cublas"), cache=cache, timer=timer).source == "benchmark"
     assert cache.get(make_key())["name"] == "cublas"
+
+
+def test_screen_leaves_out_the_rest_when_the_default_config_is_far_behind(tmp_path, make_key):
+    """cands("b16", ...): b16, the first non-library candidate, is the template's default config."""
+    cache, stats, prepared = TuningCache(tmp_path), TuningStats(), []
+    slow_default = {"cublas": 1.0, "b16": 1.3, "b32": 0.5, "b64": 0.9}
+    timer = FakeTimer(slow_default)
+    choice = tune(make_key(), cands("cublas", "b16", "b32", "b64"), cache=cache, timer=timer,
+                  stats=stats, screen=1.25, prepare=lambda cs: prepared.append([c.name for c in cs]),
+                  progress=lambda line: None)
+    # b16 is 1.3x the library: b32 would have won, but the screen trusts the default's verdict.
+    assert timer.calls == ["cublas", "b16"] and choice.name == "cublas"
+    assert prepared == [["cublas", "b16"]]          # the others are not even compiled
+    stored = cache.get(make_key())
+    assert stored["screened"] == ["b32", "b64"] and stored["skipped"] == []
+    assert (stats.screened, stats.benchmarks) == (2, 2)
+    # Within the factor: the rest compile in a second batch and are timed.
+    close = {**slow_default, "b16": 1.2}
+    timer, prepared = FakeTimer(close), []
+    choice = tune(make_key(), cands("cublas", "b16", "b32", "b64"), timer=timer, screen=1.25,
+                  prepare=lambda cs: prepared.append([c.name for c in cs]))
+    assert choice.name == "b32" and sorted(timer.calls) == sorted(close)
+    assert prepared == [["cublas", "b16"], ["b32", "b64"]]
+    # No library in the race (the template-only benchmark): nothing to screen against.
+    timer = FakeTimer(slow_default)
+    assert tune(make_key(), cands("b16", "b32", "b64", library=()), timer=timer, screen=1.0).name == "b32"
+    assert len(timer.calls) == 3
+
+
+def test_measured_times_are_used_not_taken_again(make_key):
+    timer, stats = FakeTimer(TIMES), TuningStats()
+    choice = tune(make_key(), cands("cublas", "b16", "b32"), timer=timer, stats=stats, screen=1.25,
+                  measured={"cublas": 1.0, "b16": 1.1})
+    assert timer.calls == ["b32"] and choice.name == "b32" and stats.benchmarks == 1
+    assert choice.timings_ms == {"cublas": 1.0, "b16": 1.1, "b32": 0.7}

@@ -128,3 +128,47 @@ def test_races_compile_in_one_batch_before_any_is_timed(monkeypatch, tmp_path):
     assert events == [] and stats.hits == 4 and stats.misses == 2
     assert [d["source"] for d in warm.decisions] == ["cache", "cache", "cache"]
     assert again.source == gen.source
+
+
+def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
+    """With a screen, the first batch holds each race's library and default config; they are
+    timed; the second batch holds only the other configs of the races the screen kept; the
+    second pass times those and not the first ones again."""
+    from ember.codegen import compiled_graph
+    monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
+    monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
+    events = []
+    monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors:
+                        lambda: (tuple(tensors[1].shape), impl.name))
+    monkeypatch.setattr(choice, "_compile_all", lambda cands: events.append(("batch", [c.name for c in cands])))
+    defaults = {}
+
+    def timer(run):
+        shape, name = run()
+        events.append(("timed", shape, name))
+        defaults.setdefault(shape, name if name != "library" else None)
+        if name == "library":
+            return 1.0
+        # Race (384, 128): its default config is 2x the library. Race (512, 384): 1.1x.
+        first_template = [e[2] for e in events if e[0] == "timed" and e[1] == shape and e[2] != "library"][0]
+        if name == first_template:
+            return 2.0 if shape == (384, 128) else 1.1
+        return 0.9
+
+    stats = TuningStats()
+    cold = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, stats=stats, precompile=True, screen=1.25)
+    compiled_graph._generate(parse(TWO_RACES), cold, False)
+    batches = [e[1] for e in events if e[0] == "batch"]
+    assert len(batches) == 2
+    assert batches[0].count("library") == 2 and len(batches[0]) == 4    # library + default, per race
+    assert events[:1] == [("batch", batches[0])]
+    timed = [e[1:] for e in events if e[0] == "timed"]
+    kept = [n for s, n in timed if s == (512, 384)]
+    screened = [n for s, n in timed if s == (384, 128)]
+    assert screened == ["library", screened[1]]                          # only the first two, once
+    assert len(kept) == len(set(kept)) == 1 + 1 + len(batches[1])         # each timed exactly once
+    assert "library" not in batches[1]                                   # nothing compiled twice
+    # Decisions in op order: %0 (the kept race) takes a 0.9-ms config, %1 the library, %2 a hit.
+    assert [d["source"] for d in cold.decisions] == ["benchmark", "benchmark", "cache"]
+    assert cold.decisions[0]["choice"] != "library" and cold.decisions[1]["choice"] == "library"
+    assert stats.screened > 0 and stats.benchmarks == len(timed) and not cold.measured

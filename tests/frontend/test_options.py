@@ -55,6 +55,16 @@ def test_autotune_budget_is_checked():
             Options.from_dict({"autotune_budget_s": bad})
 
 
+def test_autotune_screen_is_checked():
+    from ember.options import Options, OptionsError
+    assert Options().autotune_screen == 1.25
+    assert Options.from_dict({"autotune_screen": None}).autotune_screen is None
+    assert Options.from_dict({"autotune_screen": 1}).autotune_screen == 1
+    for bad in (0.9, -1, True, "1.25", float("nan")):
+        with pytest.raises(OptionsError, match="autotune_screen"):
+            Options.from_dict({"autotune_screen": bad})
+
+
 def test_matmul_library_is_a_bool():
     from ember.options import Options, OptionsError
     assert Options().matmul_library is True
