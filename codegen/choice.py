@@ -26,6 +26,7 @@ Every decision is kept in `Chooser.decisions` for the dump's report.json (`autot
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -38,6 +39,8 @@ from ..autotune.tuner import default_timer, screened_out, screening_group, time_
 from ..ir.dtypes import to_torch
 from ..ir.types import TensorType
 from .code_cache import content_hash
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -210,13 +213,14 @@ def end_collecting(chooser: "Chooser") -> bool:
     return final
 
 
-def compile_races(chooser: "Chooser") -> int:
+def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None) -> int:
     """Compile the candidates of the races a collecting pass noted (see compile_graph) in batches
     across the whole graph, so the pool is never waiting on the slowest candidate of a small race.
     Without a screen: one batch of every candidate. With one: first each race's screening group
     (library and default config), which are then timed (`chooser.measured`, so tune() does not
-    time them again), then one batch of the other configs of the races the screen kept. Returns
-    how many candidates were compiled."""
+    time them again), then one batch of the other configs of the races the screen kept.
+    `alongside` runs inside the first batch, after the candidates are submitted (compiled_graph's
+    dry run of the module written before the races). Returns how many candidates were compiled."""
     races = chooser.collected
     chooser.compiled.update(key for key, _ in races)
     chooser.collected = []
@@ -226,11 +230,11 @@ def compile_races(chooser: "Chooser") -> int:
     compile_workers.start(chooser.compile_workers)  # a cold compile: worth the processes
     if chooser.screen is None:
         batch = [c for _, race in races for c in race]
-        _compile_all(batch)
+        _compile_all(batch, alongside)
         return len(batch)
     groups = [(key, race, screening_group(race)) for key, race in races]
     first = [c for _, _, group in groups for c in group]
-    _compile_all(first)
+    _compile_all(first, alongside)
     rest: list[Candidate] = []
     stats = chooser.stats if chooser.stats is not None else STATS
     for key, race, group in groups:
@@ -249,10 +253,11 @@ def compile_races(chooser: "Chooser") -> int:
     return len(first) + len(rest)
 
 
-def _compile_all(candidates: Sequence[Candidate]) -> None:
+def _compile_all(candidates: Sequence[Candidate], alongside: Callable[[], Any] | None = None) -> None:
     """Run each candidate once with its launches compiling on a thread pool instead of running
-    (precompile.py), so timing finds every kernel compiled. A candidate that fails here is left
-    to fail, and be recorded as failed, when it is timed."""
+    (precompile.py), so timing finds every kernel compiled; then `alongside`, whose launches join
+    the same batch. A candidate that fails here is left to fail, and be recorded as failed, when
+    it is timed; `alongside` failing only costs its compiles."""
     from .precompile import precompiling
     with precompiling():
         for cand in candidates:
@@ -260,3 +265,8 @@ def _compile_all(candidates: Sequence[Candidate]) -> None:
                 cand.run()
             except Exception:  # noqa: BLE001 - see the docstring
                 pass
+        if alongside is not None:
+            try:
+                alongside()
+            except Exception as e:  # noqa: BLE001 - see the docstring
+                log.debug("ember: compiling alongside the races failed: %s: %s", type(e).__name__, e)

@@ -102,9 +102,26 @@ def _generate(graph: Graph, chooser: Chooser, outputs_in_arena: bool):
         final = end_collecting(chooser)
     if final:
         return generated
-    compile_races(chooser)
+    compile_races(chooser, _dry_run_before_races(graph, generated, chooser.cache_dir))
     chooser.decisions.clear()
     return generate_module(graph, chooser, outputs_in_arena)
+
+
+def _dry_run_before_races(graph: Graph, generated, cache_dir: str | None):
+    """What compiles the kernels of the module written before the races (a library call wherever
+    a race will be) alongside the races' candidates. The races change only their own ops'
+    kernels; the others keep their source and name (wrapper.kernel_name), so the module written
+    after the races finds them in Triton's cache instead of compiling them at its first call,
+    after the races. None when there is nothing to gain: symbolic sizes (no inputs to make)."""
+    if graph.symbols or generated.interpret or not cache_dir:
+        return None
+    inputs = [(tuple(int(d) for d in v.type.shape), to_torch(v.type.dtype), v.type.device)
+              for v in graph.inputs]
+
+    def run() -> None:
+        path, _ = write_module(cache_dir, generated.source)
+        precompile.dry_run_shapes(load_module(path, False).call, inputs)
+    return run
 
 
 def compile_graph(graph: Graph, options: Options | None = None, chooser: Chooser | None = None,

@@ -21,9 +21,11 @@ with the same arguments looks up. Tensors are described, not passed: fake tensor
 wrapper under FakeTensorMode) have no data pointer, so each tensor becomes its dtype and its byte
 offset, whose alignment is what Triton specializes on.
 
-Two users: CompiledGraph's first call runs its wrapper once on fake inputs inside
-`precompiling()` (`dry_run`), and the Chooser runs every autotuning candidate once inside it
-before timing any. Neither can make a result wrong: a compile that fails is left for the real
+Three users: CompiledGraph's first call runs its wrapper once on fake inputs inside
+`precompiling()` (`dry_run`); the Chooser runs every autotuning candidate once inside it before
+timing any; and while the first of those batches compiles, compiled_graph dry-runs the module
+written before the races (library calls where races will be), so the kernels that do not depend
+on the races compile alongside (`dry_run_shapes`) and the first call finds them in Triton's cache. Neither can make a result wrong: a compile that fails is left for the real
 launch to fail on with its own error, and a dry run that stops early (an op fake tensors cannot
 run) leaves the rest to be compiled at the real launch, as without this module.
 """
@@ -151,13 +153,25 @@ def dry_run(call: Callable[[list], Any], inputs: Sequence[torch.Tensor], *extra:
     kernel it would launch is compiled (in parallel), nothing is computed or allocated. Returns
     whether the dry run reached the end (False: an op it could not run on fake tensors; the
     kernels it reached are compiled all the same)."""
+    return _dry_run(call, lambda mode: [mode.from_tensor(t) if isinstance(t, torch.Tensor) else t
+                                        for t in inputs], extra)
+
+
+def dry_run_shapes(call: Callable[[list], Any],
+                   inputs: Sequence[tuple[tuple[int, ...], torch.dtype, str]]) -> bool:
+    """dry_run on contiguous fake tensors of these (shape, dtype, device), for a wrapper whose real
+    inputs do not exist yet (compiled_graph compiles a graph's kernels while its races run)."""
+    return _dry_run(call, lambda mode: [torch.empty(shape, dtype=dtype, device=device)
+                                        for shape, dtype, device in inputs], ())
+
+
+def _dry_run(call: Callable[[list], Any], make_inputs: Callable[[Any], list], extra: Sequence[Any]) -> bool:
     from torch._subclasses.fake_tensor import FakeTensorMode
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     with precompiling():
         try:
             with mode:
-                fakes = [mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in inputs]
-                call(fakes, *extra)
+                call(make_inputs(mode), *extra)
             return True
         except Exception as e:  # noqa: BLE001 - only an optimization: the real run will do
             log.debug("ember precompile: dry run stopped early: %s: %s", type(e).__name__, e)

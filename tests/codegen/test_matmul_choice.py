@@ -103,7 +103,7 @@ def test_races_compile_in_one_batch_before_any_is_timed(monkeypatch, tmp_path):
     events = []
     monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors:
                         lambda: events.append(("run", tuple(tensors[1].shape), impl.name)) or impl.name)
-    monkeypatch.setattr(choice, "_compile_all", lambda cands: events.append(("batch", len(cands))))
+    monkeypatch.setattr(choice, "_compile_all", lambda cands, alongside=None: events.append(("batch", len(cands))))
 
     def timer(run):
         events.append(("timed", run()))
@@ -140,7 +140,8 @@ def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
     events = []
     monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors:
                         lambda: (tuple(tensors[1].shape), impl.name))
-    monkeypatch.setattr(choice, "_compile_all", lambda cands: events.append(("batch", [c.name for c in cands])))
+    monkeypatch.setattr(choice, "_compile_all", lambda cands, alongside=None:
+                        events.append(("batch", [c.name for c in cands], alongside is not None)))
     defaults = {}
 
     def timer(run):
@@ -161,7 +162,8 @@ def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
     batches = [e[1] for e in events if e[0] == "batch"]
     assert len(batches) == 2
     assert batches[0].count("library") == 2 and len(batches[0]) == 4    # library + default, per race
-    assert events[:1] == [("batch", batches[0])]
+    assert events[:1] == [("batch", batches[0], True)]                 # the wrapper's kernels alongside
+    assert [e[2] for e in events if e[0] == "batch"] == [True, False]
     timed = [e[1:] for e in events if e[0] == "timed"]
     kept = [n for s, n in timed if s == (512, 384)]
     screened = [n for s, n in timed if s == (384, 128)]
@@ -172,3 +174,39 @@ def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
     assert [d["source"] for d in cold.decisions] == ["benchmark", "benchmark", "cache"]
     assert cold.decisions[0]["choice"] != "library" and cold.decisions[1]["choice"] == "library"
     assert stats.screened > 0 and stats.benchmarks == len(timed) and not cold.measured
+
+
+RACE_THEN_KERNELS = """
+func @f(%x: bf16[256,512], %w: bf16[512,384], %v: bf16[384,128]) -> (bf16[256,128]) [device="cuda:0"] {
+  %0: bf16[256,512] = exp %x
+  %1: bf16[256,384] = matmul %0, %w
+  %2: bf16[256,384] = relu %1
+  %3: bf16[256,128] = matmul %2, %v
+  %4: bf16[256,128] = neg %3
+  return %4
+}"""
+
+
+def test_kernels_compiled_alongside_the_races_keep_their_names(monkeypatch, tmp_path):
+    """The module written before the races (library calls where they are) is dry-run inside the
+    races' first batch (on a GPU: this CPU build of torch cannot make CUDA fake tensors). Its
+    kernels must be the module after the races' kernels, same name and source (Triton's cache
+    key includes both), even where a race took the template: kernels are numbered by their op."""
+    from ember.codegen import compiled_graph
+    monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
+    monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
+    monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors: lambda: impl.name)
+    before = []
+    real = compiled_graph._dry_run_before_races
+    monkeypatch.setattr(compiled_graph, "_dry_run_before_races",
+                        lambda graph, generated, cache_dir: before.append(generated) or real(graph, generated, cache_dir))
+    calls = []
+    monkeypatch.setattr(choice, "_compile_all", lambda cands, alongside=None: calls.append(alongside))
+    timer = lambda run: 2.0 if run() == "library" else 1.0  # noqa: E731 - the template wins both races
+    chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, precompile=True, screen=1.25)
+    after = compiled_graph._generate(parse(RACE_THEN_KERNELS), chooser, False)
+    assert all(not d["is_library"] for d in chooser.decisions)
+    assert callable(calls[0])                                     # handed to the first batch
+    assert sorted(before[0].kernels) == ["k0_exp", "k2_relu", "k4_neg"]  # library matmuls: no kernel
+    assert sorted(after.kernels) == ["k0_exp", "k1_matmul", "k2_relu", "k3_matmul", "k4_neg"]
+    assert all(after.kernels[name] == src for name, src in before[0].kernels.items())

@@ -46,7 +46,7 @@ def test_linear_bias_tanh_with_a_transposed_weight(dt):
     assert "shape=[56, 80], strides=[in1_stride1, 1], block_shape=[BLOCK_N, BLOCK_K]" in kernel
     assert ".load([off_n, k]).T" in kernel and "tl.store(out0_ptr + rm2 * 56 + rn2" in kernel
     assert "tma_ready(" in compiled.wrapper_source and f"NUM_SMS={INTERPRETER_SMS}" in compiled.module_source
-    assert f"launch_k0_matmul0({INTERPRETER_SMS}," in compiled.wrapper_source.replace("fused", "matmul0")
+    assert f"launch_k1_matmul0({INTERPRETER_SMS}," in compiled.wrapper_source.replace("fused", "matmul0")
 
 
 @pytest.mark.parametrize("k, even", [(64, True), (72, False)])
