@@ -204,12 +204,13 @@ def tune(key: TuningKey, candidates: Sequence[Candidate], *, cache: TuningCache 
     # Must-time candidates first, so a budget spent early can only cut optional ones.
     libraries = [c for c in candidates if c.is_library]
     must = libraries + ([] if pick.is_library else [pick])
-    if screen is not None and libraries:
+    screening = screen is not None and bool(libraries)  # nothing to screen against otherwise
+    if screening:
         must += [c for c in screening_group(candidates) if c not in must]
     rest = [c for c in candidates if c not in must]
     measured = dict(measured or {})
     if prepare is not None:
-        prepare(must + rest if screen is None else must)
+        prepare(must if screening else must + rest)
     start = clock()
     timings: dict[str, float] = {}
     failed: dict[str, str] = {}
@@ -234,13 +235,13 @@ def tune(key: TuningKey, candidates: Sequence[Candidate], *, cache: TuningCache 
 
     for i, cand in enumerate(must, 1):
         time_one(i, cand)
-    if rest and screened_out(timings, candidates, screen):
+    if screening and rest and screened_out(timings, candidates, screen):
         screened = [c.name for c in rest]
         stats.screened += len(screened)
         shown(f"ember autotune {key.kernel[:12]}: the default config is over {screen:g}x the "
               f"library's time; {len(screened)} other config(s) not compiled or timed")
         rest = []
-    if rest and prepare is not None and screen is not None:
+    if screening and rest and prepare is not None:
         prepare(rest)
     for i, cand in enumerate(rest, len(must) + 1):
         if budget_s is not None and clock() - start >= budget_s:

@@ -249,7 +249,8 @@ def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None
         chooser.measured[key] = timings
         if not screened_out(timings, race, chooser.screen):
             rest += [c for c in race if c not in group]
-    _compile_all(rest)
+    if rest:
+        _compile_all(rest)
     return len(first) + len(rest)
 
 
