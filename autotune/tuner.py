@@ -119,10 +119,10 @@ def screened_out(timings: dict[str, float], candidates: Sequence[Candidate], scr
     config ran more than `screen` times slower than the fastest library candidate.
 
     Why it loses little: a race's template configs are neighbours and their times move
-    together. In the model suite's 49 races on an H100 (7 models, every candidate timed at
+    together. In the model suite's 50 races on an H100 (7 models, every candidate timed at
     5014959), wherever some template config beat the library the default config was at most
     1.18x the library's time; a default 1.25x slower or more never had a winning neighbour. At
-    1.25 those races would have compiled 186 of their 396 template candidates (each 1-2 s of a
+    1.25 those races would have compiled 188 of their 398 template candidates (each 1-2 s of a
     CPU core) and chosen the same winners."""
     if screen is None:
         return False
