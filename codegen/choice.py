@@ -241,9 +241,9 @@ def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None
         timer = chooser.timer if chooser.timer is not None else default_timer(key)
         timings: dict[str, float] = {}
         for cand in group if timer is not None else ():
+            stats.benchmarks += 1  # timer calls, failed ones too (as tune() counts them)
             try:
                 timings[cand.name] = time_candidate(timer, cand)
-                stats.benchmarks += 1
             except Exception:  # noqa: BLE001 - tune() times it again and records the failure
                 pass
         chooser.measured[key] = timings

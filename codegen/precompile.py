@@ -25,7 +25,8 @@ Three users: CompiledGraph's first call runs its wrapper once on fake inputs ins
 `precompiling()` (`dry_run`); the Chooser runs every autotuning candidate once inside it before
 timing any; and while the first of those batches compiles, compiled_graph dry-runs the module
 written before the races (library calls where races will be), so the kernels that do not depend
-on the races compile alongside (`dry_run_shapes`) and the first call finds them in Triton's cache. Neither can make a result wrong: a compile that fails is left for the real
+on the races compile alongside (`dry_run_shapes`) and the first call finds them in Triton's
+cache. None can make a result wrong: a compile that fails is left for the real
 launch to fail on with its own error, and a dry run that stops early (an op fake tensors cannot
 run) leaves the rest to be compiled at the real launch, as without this module.
 """

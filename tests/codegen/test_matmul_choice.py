@@ -142,12 +142,10 @@ def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
                         lambda: (tuple(tensors[1].shape), impl.name))
     monkeypatch.setattr(choice, "_compile_all", lambda cands, alongside=None:
                         events.append(("batch", [c.name for c in cands], alongside is not None)))
-    defaults = {}
 
     def timer(run):
         shape, name = run()
         events.append(("timed", shape, name))
-        defaults.setdefault(shape, name if name != "library" else None)
         if name == "library":
             return 1.0
         # Race (384, 128): its default config is 2x the library. Race (512, 384): 1.1x.

@@ -78,6 +78,19 @@ def test_dry_run_sees_fake_inputs_and_computes_nothing():
     assert seen == [("FakeTensor", (4, 4), torch.float32, True, 3)]
 
 
+def test_dry_run_shapes_makes_contiguous_fake_inputs_of_each_type():
+    seen = []
+
+    def call(inputs):
+        seen.extend((type(t).__name__, tuple(t.shape), t.stride(), t.dtype, precompile.active()) for t in inputs)
+        return inputs[0] @ inputs[1].to(torch.float32)
+    assert precompile.dry_run_shapes(call, [((3, 5), torch.float32, "cpu"), ((5, 2), torch.bfloat16, "cpu")])
+    assert seen == [("FakeTensor", (3, 5), (5, 1), torch.float32, True),
+                    ("FakeTensor", (5, 2), (2, 1), torch.bfloat16, True)]
+    assert precompile.dry_run_shapes(lambda inputs: inputs[0].nonzero().tolist(),
+                                     [((4,), torch.float32, "cpu")]) is False
+
+
 def test_a_dry_run_that_fails_stops_quietly():
     def call(inputs):
         return inputs[0].nonzero().tolist()  # data-dependent: fake tensors cannot answer
