@@ -62,6 +62,12 @@ class Options:
     # time (1.25: at most 25% slower; autotune/tuner.py's screened_out says why that loses
     # little). None: every config of every race is compiled and timed.
     autotune_screen: float | None = 1.25
+    # A library candidate that allocates its result itself, outside the wrapper's memory plan (SDPA
+    # has no out= form), wins its race only when it is faster than the fastest planned candidate by
+    # more than this factor. Such a result holds memory beside the plan (in a CUDA graph, a pool
+    # segment for the graph's life: GPT-2's attention held 22 MiB and put ember's peak above
+    # eager's), for a gain of a few percent. None: the fastest wins.
+    autotune_unplanned_margin: float | None = 1.15
     # Let the library (cuBLAS) race ember's matmul template; False: the template alone (what the
     # benchmark measures as "template only"). Products the template cannot compute still call it.
     matmul_library: bool = True
@@ -90,6 +96,7 @@ class Options:
         "autotune": (bool, "True or False"),
         "autotune_budget_s": ((int, float, type(None)), "a number of seconds >= 0 or None"),
         "autotune_screen": ((int, float, type(None)), "a factor >= 1 or None"),
+        "autotune_unplanned_margin": ((int, float, type(None)), "a factor >= 1 or None"),
         "matmul_library": (bool, "True or False"),
         "attention_library": (bool, "True or False"),
         "cuda_graphs": (bool, "True or False"),
@@ -112,9 +119,10 @@ class Options:
         if budget is not None and (isinstance(budget, bool) or budget < 0):
             raise OptionsError(f"ember option 'autotune_budget_s' must be a number of seconds >= 0 "
                                f"or None, got {budget!r}")
-        screen = given.get("autotune_screen")
-        if screen is not None and (isinstance(screen, bool) or not screen >= 1):
-            raise OptionsError(f"ember option 'autotune_screen' must be a factor >= 1 or None, got {screen!r}")
+        for factor in ("autotune_screen", "autotune_unplanned_margin"):
+            value = given.get(factor)
+            if value is not None and (isinstance(value, bool) or not value >= 1):
+                raise OptionsError(f"ember option {factor!r} must be a factor >= 1 or None, got {value!r}")
         workers = given.get("compile_workers")
         if workers is not None and (isinstance(workers, bool) or workers < 0):
             raise OptionsError(f"ember option 'compile_workers' must be a number of processes >= 0 "

@@ -18,7 +18,9 @@ In order:
      with them: callers list their template's own default config first, and when it runs more
      than `screen` times slower than the library, the rest of the search space is not compiled
      or timed (see `screened_out`). The rest are timed until `budget_s` is spent; the fastest
-     wins (ties go to the library, then to list order) and is stored with all timings, failures
+     wins (ties go to the library, then to list order; with `unplanned_margin`, a candidate
+     that allocates its result outside the caller's memory plan must also beat the fastest
+     planned one by that factor, see `fastest`) and is stored with all timings, failures
      and what the budget skipped or the screen left out. A decision cut short by the budget or
      the screen is still a hit later: both exist to bound compile time, and retuning at every
      start would pay it every time.
@@ -54,6 +56,7 @@ class Candidate:
     config: dict[str, Any] = field(default_factory=dict)  # JSON-able: it is stored and compared
     run: Callable[[], Any] | None = None  # launches the kernel once on real inputs
     is_library: bool = False  # cuBLAS, cuSPARSELt, ...: always timed
+    unplanned: bool = False  # allocates its result itself, outside the caller's memory plan
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,25 @@ def screened_out(timings: dict[str, float], candidates: Sequence[Candidate], scr
         timings[probe.name] > screen * min(library)
 
 
+def fastest(timings: dict[str, float], candidates: Sequence[Candidate],
+            unplanned_margin: float | None = None) -> Candidate:
+    """The winner among the timed candidates: the fastest (ties to the library, then list order),
+    unless it is `unplanned` and some planned candidate runs within `unplanned_margin` times its
+    time; then the fastest planned one. The margin prices memory the time cannot show: an
+    unplanned result (SDPA's) is held beside the memory plan, in a CUDA graph for the graph's
+    life, where a planned one reuses bytes of buffers already dead."""
+    rank = {c.name: i for i, c in enumerate(candidates)}
+    timed = [c for c in candidates if c.name in timings]
+    order = (lambda c: (timings[c.name], not c.is_library, rank[c.name]))
+    best = min(timed, key=order)
+    planned = [c for c in timed if not c.unplanned]
+    if best.unplanned and unplanned_margin is not None and planned:
+        alternative = min(planned, key=order)
+        if timings[alternative.name] <= unplanned_margin * timings[best.name]:
+            return alternative
+    return best
+
+
 def time_candidate(timer: Timer, cand: Candidate) -> float:
     """`timer(cand.run)` in milliseconds; raises on an error or a time that is not one."""
     ms = float(timer(cand.run))
@@ -152,14 +174,18 @@ def _as_stored(config: dict[str, Any]) -> Any:
     return json.loads(json.dumps(config, sort_keys=True))
 
 
-def cached_choice(cache: TuningCache, key: TuningKey, candidates: Sequence[Candidate]) -> Choice | None:
-    """The stored decision for `key` if it names one of `candidates` with the same config (step 1
-    of tune(), which counts the hit or miss; this counts nothing)."""
+def cached_choice(cache: TuningCache, key: TuningKey, candidates: Sequence[Candidate],
+                  unplanned_margin: float | None = None) -> Choice | None:
+    """The stored decision for `key` if it names one of `candidates` with the same config, and, in
+    a race with an unplanned candidate, was made under the same `unplanned_margin` (step 1 of
+    tune(), which counts the hit or miss; this counts nothing)."""
     decision = cache.get(key) or {}
     name, timings = decision.get("name"), decision.get("timings_ms")
     hit = next((c for c in candidates if c.name == name), None) if isinstance(name, str) else None
     if hit is None or _as_stored(hit.config) != decision.get("config"):
         return None  # a decision is any JSON dict: a foreign or stale one is a miss
+    if any(c.unplanned for c in candidates) and decision.get("unplanned_margin") != unplanned_margin:
+        return None  # chosen under another rule (or before there was one): retune
     return Choice(hit, "cache", dict(timings) if isinstance(timings, dict) else {})
 
 
@@ -169,14 +195,14 @@ def tune(key: TuningKey, candidates: Sequence[Candidate], *, cache: TuningCache 
          progress: Callable[[str], None] | None = None, stats: TuningStats | None = None,
          clock: Callable[[], float] = time.perf_counter, progress_after_s: float = 1.0,
          prepare: Callable[[Sequence[Candidate]], None] | None = None, screen: float | None = None,
-         measured: dict[str, float] | None = None) -> Choice:
+         measured: dict[str, float] | None = None, unplanned_margin: float | None = None) -> Choice:
     """Choose a candidate for key (see the module docstring). cache=None: nothing is persisted.
     timer: default do_bench on a GPU key, None on a "cpu-interpreter" key. prepare: called before
     any timing with the candidates in the order they will be timed (codegen uses it to compile
     them all at once); with `screen`, once for the screening group and once for the rest unless
     they are screened out; not called on a cache hit or a heuristic choice. measured: times
     already taken of some candidates (the Chooser screens a graph's races together before
-    tuning each), used instead of timing them again."""
+    tuning each), used instead of timing them again. unplanned_margin: see `fastest`."""
     stats = stats if stats is not None else STATS
     candidates = list(candidates)
     if not candidates:
@@ -186,7 +212,7 @@ def tune(key: TuningKey, candidates: Sequence[Candidate], *, cache: TuningCache 
         raise ValueError(f"tune: candidate names repeat: {[c.name for c in candidates]}")
 
     if cache is not None:
-        stored = cached_choice(cache, key, candidates)
+        stored = cached_choice(cache, key, candidates, unplanned_margin)
         if stored is not None:
             stats.hits += 1
             return stored
@@ -254,14 +280,13 @@ def tune(key: TuningKey, candidates: Sequence[Candidate], *, cache: TuningCache 
 
     if not timings:
         raise RuntimeError(f"tune: every candidate failed for {key.summary()}: {failed}")
-    rank = {c.name: i for i, c in enumerate(candidates)}
-    best = min((by_name[n] for n in timings),
-               key=lambda c: (timings[c.name], not c.is_library, rank[c.name]))
+    best = fastest(timings, candidates, unplanned_margin)
     shown(f"ember autotune {key.kernel[:12]}: chose {best.name} ({timings[best.name]:.4f} ms)")
     if cache is not None:
         cache.put(key, {"name": best.name, "config": best.config, "is_library": best.is_library,
                         "timings_ms": timings, "failed": failed, "skipped": skipped, "screened": screened,
-                        "budget_s": budget_s, "tune_s": round(clock() - start, 6)})
+                        "budget_s": budget_s, "unplanned_margin": unplanned_margin,
+                        "tune_s": round(clock() - start, 6)})
     return Choice(best, "benchmark", timings)
 
 

@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 SDPA_TARGET = "aten.scaled_dot_product_attention.default"
 _PARAMS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 _DEFAULTS = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
-LIBRARY = Implementation("sdpa", {}, is_library=True)
+# SDPA has no out= form: its result is allocated outside the wrapper's memory plan.
+LIBRARY = Implementation("sdpa", {}, is_library=True, unplanned=True)
 
 
 @dataclass

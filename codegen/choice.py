@@ -17,7 +17,8 @@ How the choice is made (autotune.tune does the work):
   * CPU interpreter, `autotune=False`, or a symbolic size (no concrete operands to time on): the
     `heuristic` (default: the first implementation listed), not stored;
   * otherwise the implementations are timed with do_bench on random operands, library ones
-    first and always, and the fastest is stored. With the `autotune_screen` option the template's
+    first and always, and the fastest is stored (a library call whose result the wrapper's
+    memory plan cannot place only by the `autotune_unplanned_margin` factor). With the `autotune_screen` option the template's
     first config (its heuristic one) is timed with the library first, and the other configs are
     compiled and timed only when it comes within that factor of the library's time
     (tuner.screened_out); those are timed within what is left of the compile's
@@ -48,6 +49,9 @@ class Implementation:
     name: str                                   # unique among one op's implementations
     config: dict[str, Any] = field(default_factory=dict)  # JSON-able; stored in the cache
     is_library: bool = False                    # cuBLAS, SDPA: always timed, wins ties
+    # Allocates its result itself, outside the wrapper's memory plan (SDPA: no out= form); wins
+    # only by more than the `autotune_unplanned_margin` option (autotune.tuner.fastest).
+    unplanned: bool = False
 
 
 Runner = Callable[[Implementation, list[torch.Tensor]], Callable[[], Any]]
@@ -76,7 +80,8 @@ class Chooser:
                  budget_s: float | None = None, pipeline: "str | Callable[[], str]" = "",
                  stats: TuningStats | None = None, timer: Any = None, matmul_library: bool = True,
                  attention_library: bool = True, precompile: bool = False,
-                 compile_workers: int | None = 0, screen: float | None = None):
+                 compile_workers: int | None = 0, screen: float | None = None,
+                 unplanned_margin: float | None = None):
         self.device = device
         self.cache_dir = cache_dir              # also where timing runs put their modules
         self.interpret = not device.startswith("cuda")
@@ -93,6 +98,7 @@ class Chooser:
         self.precompile = precompile            # compile a race's candidates together before timing
         self.compile_workers = compile_workers  # processes for those compiles (compile_workers.py)
         self.screen = screen                    # see tuner.screened_out; None: time every config
+        self.unplanned_margin = unplanned_margin  # see tuner.fastest; None: the fastest wins
         # A timing run's graph inputs by name -> their dim order in memory (a transposed weight):
         # what the matmul emitter builds its TMA kernel's layouts from (matmul_emit.py).
         self.input_layouts: dict[str, tuple[int, ...]] = {}
@@ -125,7 +131,7 @@ class Chooser:
                    budget_s=options.autotune_budget_s, pipeline=fingerprint,
                    matmul_library=options.matmul_library, attention_library=options.attention_library,
                    precompile=options.precompile, compile_workers=options.compile_workers,
-                   screen=options.autotune_screen)
+                   screen=options.autotune_screen, unplanned_margin=options.autotune_unplanned_margin)
 
     def _remaining(self) -> float | None:
         if self.budget_s is None:
@@ -167,18 +173,20 @@ class Chooser:
 
         key = TuningKey.make(content_hash(template_source), shapes, [to_torch(t.dtype) for t in operands],
                              torch.device(self.device), self.pipeline)
-        candidates = [Candidate(i.name, dict(i.config), run=runner_for(i), is_library=i.is_library)
-                      for i in impls]
+        candidates = [Candidate(i.name, dict(i.config), run=runner_for(i), is_library=i.is_library,
+                                unplanned=i.unplanned) for i in impls]
         by_name = {i.name: i for i in impls}
         kwargs: dict[str, Any] = {"cache": self.cache, "budget_s": self._remaining(), "screen": self.screen,
                                   "measured": self.measured.pop(key, None),
+                                  "unplanned_margin": self.unplanned_margin,
                                   "heuristic": lambda cs: next(c for c in cs if c.name == pick.name)}
         if self.stats is not None:
             kwargs["stats"] = self.stats
         if self.timer is not None:
             kwargs["timer"] = self.timer
         if self.collecting:
-            stored = cached_choice(self.cache, key, candidates) if self.cache is not None else None
+            stored = (cached_choice(self.cache, key, candidates, self.unplanned_margin)
+                      if self.cache is not None else None)
             if stored is None:
                 # Each layer of a model asks again under the same key: one race (its first) is timed.
                 if all(k != key for k, _ in self.collected):

@@ -182,3 +182,42 @@ def test_measured_times_are_used_not_taken_again(make_key):
                   measured={"cublas": 1.0, "b16": 1.1})
     assert timer.calls == ["b32"] and choice.name == "b32" and stats.benchmarks == 1
     assert choice.timings_ms == {"cublas": 1.0, "b16": 1.1, "b32": 0.7}
+
+
+def unplanned_race():
+    """SDPA (a library allocating its own result) against two template configs."""
+    return [Candidate("sdpa", {}, run=lambda: "sdpa", is_library=True, unplanned=True),
+            Candidate("t64", {"BLOCK": 64}, run=lambda: "t64"), Candidate("t128", {"BLOCK": 128}, run=lambda: "t128")]
+
+
+@pytest.mark.parametrize("times,margin,winner", [
+    # The library is 8% faster than the best planned config: within 1.15, the planned one wins.
+    ({"sdpa": 1.0, "t64": 1.3, "t128": 1.08}, 1.15, "t128"),
+    ({"sdpa": 1.0, "t64": 1.3, "t128": 1.15}, 1.15, "t128"),   # exactly at the margin
+    ({"sdpa": 1.0, "t64": 1.3, "t128": 1.16}, 1.15, "sdpa"),   # past it: the library
+    ({"sdpa": 1.0, "t64": 1.3, "t128": 1.08}, None, "sdpa"),   # no margin: the fastest
+    ({"sdpa": 1.0, "t64": 0.9, "t128": 0.8}, 1.15, "t128"),    # planned and fastest anyway
+])
+def test_an_unplanned_library_must_win_by_the_margin(tmp_path, make_key, times, margin, winner):
+    cache = TuningCache(tmp_path)
+    choice = tune(make_key(), unplanned_race(), cache=cache, timer=FakeTimer(times), unplanned_margin=margin)
+    assert choice.name == winner
+    assert cache.get(make_key())["unplanned_margin"] == margin
+
+
+def test_a_planned_library_is_not_held_to_the_margin(make_key):
+    """cuBLAS writes the wrapper's buffer (out=): the fastest wins, however small the lead."""
+    choice = tune(make_key(), cands("b16", "b32", "cublas"), timer=FakeTimer({"cublas": 1.0, "b16": 1.01, "b32": 2}),
+                  unplanned_margin=1.15)
+    assert choice.name == "cublas"
+
+
+def test_a_decision_made_under_another_margin_is_retuned(tmp_path, make_key):
+    cache, times = TuningCache(tmp_path), {"sdpa": 1.0, "t64": 1.3, "t128": 1.08}
+    assert tune(make_key(), unplanned_race(), cache=cache, timer=FakeTimer(times)).name == "sdpa"
+    stats, timer = TuningStats(), FakeTimer(times)
+    choice = tune(make_key(), unplanned_race(), cache=cache, timer=timer, stats=stats, unplanned_margin=1.15)
+    assert (choice.name, choice.source, stats.misses) == ("t128", "benchmark", 1)
+    assert sorted(timer.calls) == ["sdpa", "t128", "t64"]
+    again = tune(make_key(), unplanned_race(), cache=cache, timer=FakeTimer(times), unplanned_margin=1.15)
+    assert (again.name, again.source) == ("t128", "cache")

@@ -82,6 +82,17 @@ def test_timed_choice_between_library_and_template(monkeypatch, tmp_path, librar
                                F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))
 
 
+@pytest.mark.parametrize("template_ms,template_wins", [(1.1, True), (1.3, False)])
+def test_sdpa_must_beat_the_template_by_the_unplanned_margin(monkeypatch, tmp_path, template_ms, template_wins):
+    """SDPA allocates its own result (no out=): 10% faster is not enough at a 1.15 margin, 30% is."""
+    timer, ran = _fake_gpu(monkeypatch, 1.0, template_ms)
+    chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, unplanned_margin=1.15)
+    gen = generate_module(parse(dedent(CAUSAL)), chooser)
+    assert "library" in ran and chooser.decisions[0]["is_library"] is not template_wins
+    assert ("launch_attention(" in gen.wrapper_source) is template_wins
+    assert chooser.decisions[0]["timings_ms"]["sdpa"] == 1.0
+
+
 def test_without_the_library_only_template_configs_are_timed(monkeypatch, tmp_path):
     timer, ran = _fake_gpu(monkeypatch, 0.5, 2.0)
     chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, attention_library=False)

@@ -55,14 +55,15 @@ def test_autotune_budget_is_checked():
             Options.from_dict({"autotune_budget_s": bad})
 
 
-def test_autotune_screen_is_checked():
+@pytest.mark.parametrize("name,default", [("autotune_screen", 1.25), ("autotune_unplanned_margin", 1.15)])
+def test_autotune_factors_are_checked(name, default):
     from ember.options import Options, OptionsError
-    assert Options().autotune_screen == 1.25
-    assert Options.from_dict({"autotune_screen": None}).autotune_screen is None
-    assert Options.from_dict({"autotune_screen": 1}).autotune_screen == 1
+    assert getattr(Options(), name) == default
+    assert getattr(Options.from_dict({name: None}), name) is None
+    assert getattr(Options.from_dict({name: 1}), name) == 1
     for bad in (0.9, -1, True, "1.25", float("nan")):
-        with pytest.raises(OptionsError, match="autotune_screen"):
-            Options.from_dict({"autotune_screen": bad})
+        with pytest.raises(OptionsError, match=name):
+            Options.from_dict({name: bad})
 
 
 def test_matmul_library_is_a_bool():
