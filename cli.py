@@ -8,7 +8,7 @@
                                            reference interpreter on random inputs
     python -m ember passes                 list registered passes
     python -m ember cache ls               tuning decisions (key, choice, size, age), code files
-    python -m ember cache clear            remove decisions and generated code; print the counts
+    python -m ember cache clear            remove decisions, generated code and compiled graphs
     python -m ember cache export FILE      write decisions and code to FILE (.tar.gz, .tgz, .zip)
     python -m ember cache import FILE      merge an exported FILE into the cache
                                            (each takes --cache-dir DIR; default: EMBER_CACHE_DIR,
@@ -133,6 +133,9 @@ def cmd_cache_ls(args) -> int:
     code = cache.code_files()
     size = sum(p.stat().st_size for p in code if p.exists())
     print(f"{cache.code_dir}: {len(code)} code file(s), {size / 1024:.1f} KiB")
+    graphs = cache.graph_files()
+    size = sum(p.stat().st_size for p in graphs if p.exists())
+    print(f"{cache.graphs_dir}: {len(graphs)} compiled graph(s), {size / 1024:.1f} KiB")
     return 0
 
 
@@ -140,7 +143,7 @@ def cmd_cache_clear(args) -> int:
     cache = _cache(args)
     n = cache.clear()
     print(f"removed from {cache.root}: {n['decisions']} decision(s), {n['code_files']} code "
-          f"file(s), {n['other_files']} other file(s)")
+          f"file(s), {n['graphs']} compiled graph(s), {n['other_files']} other file(s)")
     return 0
 
 
@@ -151,7 +154,8 @@ def cmd_cache_export(args) -> int:
     except (ArchiveError, OSError) as e:
         print(f"ember cache export: {e}", file=sys.stderr)
         return 1
-    print(f"exported {n['decisions']} decision(s) and {n['code_files']} code file(s) to {args.file}")
+    print(f"exported {n['decisions']} decision(s), {n['code_files']} code file(s) and {n['graphs']} "
+          f"compiled graph(s) to {args.file}")
     return 0
 
 
@@ -168,8 +172,8 @@ def cmd_cache_import(args) -> int:
         return 1
     for line in report.skipped:
         print(f"ember cache import: {args.file}: skipped {line}", file=sys.stderr)
-    print(f"imported {report.decisions} decision(s) and {report.code_files} code file(s) into "
-          f"{cache.root}" + (f"; skipped {len(report.skipped)}" if report.skipped else ""))
+    print(f"imported {report.decisions} decision(s), {report.code_files} code file(s) and "
+          f"{report.graphs} compiled graph(s) into {cache.root}" + (f"; skipped {len(report.skipped)}" if report.skipped else ""))
     return 0
 
 

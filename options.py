@@ -86,6 +86,10 @@ class Options:
     # cache: a cold compile), started once per process (codegen/compile_workers.py); None: one
     # per core (up to 32); 0 (the default, faster on the H100 host so far): threads only.
     compile_workers: int | None = 0
+    # Keep each compiled inference graph in cache_dir, keyed by the graph Dynamo captured and its
+    # inputs, so a later compile of it (a new process) skips AOTAutograd, lowering, the passes and
+    # codegen (frontend/graph_cache.py says which graphs qualify). False: every compile runs them.
+    graph_cache: bool = True
 
     _CHECKS = {
         "pipeline": (str, "a pipeline string such as \"canonicalize,cse,dce\""),
@@ -102,6 +106,7 @@ class Options:
         "cuda_graphs": (bool, "True or False"),
         "precompile": (bool, "True or False"),
         "compile_workers": ((int, type(None)), "a number of processes >= 0 or None"),
+        "graph_cache": (bool, "True or False"),
     }
 
     @classmethod

@@ -4,6 +4,8 @@ Layout under the cache root (ember's `cache_dir` option; env EMBER_CACHE_DIR; ~/
 
     tuning/<digest[:2]>/<digest>.json   {"schema": 1, "key": {...}, "decision": {...}, "written": t}
     code/<sha256[:40]>.py               generated modules (written by codegen/code_cache.py)
+    graphs/<digest[:2]>/<digest>.json   compiled graphs (written and read by frontend/graph_cache.py;
+                                        here they are only listed, cleared, exported and imported)
 
 The two-character fan-out keeps folders small. The full key is stored in each file and compared on
 every read, so a file whose content does not belong to its name (copied by hand, another ember
@@ -39,10 +41,23 @@ ARCHIVE_FORMAT, ARCHIVE_VERSION = "ember-cache", 1
 MANIFEST = "ember-cache.json"
 _DECISION_MEMBER = re.compile(r"tuning/([0-9a-f]{2})/([0-9a-f]{64})\.json")
 _CODE_MEMBER = re.compile(r"code/([0-9a-f]{40})\.py")
+_GRAPH_MEMBER = re.compile(r"graphs/([0-9a-f]{2})/([0-9a-f]{64})\.json")
 
 # Paths already reported by this process; a put that rewrites a path forgets it, so a file that is
 # damaged again later is reported again.
 _warned: set[str] = set()
+
+
+def graph_file_problem(data: bytes) -> str | None:
+    """Why a graph cache file is not one (None: it looks like one). Only its shape is checked
+    here; frontend/graph_cache.py validates the rest when it loads it, and rebuilds it if bad."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        return f"not valid JSON ({e})"
+    if not isinstance(doc, dict) or not isinstance(doc.get("format"), int) or not isinstance(doc.get("ir"), str):
+        return "not a compiled graph (no format and IR)"
+    return None
 
 
 class CorruptEntry(Exception):
@@ -104,6 +119,7 @@ class Entry:
 class ImportReport:
     decisions: int = 0
     code_files: int = 0
+    graphs: int = 0
     skipped: list[str] = field(default_factory=list)  # "member: cause"
 
 
@@ -121,6 +137,10 @@ class TuningCache:
     @property
     def code_dir(self) -> Path:
         return self.root / "code"
+
+    @property
+    def graphs_dir(self) -> Path:
+        return self.root / "graphs"
 
     def path_for(self, key: TuningKey) -> Path:
         d = key.digest()
@@ -182,14 +202,17 @@ class TuningCache:
     def code_files(self) -> list[Path]:
         return sorted(self.code_dir.glob("*.py"))
 
+    def graph_files(self) -> list[Path]:
+        return sorted(self.graphs_dir.glob("??/*.json"))
+
     def clear(self) -> dict[str, int]:
-        """Remove tuning/ and code/ (everything in them, temp files and __pycache__ included).
+        """Remove tuning/, code/ and graphs/ (everything in them, temp files and __pycache__ included).
 
         Files go one by one and folders only when empty, so a process writing at the same time
         loses nothing but what it wrote before the clear. Returns counts of what was removed.
         """
-        removed = {"decisions": 0, "code_files": 0, "other_files": 0}
-        for folder in (self.tuning_dir, self.code_dir):
+        removed = {"decisions": 0, "code_files": 0, "graphs": 0, "other_files": 0}
+        for folder in (self.tuning_dir, self.code_dir, self.graphs_dir):
             if not folder.is_dir():
                 continue
             for path in sorted(folder.rglob("*"), reverse=True):  # children before parents
@@ -201,6 +224,7 @@ class TuningCache:
                     continue
                 kind = ("decisions" if folder == self.tuning_dir and path.suffix == ".json" else
                         "code_files" if path.parent == self.code_dir and path.suffix == ".py" else
+                        "graphs" if folder == self.graphs_dir and path.suffix == ".json" else
                         "other_files")
                 try:
                     path.unlink()
@@ -217,9 +241,10 @@ class TuningCache:
         return removed
 
     def export(self, dest: str | os.PathLike) -> dict[str, int]:
-        """Write valid decisions and code files to a .tar.gz or .zip; damaged files are left out."""
+        """Write valid decisions, code files and compiled graphs to a .tar.gz or .zip; damaged files
+        are left out."""
         members: list[tuple[str, bytes]] = []
-        n_dec = n_code = 0
+        n_dec = n_code = n_graphs = 0
         for e in self.entries():
             if e.problem is None:
                 try:
@@ -237,11 +262,19 @@ class TuningCache:
             if ok:
                 members.append((f"code/{path.name}", data))
                 n_code += 1
+        for path in self.graph_files():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if _GRAPH_MEMBER.fullmatch(f"graphs/{path.parent.name}/{path.name}") and graph_file_problem(data) is None:
+                members.append((f"graphs/{path.parent.name}/{path.name}", data))
+                n_graphs += 1
         manifest = {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "decisions": n_dec,
-                    "code_files": n_code, "created": time.time()}
+                    "code_files": n_code, "graphs": n_graphs, "created": time.time()}
         members.insert(0, (MANIFEST, json.dumps(manifest, indent=1).encode()))
         write_archive(dest, members)
-        return {"decisions": n_dec, "code_files": n_code}
+        return {"decisions": n_dec, "code_files": n_code, "graphs": n_graphs}
 
     def import_(self, src: str | os.PathLike) -> ImportReport:
         """Merge an exported archive into this cache; an imported decision replaces a local one.
@@ -302,6 +335,17 @@ class TuningCache:
                 return "text does not match the hash in its name"
             write_text_atomic(self.code_dir / f"{m.group(1)}.py", text)
             report.code_files += 1
+            return None
+        m = _GRAPH_MEMBER.fullmatch(name)
+        if m:
+            prefix, digest = m.groups()
+            if prefix != digest[:2]:
+                return "folder does not match the file name"
+            problem = graph_file_problem(data)
+            if problem is not None:
+                return problem
+            write_text_atomic(self.graphs_dir / prefix / f"{digest}.json", data.decode("utf-8"))
+            report.graphs += 1
             return None
         return "not a file an ember cache holds"
 

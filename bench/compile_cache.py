@@ -6,8 +6,9 @@ ember's cache, time nothing, and compile in a fraction of the cold time?
 For each case: a fresh, empty cache folder; process 1 compiles and runs the model once with ember
 (cold: every matmul and attention is tuned), process 2 does the same with that folder (warm).
 TorchInductor's cold compile (its own fresh cache folder) is timed the same way for comparison.
-Each line: seconds from torch.compile to the first result, and the tuner's counters (cache hits,
-misses, candidates timed). Run it as a module from the repo root.
+Each line: seconds from torch.compile to the first result, the tuner's counters (cache hits,
+misses, candidates timed) and the graph cache's (graphs stored cold, loaded warm: a loaded graph
+asks the tuner nothing, so its hits are 0). Run it as a module from the repo root.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import json, sys, time, torch
 from bench.gpu_kernels import CASES
 from bench.workload import Config
 from ember.autotune import STATS
+from ember.frontend.graph_cache import STATS as GRAPHS
 w = CASES[sys.argv[1]](Config())
 start = time.perf_counter()
 fn = torch.compile(w.target, backend=sys.argv[2]) if sys.argv[2] == "ember" else torch.compile(w.target)
@@ -30,7 +32,8 @@ with torch.no_grad():
     fn(*w.args, **w.kwargs)
 torch.cuda.synchronize()
 print("RESULT " + json.dumps({"seconds": time.perf_counter() - start, "hits": STATS.hits,
-      "misses": STATS.misses, "timed": STATS.benchmarks, "heuristic": STATS.heuristic}))
+      "misses": STATS.misses, "timed": STATS.benchmarks, "heuristic": STATS.heuristic,
+      "graph_hits": GRAPHS.hits, "graphs_stored": GRAPHS.stored, "graphs_bypassed": GRAPHS.bypassed}))
 """
 
 
@@ -59,9 +62,11 @@ def main(argv: list[str]) -> None:
                                                TRITON_CACHE_DIR=os.path.join(inductor_dir, "triton")))
             ratio = warm["seconds"] / cold["seconds"]
             print(f"{case}: ember cold {cold['seconds']:.1f} s (timed {cold['timed']}, misses "
-                  f"{cold['misses']}), warm {warm['seconds']:.1f} s (hits {warm['hits']}, timed "
-                  f"{warm['timed']}, misses {warm['misses']}) = {ratio:.2f} of cold; TorchInductor "
-                  f"cold {ind['seconds']:.1f} s", flush=True)
+                  f"{cold['misses']}, graphs stored {cold['graphs_stored']}, bypassed "
+                  f"{cold['graphs_bypassed']}), warm {warm['seconds']:.1f} s (graphs loaded "
+                  f"{warm['graph_hits']}; tuning hits {warm['hits']}, timed {warm['timed']}, misses "
+                  f"{warm['misses']}) = {ratio:.2f} of cold; TorchInductor cold {ind['seconds']:.1f} s",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 
 Prints the total seconds from torch.compile to the first result and the time spent in: Dynamo
 (what is left once the backend and the compiled graphs' calls are taken out: tracing, guards,
-imports on the way), AOTAutograd (the backend minus ember's compiles), and ember's own stages:
+imports on the way), the graph cache (keying, and loading a stored graph or storing a new one:
+a warm run loads, and then AOTAutograd and ember's stages do not run), AOTAutograd (the backend
+minus ember's compiles and the graph cache), and ember's own stages:
 lowering, the pass pipeline, codegen (with memory planning and the Chooser: tuning-cache lookups or
 races), writing and importing the generated module, then on a GPU the races' precompile and
 timing, the wrapper's dry run and the compiled graphs' calls. Indented rows nest in the row above,
@@ -56,6 +58,7 @@ def _timed(owner, name: str, label: str) -> None:
 
 # (label, depth) in print order; the Dynamo row is computed, the others are timed.
 ROWS = [("Dynamo (the rest)", 1), ("backend (AOTAutograd + ember)", 1),
+        ("graph cache: key", 2), ("graph cache: load", 2), ("graph cache: store", 2),
         ("AOTAutograd (backend minus ember)", 2), ("ember compile_fx_graph", 2),
         ("lowering (fx_to_ir)", 3), ("pass pipeline", 3), ("compile_graph", 3), ("codegen", 4),
         ("memory plan + choices", 5), ("Chooser.choose", 6), ("races: precompile", 7),
@@ -70,8 +73,12 @@ def _instrument(stop_at_first_call: bool) -> None:
     from ember.codegen import choice, compiled_graph, precompile, wrapper
     from ember.frontend import backend
     from ember.frontend import compile as frontend_compile
+    from ember.frontend import graph_cache
 
     _timed(backend, "ember_backend", "backend (AOTAutograd + ember)")
+    _timed(graph_cache, "graph_key", "graph cache: key")
+    _timed(graph_cache, "load", "graph cache: load")
+    _timed(graph_cache, "store", "graph cache: store")
     _timed(backend, "compile_fx_graph", "ember compile_fx_graph")
     _timed(frontend_compile, "fx_to_ir", "lowering (fx_to_ir)")
     _timed(frontend_compile, "run_pipeline", "pass pipeline")
@@ -142,8 +149,9 @@ def main() -> None:
     if not args.cpu:
         torch.cuda.synchronize()
     total = time.perf_counter() - start
-    SECONDS["AOTAutograd (backend minus ember)"] = (SECONDS["backend (AOTAutograd + ember)"]
-                                                    - SECONDS["ember compile_fx_graph"])
+    SECONDS["AOTAutograd (backend minus ember)"] = (
+        SECONDS["backend (AOTAutograd + ember)"] - SECONDS["ember compile_fx_graph"]
+        - SECONDS["graph cache: key"] - SECONDS["graph cache: load"] - SECONDS["graph cache: store"])
     SECONDS["Dynamo (the rest)"] = (total - SECONDS["backend (AOTAutograd + ember)"]
                                     - SECONDS["compiled graph calls"])
     what = "to the first call (CPU, not run)" if args.cpu else "to the first result"

@@ -38,6 +38,8 @@ class CompiledGraph:
                     option off
     cuda_graphs_status  "on" or why not, for the report (a runner that turns itself off later
                     logs why)
+    copy_out        the outputs the caller sees (compile_graph's argument), module_interpret
+                    whether the module was loaded for the CPU interpreter: for the graph cache
     dry_run_first   whether the next call first dry-runs the wrapper on fake tensors, compiling
                     its kernels on a thread pool (precompile.py): set for GPU graphs with the
                     `precompile` option, cleared by the first call
@@ -63,6 +65,8 @@ class CompiledGraph:
         self._dtypes = [to_torch(v.type.dtype) for v in graph.inputs]
         self._ranks = [v.type.rank for v in graph.inputs]
         self.dry_run_first = False  # compile_graph sets it for a GPU graph (see the docstring)
+        self.copy_out: list[int] = []
+        self.module_interpret: bool = generated.interpret
 
     def _check(self, inputs: Sequence[torch.Tensor]) -> None:
         # Cheap checks only: a wrong dtype or rank would otherwise run and read garbage.
@@ -137,10 +141,20 @@ def compile_graph(graph: Graph, options: Options | None = None, chooser: Chooser
     if outputs_in_arena is None:
         outputs_in_arena = options.cuda_graphs and graph_capture_refusal(graph, ()) is None
     generated = _generate(graph, chooser, outputs_in_arena)
+    return load_generated(graph, generated, options, copy_out, chooser.decisions)
+
+
+def load_generated(graph: Graph, generated, options: Options, copy_out: Sequence[int] = (),
+                   autotune: Sequence[dict] = ()) -> CompiledGraph:
+    """The callable for a generated module (a `GeneratedModule`, or what the graph cache stored of
+    one: frontend/graph_cache.py): written to the code cache, imported, and set up to run as
+    compile_graph's result does (a dry run before the first call, CUDA graphs)."""
     path, _ = write_module(options.cache_dir, generated.source)
     module = load_module(path, generated.interpret)
     compiled = CompiledGraph(graph, module, generated, path)
-    compiled.autotune = chooser.decisions
+    compiled.autotune = list(autotune)
+    compiled.copy_out = list(copy_out)
+    compiled.module_interpret = generated.interpret
     compiled.dry_run_first = options.precompile and not generated.interpret
     why_not = graph_capture_refusal(graph, compiled.externs) if options.cuda_graphs else "option cuda_graphs off"
     if why_not is None:

@@ -5,10 +5,15 @@ is needed. Dynamo hands us a graph of torch-level ops; AOTAutograd traces it to 
 decomposition table), splits forward from backward for training, and calls our compilers with
 each resulting graph. Every Dynamo graph gets a process-wide number: its forward is `graphN_fw`,
 its backward `graphN_bw` (inference graphs are `graphN_fw` too).
+
+An inference graph compiled before (this process or another, same cache folder) is loaded from
+the graph cache instead (graph_cache.py: what qualifies, what the key holds); AOTAutograd and
+ember's pipeline do not run for it.
 """
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from typing import Any
 
@@ -18,8 +23,11 @@ from torch._guards import TracingContext
 from torch._functorch.partitioners import min_cut_rematerialization_partition
 
 from ..options import Options, OptionsError
+from . import graph_cache
 from .compile import compile_fx_graph
 from .decompositions import decomposition_table
+
+log = logging.getLogger(__name__)
 
 _counter = itertools.count()
 _counter_lock = threading.Lock()
@@ -43,6 +51,14 @@ def ember_backend(gm: torch.fx.GraphModule, example_inputs: list[Any], options: 
     # passes parameters as inputs); some decompositions are only right without one.
     training = torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in example_inputs)
+    key = _cache_key(gm, example_inputs, opts)  # None for training graphs (grad mode on)
+    if key is not None and not opts.dump_dir:  # a dump describes a compile: never loaded
+        hit = graph_cache.load(opts.cache_dir, key, f"{name}_fw", opts)
+        if hit is not None:
+            graph_cache.STATS.hits += 1
+            return hit
+    if key is not None:
+        graph_cache.STATS.misses += 1
 
     def fw_compiler(fx_gm: torch.fx.GraphModule, inputs):
         # A training forward returns the caller's outputs first, then the tensors saved for the
@@ -53,7 +69,15 @@ def ember_backend(gm: torch.fx.GraphModule, example_inputs: list[Any], options: 
         return compile_fx_graph(fx_gm, inputs, opts, f"{name}_fw", caller_outputs=returned)
 
     def inference_compiler(fx_gm: torch.fx.GraphModule, inputs):
-        return compile_fx_graph(fx_gm, inputs, opts, f"{name}_fw")
+        compiled = compile_fx_graph(fx_gm, inputs, opts, f"{name}_fw")
+        if key is not None:
+            meta = getattr(TracingContext.try_get(), "fw_metadata", None)
+            why_not = graph_cache.why_not_storable(compiled, meta, fx_gm, len(example_inputs))
+            if why_not is None and graph_cache.store(opts.cache_dir, key, compiled) is not None:
+                graph_cache.STATS.stored += 1
+            else:
+                log.debug("ember: %s_fw not stored in the graph cache: %s", name, why_not or "see above")
+        return compiled
 
     def bw_compiler(fx_gm: torch.fx.GraphModule, inputs):
         # Gradients go to .grad (kept or summed there), never copied out.
@@ -70,3 +94,16 @@ def ember_backend(gm: torch.fx.GraphModule, example_inputs: list[Any], options: 
         keep_inference_input_mutations=False,  # mutations stay outside the graph: IR is pure
     )
     return backend(gm, example_inputs)
+
+
+def _cache_key(gm: torch.fx.GraphModule, example_inputs: list[Any], opts: Options) -> str | None:
+    """The graph cache's key for this graph, or None when it does not qualify (counted, logged)."""
+    try:
+        return graph_cache.graph_key(gm, example_inputs, opts)
+    except graph_cache.NotCacheable as e:
+        why = str(e)
+    except Exception as e:  # noqa: BLE001 - keying must never fail a compile that would work
+        why = f"keying failed: {type(e).__name__}: {e}"
+    graph_cache.STATS.bypassed += 1
+    log.debug("ember: graph cache bypassed: %s", why)
+    return None

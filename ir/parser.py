@@ -12,6 +12,7 @@ Lines starting with '//' are comments.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -23,6 +24,12 @@ from .graph import Graph, Op, Value, infer_result_types
 from .ops import OPS, ExternArg, TypeError_, attrs_with_defaults
 from .dtypes import TORCH_DTYPES
 from .types import TensorType, symbol, shapes_equal
+
+
+@functools.lru_cache(maxsize=4096)
+def _sympify(text: str, symbols: tuple) -> sympy.Expr:
+    """A size expression under the declared symbols; one graph repeats the same few many times."""
+    return sympy.sympify(text, locals={**dict(symbols), **_DIM_FUNCS})
 
 
 class IRParseError(ValueError):
@@ -110,11 +117,15 @@ class _Line:
             raise self.error("empty size expression", start)
         if not _DIM_CHARS.match(text):
             raise self.error(f"invalid characters in size expression {text!r}", start)
+        if text.isdigit():
+            # Most dims are plain sizes; sympify's parser costs ~0.5 ms each, most of a whole
+            # graph's parse (the graph cache parses every graph it loads).
+            return sympy.Integer(int(text))
         for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text):
             if name not in self.symbols and name not in _DIM_FUNCS:
                 raise self.error(f"undeclared symbol {name!r} (declare it in func @name[...])", start)
         try:
-            return sympy.sympify(text, locals={**self.symbols, **_DIM_FUNCS})
+            return _sympify(text, tuple(self.symbols.items()))
         except (sympy.SympifyError, SyntaxError, TypeError) as e:
             raise self.error(f"bad size expression {text!r}: {e}", start) from None
 

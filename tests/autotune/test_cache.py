@@ -168,7 +168,7 @@ def test_export_clear_import_round_trip(tmp_path, make_key, suffix):
     keys = _populate(cache, make_key)
     before = {k: cache.get(k) for k in keys}
     archive = tmp_path / f"out{suffix}"
-    assert cache.export(archive) == {"decisions": 3, "code_files": 1}
+    assert cache.export(archive) == {"decisions": 3, "code_files": 1, "graphs": 0}
     removed = cache.clear()
     assert removed["decisions"] == 3 and removed["code_files"] == 1
     assert cache.entries() == [] and cache.code_files() == []
@@ -191,7 +191,7 @@ def test_export_leaves_damaged_files_out(tmp_path, make_key):
     bad.parent.mkdir(parents=True, exist_ok=True)
     bad.write_text("{")
     (cache.code_dir / f"{'0' * 40}.py").write_text("not matching its name\n")
-    assert cache.export(tmp_path / "out.tgz") == {"decisions": 1, "code_files": 1}
+    assert cache.export(tmp_path / "out.tgz") == {"decisions": 1, "code_files": 1, "graphs": 0}
 
 
 def _tar(path, members):
@@ -243,12 +243,15 @@ def test_import_skips_bad_members_with_a_warning(tmp_path, make_key):
         (f"tuning/{d2[:2]}/{d2}.json".replace(d2[:2] + "/", "00/", 1), good),  # wrong folder/name
         (f"code/{'0' * 40}.py", b"x = 1\n"),                     # text does not match its name
         ("notes.txt", b"hello"),                                  # not a cache file
+        (f"graphs/{d[:2]}/{d}.json", b'{"format": 1, "ir": "func @g"}'),  # a compiled graph
+        (f"graphs/{d2[:2]}/{d2}.json", b'{"format": 1}'),          # one without its IR
     ])
     cache = TuningCache(tmp_path / "cache")
     with pytest.warns(UserWarning) as caught:
         report = cache.import_(archive)
-    assert (report.decisions, report.code_files, len(report.skipped)) == (1, 0, 4)
-    assert len(caught) == 4 and all("mixed.tar.gz" in str(w.message) for w in caught)
+    assert (report.decisions, report.code_files, report.graphs, len(report.skipped)) == (1, 0, 1, 5)
+    assert len(caught) == 5 and all("mixed.tar.gz" in str(w.message) for w in caught)
+    assert [p.stem for p in cache.graph_files()] == [d]
     assert cache.get(make_key()) == DECISION
     assert [e.problem for e in cache.entries()] == [None]
 

@@ -22,6 +22,9 @@ def populate(root, make_key):
     src = "x = 1\n"
     cache.code_dir.mkdir(parents=True, exist_ok=True)
     (cache.code_dir / f"{code_hash(src)}.py").write_text(src)
+    graph = cache.graphs_dir / "ab" / ("ab" + "0" * 62 + ".json")
+    graph.parent.mkdir(parents=True)
+    graph.write_text('{"format": 1, "ir": "func @g() -> () {\\n  return\\n}\\n"}')
     return cache
 
 
@@ -31,24 +34,28 @@ def test_ls_export_clear_import(tmp_path, make_key):
     bad = cache.path_for(make_key(kernel="z" * 64))
     bad.parent.mkdir(parents=True, exist_ok=True)
     bad.write_text("{")
+    bad_graph = cache.graphs_dir / "cd" / ("cd" + "0" * 62 + ".json")
+    bad_graph.parent.mkdir(parents=True)
+    bad_graph.write_text('{"format": 1}')  # no IR: not exported
 
     r = ember("ls", cache_dir=root)
     assert r.returncode == 0, r.stderr
-    assert "3 decision(s)" in r.stdout and "1 code file(s)" in r.stdout
+    assert "3 decision(s)" in r.stdout and "1 code file(s)" in r.stdout and "2 compiled graph(s)" in r.stdout
     assert "b64 BLOCK=64" in r.stdout and "device='NVIDIA H100 80GB HBM3'" in r.stdout
     assert "INVALID (not valid JSON" in r.stdout and str(bad) in r.stdout
 
     archive = tmp_path / "exported.tar.gz"
     r = ember("export", archive, cache_dir=root)
-    assert r.returncode == 0 and "exported 2 decision(s) and 1 code file(s)" in r.stdout, r.stderr
+    assert r.returncode == 0 and "exported 2 decision(s), 1 code file(s) and 1 compiled graph(s)" in r.stdout, r.stderr
 
     r = ember("clear", cache_dir=root)
-    assert r.returncode == 0 and "3 decision(s), 1 code file(s)" in r.stdout, r.stderr
+    assert r.returncode == 0 and "3 decision(s), 1 code file(s), 2 compiled graph(s)" in r.stdout, r.stderr
     assert "0 decision(s)" in ember("ls", cache_dir=root).stdout
 
     r = ember("import", archive, cache_dir=root)
-    assert r.returncode == 0 and "imported 2 decision(s) and 1 code file(s)" in r.stdout, r.stderr
+    assert r.returncode == 0 and "imported 2 decision(s), 1 code file(s) and 1 compiled graph(s)" in r.stdout, r.stderr
     assert TuningCache(root).get(make_key()) == {"name": "b64", "config": {"BLOCK": 64}}
+    assert [p.name for p in TuningCache(root).graph_files()] == ["ab" + "0" * 62 + ".json"]
 
 
 def test_cache_dir_flag_overrides_the_environment(tmp_path, make_key):
