@@ -85,7 +85,7 @@ def _instrument(stop_at_first_call: bool) -> None:
     _timed(frontend_compile, "compile_graph", "compile_graph")
     _timed(compiled_graph, "generate_module", "codegen")
     _timed(wrapper, "plan_memory", "memory plan + choices")
-    _timed(compiled_graph, "write_module", "write module")
+    _timed(compiled_graph, "write_generated", "write module")
     _timed(compiled_graph, "load_module", "import module")
     _timed(choice.Chooser, "choose", "Chooser.choose")
     _timed(choice, "_compile_all", "races: precompile")

@@ -159,6 +159,9 @@ def choose(b: "WrapperBuilder", op: Op) -> TemplateChoice | None:
     by_name = {c.name: c for c in configs}
     operands = [call.q.type, call.k.type, call.v.type] + ([call.mask.type] if call.mask is not None else [])
     source = template_source(spec)
+    # The name emit() will give it (WrapperBuilder.kernel_name): the winner is then in Triton's
+    # cache when the graph's module first runs it.
+    kernel_name = f"k{b._op_index}_attention"
 
     def make_runner(impl: Implementation, tensors: list[torch.Tensor]):
         qt, kt, vt = tensors[:3]
@@ -166,7 +169,7 @@ def choose(b: "WrapperBuilder", op: Op) -> TemplateChoice | None:
         if impl.is_library:
             return lambda: torch.ops.aten.scaled_dot_product_attention.default(
                 qt, kt, vt, attn_mask=mt, is_causal=call.is_causal, scale=call.scale, enable_gqa=call.enable_gqa)
-        return _template_runner(spec, by_name[impl.name], b.chooser, qt, kt, vt, mt)
+        return _template_runner(spec, by_name[impl.name], b.chooser, qt, kt, vt, mt, kernel_name)
 
     pick = b.chooser.choose("attention", source, operands, impls, make_runner,
                             lambda xs: next(x for x in xs if x.name == default.name))
@@ -175,10 +178,10 @@ def choose(b: "WrapperBuilder", op: Op) -> TemplateChoice | None:
     return TemplateChoice(spec, by_name[pick.name], call)
 
 
-def _template_runner(spec, cfg: AttentionConfig, chooser, q, k, v, mask):
+def _template_runner(spec, cfg: AttentionConfig, chooser, q, k, v, mask, name: str):
     from ..options import Options
     from .launcher import Launcher
-    fn = compile_kernel(spec, chooser.cache_dir or Options().cache_dir, interpret=q.device.type != "cuda")
+    fn = compile_kernel(spec, chooser.cache_dir or Options().cache_dir, interpret=q.device.type != "cuda", name=name)
     launch = Launcher(fn, q.device, cfg.num_warps, num_stages=cfg.num_stages,
                       BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)

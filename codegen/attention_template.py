@@ -322,25 +322,18 @@ def launch_attention(launch, block_m: int, q: torch.Tensor, k: torch.Tensor, v: 
     launch(programs, *args, b, h, m, n, h // k4.shape[1], *strides, INDEX_64=INDEX_64)
 
 
-def kernel_module_source(spec: AttentionSpec, interpret: bool, name: str = "attention_kernel") -> str:
-    """A module holding just this kernel, for timing it (autotune) or calling it directly."""
-    from . import runtime
-    return ("import triton\nimport triton.language as tl\n\n"
-            f"from {runtime.__name__} import helpers_for\n\n"
-            f"helpers = helpers_for({interpret})\n\n\n"
-            + template_source(spec).replace(NAME_PLACEHOLDER, name))
-
-
 def default_scale(head_dim: int, scale: float | None) -> float:
     return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
 
 
-def compile_kernel(spec: AttentionSpec, cache_dir: str, interpret: bool):
-    """The kernel as a Triton JITFunction, from `<cache_dir>/code/<hash>.py` (Triton reads
-    kernel sources from files)."""
-    from .code_cache import load_module, write_module
-    path, _ = write_module(cache_dir, kernel_module_source(spec, interpret))
-    return load_module(path, interpret).attention_kernel
+def compile_kernel(spec: AttentionSpec, cache_dir: str, interpret: bool, name: str = "attention_kernel"):
+    """The kernel as a Triton JITFunction named `name`, from `<cache_dir>/code/<hash>.py` (Triton
+    reads kernel sources from files)."""
+    from .code_cache import kernel_file_text, load_module, write_module
+    # The file the wrapper's module loads this kernel from when it is named the same
+    # (code_cache.kernel_file_text): a race's winner is then already compiled.
+    path, _ = write_module(cache_dir, kernel_file_text(template_source(spec).replace(NAME_PLACEHOLDER, name), interpret))
+    return getattr(load_module(path, interpret), name)
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,

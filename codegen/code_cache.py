@@ -1,5 +1,13 @@
 """Generated modules on disk, named by the hash of their text, imported once per process.
 
+Each Triton kernel lives in a file of its own (`kernel_file_text`: a fixed header, then the
+kernel), which the wrapper's module loads by hash (`runtime.kernel_from`). Triton keys a compiled
+kernel by its source, its name and the line it starts on; in a file of its own a kernel starts on
+the same line whatever else the graph holds. So a race's candidate (compiled as its op alone in a
+graph, named as in the whole graph), the module written before the races and the one written
+after them share their kernels' files: within a process the same JITFunction, already compiled;
+in a new one, Triton's on-disk cache entry.
+
 Triton's JIT reads a kernel's source with `inspect`, so kernels must live in real files. The file
 name is the content hash, so compiling the same graph again finds the file already there (nothing is
 written) and, within one process, gets the already imported module back (its kernels are already
@@ -20,7 +28,7 @@ from ..atomic_io import write_text_atomic
 from .runtime import interpret_mode
 
 _loaded: dict[Path, ModuleType] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entered: a module loads its kernels' files while it is imported
 
 
 def content_hash(source: str) -> str:
@@ -38,6 +46,25 @@ def write_module(cache_dir: str, source: str) -> tuple[Path, bool]:
         pass
     write_text_atomic(path, source)
     return path, True
+
+
+def kernel_file_text(source: str, interpret: bool) -> str:
+    """A kernel's file: what kernels refer to (triton, tl, helpers, libdevice), then the kernel."""
+    from . import runtime
+    return ("import triton\n"
+            "import triton.language as tl\n\n"
+            f"from {runtime.__name__} import helpers_for, libdevice_for\n\n"
+            f"INTERPRET = {interpret}\n"
+            "helpers = helpers_for(INTERPRET)\n"
+            "libdevice = libdevice_for(INTERPRET)\n\n\n" + source)
+
+
+def write_generated(cache_dir: str, generated) -> tuple[Path, bool]:
+    """Write a generated module (codegen/wrapper.GeneratedModule, or what the graph cache stored of
+    one) and its kernels' files; returns the module's (path, whether it was written)."""
+    for source in generated.kernels.values():
+        write_module(cache_dir, kernel_file_text(source, generated.interpret))
+    return write_module(cache_dir, generated.source)
 
 
 def load_module(path: Path, interpret: bool) -> ModuleType:

@@ -10,7 +10,7 @@ import torch
 from ..ir import Graph, bind_symbols, to_torch
 from ..options import Options
 from . import precompile
-from .code_cache import load_module, write_module
+from .code_cache import load_module, write_generated
 from .choice import Chooser, compile_races, end_collecting
 from .cuda_graphs import CudaGraphRunner, graph_capture_refusal
 from .wrapper import generate_module
@@ -123,7 +123,7 @@ def _dry_run_before_races(graph: Graph, generated, cache_dir: str | None):
               for v in graph.inputs]
 
     def run() -> None:
-        path, _ = write_module(cache_dir, generated.source)
+        path, _ = write_generated(cache_dir, generated)
         precompile.dry_run_shapes(load_module(path, False).call, inputs)
     return run
 
@@ -149,7 +149,7 @@ def load_generated(graph: Graph, generated, options: Options, copy_out: Sequence
     """The callable for a generated module (a `GeneratedModule`, or what the graph cache stored of
     one: frontend/graph_cache.py): written to the code cache, imported, and set up to run as
     compile_graph's result does (a dry run before the first call, CUDA graphs)."""
-    path, _ = write_module(options.cache_dir, generated.source)
+    path, _ = write_generated(options.cache_dir, generated)
     module = load_module(path, generated.interpret)
     compiled = CompiledGraph(graph, module, generated, path)
     compiled.autotune = list(autotune)

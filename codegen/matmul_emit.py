@@ -234,10 +234,11 @@ class MatmulEmitter:
     def _runner_maker(self, op: Op) -> Callable[[Implementation, list[torch.Tensor]], Callable[[], Any]]:
         layouts = [_layout_of(v) for v in op.inputs]
         cache_dir = self.b.chooser.cache_dir or tempfile.mkdtemp(prefix="ember-tune-")
+        op_index = self.b._op_index  # the winner's kernel keeps the name it has in the graph's module
 
         def make_runner(impl: Implementation, tensors: list[torch.Tensor]) -> Callable[[], Any]:
             """`op` alone in a graph, compiled with `impl` imposed: what the wrapper would run."""
-            from .code_cache import load_module, write_module
+            from .code_cache import load_module, write_generated
             from .wrapper import generate_module
             g = Graph("tune", self.b.graph.device)
             g.symbols = list(self.b.graph.symbols)
@@ -247,8 +248,8 @@ class MatmulEmitter:
             g.ops, g.outputs = [clone], list(clone.results)
             chooser = FixedChoice(g.device, impl)
             chooser.input_layouts = {v.name: order for v, order in zip(ins, layouts) if order is not None}
-            generated = generate_module(g, chooser)
-            path, _ = write_module(cache_dir, generated.source)
+            generated = generate_module(g, chooser, op_index_base=op_index)
+            path, _ = write_generated(cache_dir, generated)
             call = load_module(path, generated.interpret).call
             args = [_with_layout(t, order) for t, order in zip(tensors, layouts)]
             return lambda: call(args)

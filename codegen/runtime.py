@@ -73,6 +73,13 @@ def libdevice_for(interpret: bool) -> ModuleType:
     return libdevice
 
 
+def kernel_from(module_file: str, digest: str, name: str, interpret: bool):
+    """The kernel `name` from its own file `<digest>.py` next to the generated module that asks
+    (code_cache.write_generated wrote both; see code_cache's docstring for why a file each)."""
+    from .code_cache import load_module
+    return getattr(load_module(Path(module_file).with_name(f"{digest}.py"), interpret), name)
+
+
 def _max_offset(t: torch.Tensor) -> int:
     return sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()) if n > 0)
 

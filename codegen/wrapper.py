@@ -32,6 +32,7 @@ from ..ir.printer import format_attrs
 from ..ir.types import TensorType, shapes_equal
 from . import attention_emit, attention_template, extern_emit, launcher, layouts, runtime
 from .choice import Chooser
+from .code_cache import content_hash, kernel_file_text
 from .data_movement import concat_kernel, gather_kernel, index_kernel, pad_kernel
 from .inplace import inplace_operands
 from .kernel_writer import Kernel
@@ -65,9 +66,14 @@ def uses_interpreter(device: str) -> bool:
 
 
 class WrapperBuilder:
-    def __init__(self, graph: Graph, chooser: Chooser | None = None, outputs_in_arena: bool = False):
+    def __init__(self, graph: Graph, chooser: Chooser | None = None, outputs_in_arena: bool = False,
+                 op_index_base: int = 0):
         self.graph = graph
         self.outputs_in_arena = outputs_in_arena
+        # Added to op indices in kernel names: a race's candidate, compiled as its op alone in a
+        # graph, is named as the op's kernel will be in the whole graph's module, so that module
+        # finds the winner in Triton's cache (the name is part of its key) instead of compiling it.
+        self.op_index_base = op_index_base
         # Picks library call or template config per matmul / attention (choice.py); the default
         # one never times anything (the heuristic choice), for callers without options.
         self.chooser = chooser or Chooser(graph.device, cache_dir=None, autotune=False)
@@ -411,7 +417,7 @@ class WrapperBuilder:
                                   self.elementwise)
         dead_after = dead_after_ops(g, self.body_of, self.memory)
         for i, op in enumerate(g.ops):
-            self._op_index = i
+            self._op_index = self.op_index_base + i
             self.emit(op)
             # Names are looked up after emitting: a region run op by op names its body's values
             # only then (and a region run as one kernel never names them).
@@ -440,7 +446,8 @@ class WrapperBuilder:
             head += [f"    {name} = arena.view({dtype})" for dtype, name in sorted(self._arena_views.items())]
         outputs = ", ".join(self.names[v] for v in g.outputs)
         wrapper = "\n".join(head + self.body + [f"    return [{outputs}]"]) + "\n"
-        kernels = "\n\n".join(self.kernels.values())
+        kernels = "".join(f"{name} = kernel_from(__file__, {content_hash(kernel_file_text(source, self.interpret))!r}, "
+                          f"{name!r}, INTERPRET)\n" for name, source in self.kernels.items())
         launchers = "".join(f"{name} = {definition}\n" for definition, name in self._launchers.items())
         header = _header(g, self.interpret, attention=any(self._attention.values()))
         source = "\n\n".join(filter(None, [header, kernels, launchers, wrapper]))
@@ -449,9 +456,10 @@ class WrapperBuilder:
 
 
 def generate_module(graph: Graph, chooser: Chooser | None = None,
-                    outputs_in_arena: bool = False) -> GeneratedModule:
-    """`outputs_in_arena`: the graph's outputs share the arena with its intermediates (memory_plan.py)."""
-    return WrapperBuilder(graph, chooser, outputs_in_arena).build()
+                    outputs_in_arena: bool = False, op_index_base: int = 0) -> GeneratedModule:
+    """`outputs_in_arena`: the graph's outputs share the arena with its intermediates (memory_plan.py).
+    `op_index_base`: see WrapperBuilder (timing runs)."""
+    return WrapperBuilder(graph, chooser, outputs_in_arena, op_index_base).build()
 
 
 def _torch_dtype(dtype: str) -> str:
@@ -462,8 +470,8 @@ def _torch_dtype(dtype: str) -> str:
 def _header(g: Graph, interpret: bool, attention: bool) -> str:
     mode = "in Triton's interpreter" if interpret else "compiled by Triton"
     ir = "".join(f"#   {line}\n" for line in str(g).splitlines())
-    imports = (f"from {runtime.__name__} import (extern_results, helpers_for, inplace_or_empty, libdevice_for, mm_aligned,\n"
-               f"    needs_int64, new_arena, tma_ready, view_or_none)\n"
+    imports = (f"from {runtime.__name__} import (extern_results, helpers_for, inplace_or_empty, kernel_from,\n"
+               f"    libdevice_for, mm_aligned, needs_int64, new_arena, tma_ready, view_or_none)\n"
                f"from {launcher.__name__} import Launcher\n")
     if attention:
         imports += f"from {attention_template.__name__} import launch_attention\n"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ember.codegen import compile_graph
-from ember.codegen.code_cache import write_module
+from ember.codegen.code_cache import content_hash, kernel_file_text, write_module
 from ember.codegen.size_printer import size_to_python
 from ember.ir import parse, symbol
 from ember.options import Options
@@ -45,8 +45,29 @@ def test_wrapper_is_readable():
     assert set(compiled.kernels) == {"k0_add", "k1_relu", "k2_reduce_sum"}
     for name, source in compiled.kernels.items():
         assert source.startswith("@triton.jit\ndef " + name + "(")
-        assert source in compiled.module_source
+        # Each kernel in a file of its own, loaded by the module; its text is the kernel's.
+        file = compiled.module_path.with_name(f"{content_hash(kernel_file_text(source, True))}.py")
+        assert f"{name} = kernel_from(__file__, {file.stem!r}, {name!r}, INTERPRET)" in compiled.module_source
+        assert file.read_text().endswith("\n\n\n" + source)
+        assert getattr(compiled_module(compiled), name).fn.__code__.co_filename == str(file)
     assert compiled.externs == []
+
+
+def compiled_module(compiled):
+    import sys
+    return sys.modules[f"ember_generated_{compiled.module_path.stem}"]
+
+
+def test_a_kernel_starts_on_the_same_line_whatever_precedes_it():
+    """Triton keys a compiled kernel by the line it starts on too: a kernel in a file of its own
+    is one file, one JITFunction, whichever graph's module loads it."""
+    one = compile_graph(parse(IR))
+    # One more op at the end: a longer IR in the module's header, the same first three kernels.
+    two = compile_graph(parse(IR.replace("  return %2, %1", "  %3: f32[s0] = neg %2\n  return %3, %1")
+                              .replace("-> (f32[s0], f32[s0,16])", "-> (f32[s0], f32[s0,16])")))
+    assert one.module_path != two.module_path and set(one.kernels) < set(two.kernels)
+    for name in one.kernels:
+        assert getattr(compiled_module(one), name) is getattr(compiled_module(two), name)
 
 
 def test_identical_ops_share_one_kernel():
@@ -67,7 +88,7 @@ def test_second_compile_reuses_the_module_file(tmp_path):
     options = Options(cache_dir=str(tmp_path))
     first = compile_graph(parse(IR), options)
     files = sorted((tmp_path / "code").iterdir())
-    assert files == [first.module_path]
+    assert first.module_path in files and len(files) == 1 + len(first.kernels)  # the module, a file per kernel
     stamp = first.module_path.stat().st_mtime_ns
     second = compile_graph(parse(IR), options)
     assert second.module_path == first.module_path
@@ -82,7 +103,9 @@ def test_different_graph_gets_its_own_file(tmp_path):
     options = Options(cache_dir=str(tmp_path))
     a = compile_graph(parse(IR), options)
     b = compile_graph(parse(IR.replace("relu", "sigmoid")), options)
-    assert a.module_path != b.module_path and len(list((tmp_path / "code").iterdir())) == 2
+    assert a.module_path != b.module_path
+    # Two modules; a's three kernels, and b's sigmoid (its add and sum are a's: a file each, shared).
+    assert len(list((tmp_path / "code").iterdir())) == 2 + 3 + 1
 
 
 def test_cache_lives_under_the_cache_dir_only(tmp_path):

@@ -1,6 +1,8 @@
 """Parallel precompile (codegen/precompile.py) on the lent H100, with EMBER_TEST_GPU=1: a compiled
 model's first call and its autotuning races find their kernels already compiled by the thread
 pool (Triton compiles nothing more when they launch), and the results still match eager."""
+import collections
+
 import pytest
 import torch
 import triton
@@ -10,13 +12,22 @@ from model_zoo import MODELS, outputs_of, token_ids
 BF16 = dict(rtol=5e-2, atol=5e-2)
 
 
+class Compiles(list):
+    """(kernel name, whether it was a submitted warmup) for every compile Triton starts; `keys`:
+    (kernel name, Triton's specialization key) of each."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys = []
+
+
 @pytest.fixture
 def compiles(monkeypatch):
-    """(kernel name, whether it was a submitted warmup) for every compile Triton starts."""
-    seen = []
+    seen = Compiles()
 
     def hook(*, key, repr, fn, compile, is_manual_warmup, already_compiled):
         seen.append((fn.name, is_manual_warmup))
+        seen.keys.append((fn.name, str(key)))
         return None  # go on compiling
     monkeypatch.setattr(triton.knobs.runtime, "jit_cache_hook", hook)
     return seen
@@ -40,6 +51,23 @@ def test_first_call_launches_only_precompiled_kernels(name, compiles, tmp_path):
     at_launch = [n for n, warm in compiles if not warm]
     assert submitted, "nothing went through the thread pool"
     assert at_launch == [], f"compiled at launch, not ahead: {at_launch}"
+
+
+@pytest.mark.gpu
+def test_no_kernel_is_compiled_twice(compiles, tmp_path):
+    """A race's candidates, the module written before the races and the one after share each
+    kernel's file (code_cache.py): the same kernel at the same specialization is compiled once,
+    the races' winners included (in a JITFunction of their own they were compiled again)."""
+    torch._dynamo.reset()
+    model = MODELS["gpt2"]().to("cuda", torch.bfloat16).eval()
+    compiled = torch.compile(model, backend="ember", options={"cache_dir": str(tmp_path),
+                                                              "matmul_library": False, "attention_library": False,
+                                                              "autotune_budget_s": 30.0})
+    with torch.no_grad():
+        compiled(token_ids(2, 32, device="cuda"))
+    assert any("matmul" in name for name, _ in compiles)  # the template's candidates compiled
+    twice = [k for k, n in collections.Counter(compiles.keys).items() if n > 1]
+    assert twice == [], f"compiled more than once: {twice}"
 
 
 @pytest.mark.gpu
