@@ -161,7 +161,7 @@ def choose(b: "WrapperBuilder", op: Op) -> TemplateChoice | None:
     source = template_source(spec)
     # The name emit() will give it (WrapperBuilder.kernel_name): the winner is then in Triton's
     # cache when the graph's module first runs it.
-    kernel_name = f"k{b._op_index}_attention"
+    kernel_name = f"k{b.op_index(op)}_attention"
 
     def make_runner(impl: Implementation, tensors: list[torch.Tensor]):
         qt, kt, vt = tensors[:3]

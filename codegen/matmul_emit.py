@@ -234,7 +234,7 @@ class MatmulEmitter:
     def _runner_maker(self, op: Op) -> Callable[[Implementation, list[torch.Tensor]], Callable[[], Any]]:
         layouts = [_layout_of(v) for v in op.inputs]
         cache_dir = self.b.chooser.cache_dir or tempfile.mkdtemp(prefix="ember-tune-")
-        op_index = self.b._op_index  # the winner's kernel keeps the name it has in the graph's module
+        op_index = self.b.op_index(op)  # the winner's kernel keeps the name it has in the graph's module
 
         def make_runner(impl: Implementation, tensors: list[torch.Tensor]) -> Callable[[], Any]:
             """`op` alone in a graph, compiled with `impl` imposed: what the wrapper would run."""

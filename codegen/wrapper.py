@@ -74,6 +74,7 @@ class WrapperBuilder:
         # graph, is named as the op's kernel will be in the whole graph's module, so that module
         # finds the winner in Triton's cache (the name is part of its key) instead of compiling it.
         self.op_index_base = op_index_base
+        self._op_indices: dict[Op, int] | None = None
         # Picks library call or template config per matmul / attention (choice.py); the default
         # one never times anything (the heuristic choice), for callers without options.
         self.chooser = chooser or Chooser(graph.device, cache_dir=None, autotune=False)
@@ -200,6 +201,13 @@ class WrapperBuilder:
             return "True"
         flags = [f for f in flags if f != "False"]
         return " or ".join(flags) if flags else "False"
+
+    def op_index(self, op: Op) -> int:
+        """The number kernel_name gives the kernels `op` launches first (races ask for it before
+        the op is emitted: choices are made while the wrapper is planned)."""
+        if self._op_indices is None:
+            self._op_indices = {o: self.op_index_base + i for i, o in enumerate(self.graph.ops)}
+        return self._op_indices[op]
 
     def kernel_name(self, kernel: Kernel, op_name: str) -> str:
         name = self._kernel_names.get(kernel.source)

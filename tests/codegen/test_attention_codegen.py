@@ -12,7 +12,7 @@ from ember.autotune import keys as tuning_keys
 from ember.codegen import choice
 from ember.codegen.attention_emit import bind_sdpa, why_not_template
 from ember.codegen.choice import Chooser
-from ember.codegen.code_cache import load_module, write_generated
+from ember.codegen.code_cache import content_hash, kernel_file_text, load_module, write_generated
 from ember.codegen.compiled_graph import CompiledGraph
 from ember.codegen.wrapper import generate_module
 from ember.ir import parse
@@ -91,6 +91,19 @@ def test_sdpa_must_beat_the_template_by_the_unplanned_margin(monkeypatch, tmp_pa
     assert "library" in ran and chooser.decisions[0]["is_library"] is not template_wins
     assert ("launch_attention(" in gen.wrapper_source) is template_wins
     assert chooser.decisions[0]["timings_ms"]["sdpa"] == 1.0
+
+
+def test_the_winner_is_the_kernel_its_race_compiled(monkeypatch, tmp_path):
+    """The race runs the template from the file the graph's module then loads (same name, same
+    text: code_cache.kernel_file_text), so the winner is not compiled a second time."""
+    timer, _ = _fake_gpu(monkeypatch, 3.0, 1.0)
+    g = parse(dedent(CAUSAL.replace("  %0: f32[2,4,24,16] = extern", "  %9: f32[2,4,24,16] = neg %q\n"
+                                    "  %0: f32[2,4,24,16] = extern").replace("] %q, %k, %v", "] %9, %k, %v")))
+    gen = generate_module(g, Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer))
+    (name,) = [n for n in gen.kernels if n.endswith("_attention")]
+    assert name == "k1_attention"  # numbered by its op, as the race named it
+    race_file = tmp_path / "code" / f"{content_hash(kernel_file_text(gen.kernels[name], gen.interpret))}.py"
+    assert race_file.exists()  # written by the race, before the module was
 
 
 def test_without_the_library_only_template_configs_are_timed(monkeypatch, tmp_path):
