@@ -71,12 +71,7 @@ def ember_backend(gm: torch.fx.GraphModule, example_inputs: list[Any], options: 
     def inference_compiler(fx_gm: torch.fx.GraphModule, inputs):
         compiled = compile_fx_graph(fx_gm, inputs, opts, f"{name}_fw")
         if key is not None:
-            meta = getattr(TracingContext.try_get(), "fw_metadata", None)
-            why_not = graph_cache.why_not_storable(compiled, meta, fx_gm, len(example_inputs))
-            if why_not is None and graph_cache.store(opts.cache_dir, key, compiled) is not None:
-                graph_cache.STATS.stored += 1
-            else:
-                log.debug("ember: %s_fw not stored in the graph cache: %s", name, why_not or "see above")
+            _store(key, compiled, fx_gm, len(example_inputs), opts, f"{name}_fw")
         return compiled
 
     def bw_compiler(fx_gm: torch.fx.GraphModule, inputs):
@@ -107,3 +102,17 @@ def _cache_key(gm: torch.fx.GraphModule, example_inputs: list[Any], opts: Option
     graph_cache.STATS.bypassed += 1
     log.debug("ember: graph cache bypassed: %s", why)
     return None
+
+
+def _store(key: str, compiled, fx_gm: torch.fx.GraphModule, num_inputs: int, opts: Options, name: str) -> None:
+    """Store an inference graph that qualifies; never fails the compile it follows."""
+    try:
+        meta = getattr(TracingContext.try_get(), "fw_metadata", None)
+        why_not = graph_cache.why_not_storable(compiled, meta, fx_gm, num_inputs)
+        if why_not is None and graph_cache.store(opts.cache_dir, key, compiled) is not None:
+            graph_cache.STATS.stored += 1
+            return
+    except Exception as e:  # noqa: BLE001 - an AOTAutograd without these fields, say
+        why_not = f"{type(e).__name__}: {e}"
+    graph_cache.STATS.bypassed += 1
+    log.debug("ember: %s not stored in the graph cache: %s", name, why_not or "see the warning")

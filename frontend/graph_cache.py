@@ -124,7 +124,7 @@ def _graph_text(gm: torch.fx.GraphModule, h, depth: int = 0) -> None:
                 if value.numel() > CONSTANT_HASH_LIMIT:
                     raise NotCacheable(f"constant {node.target} has {value.numel()} elements")
                 h.update(f"constant {node.target} {_tensor_meta(value)}\n".encode())
-                h.update(value.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+                h.update(value.detach().reshape(-1).cpu().view(torch.uint8).numpy().tobytes())
             else:
                 raise NotCacheable(f"attribute {node.target} is a {type(value).__name__}")
 

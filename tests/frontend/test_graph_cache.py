@@ -100,19 +100,25 @@ def _aliases(x):
     return x.t(), x.relu()
 
 
+def _constant(x):
+    return x * torch.tensor([1.0, 2.0, 3.0])
+
+
 @pytest.mark.parametrize("fn,make_args,why", [
     (_mutates, lambda: (torch.randn(4), torch.randn(4)), "mutates"),
     (_aliases, lambda: (torch.randn(3, 4),), "alias"),
+    (_constant, lambda: (torch.randn(2, 3),), "a tensor constant the binding holds"),
 ])
 def test_graphs_whose_aot_wrapping_matters_are_not_stored(tmp_path, fn, make_args, why):
-    """AOTAutograd copies mutations back and rebuilds aliased outputs around the compiled graph;
-    the stored module cannot, so such graphs compile every time (and stay right)."""
+    """AOTAutograd copies mutations back and rebuilds aliased outputs around the compiled graph,
+    and a constant lives in the binding, not in the stored module: such graphs compile every
+    time (and stay right)."""
     args = make_args()
     expected_args = [a.clone() for a in args]
     for _ in range(2):
         ours = [a.clone() for a in args]
         out, delta = stats_after(lambda: compile_once(fn, *ours, cache_dir=str(tmp_path)))
-        assert (delta["stored"], delta["hits"]) == (0, 0)
+        assert (delta["stored"], delta["hits"], delta["bypassed"]) == (0, 0, 1)
     expected = fn(*expected_args)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(ours, expected_args)  # the mutation reached the caller's buffer
@@ -166,3 +172,13 @@ def test_the_stored_entry_holds_readable_ir_and_the_report_figures(tmp_path):
     loaded = graph_cache.load(str(tmp_path), entry.stem, "g_fw", Options(cache_dir=str(tmp_path)))
     assert loaded.ember_graph.compiled.num_kernels == doc["module"]["num_kernels"]
     assert loaded.ember_graph.compiled.memory == doc["memory"]["figures"]
+
+
+def test_a_failure_while_storing_never_fails_the_compile(tmp_path, monkeypatch):
+    def broken(*args):
+        raise AttributeError("an AOTAutograd metadata field this torch does not have")
+    monkeypatch.setattr(graph_cache, "why_not_storable", broken)
+    model, x = MLP(), torch.randn(5, 8)
+    out, delta = stats_after(lambda: compile_once(model, x, cache_dir=str(tmp_path)))
+    torch.testing.assert_close(out, model(x))
+    assert (delta["stored"], delta["bypassed"]) == (0, 1) and not (tmp_path / "graphs").exists()
