@@ -58,7 +58,7 @@ def compiled_module(compiled):
     return sys.modules[f"ember_generated_{compiled.module_path.stem}"]
 
 
-def test_a_kernel_starts_on_the_same_line_whatever_precedes_it():
+def test_two_modules_share_a_kernels_file():
     """Triton keys a compiled kernel by the line it starts on too: a kernel in a file of its own
     is one file, one JITFunction, whichever graph's module loads it."""
     one = compile_graph(parse(IR))
