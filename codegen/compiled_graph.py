@@ -154,7 +154,6 @@ def load_generated(graph: Graph, generated, options: Options, copy_out: Sequence
     compiled = CompiledGraph(graph, module, generated, path)
     compiled.autotune = list(autotune)
     compiled.copy_out = list(copy_out)
-    compiled.module_interpret = generated.interpret
     compiled.dry_run_first = options.precompile and not generated.interpret
     why_not = graph_capture_refusal(graph, compiled.externs) if options.cuda_graphs else "option cuda_graphs off"
     if why_not is None:

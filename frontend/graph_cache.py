@@ -129,11 +129,16 @@ def _graph_text(gm: torch.fx.GraphModule, h, depth: int = 0) -> None:
                 raise NotCacheable(f"attribute {node.target} is a {type(value).__name__}")
 
 
+@functools.lru_cache(maxsize=None)
+def _device_label(device: torch.device) -> str:
+    """The device and what it is (the GPU's name, as tuning keys give it), asked once per device:
+    a graph's inputs are mostly parameters, hundreds on one GPU."""
+    from ..autotune.keys import device_name
+    return f"{device} ({device_name(device)})"
+
+
 def _tensor_meta(t: torch.Tensor) -> str:
-    device = str(t.device)
-    if t.device.type == "cuda":
-        device += f" ({torch.cuda.get_device_name(t.device)})"
-    return (f"{tuple(t.shape)} {t.stride()} +{t.storage_offset()} {t.dtype} {device} "
+    return (f"{tuple(t.shape)} {t.stride()} +{t.storage_offset()} {t.dtype} {_device_label(t.device)} "
             f"grad={t.requires_grad} inference={t.is_inference()}")
 
 
