@@ -10,7 +10,9 @@ the conventions shared by all of them:
   serves any layout. Dims of literal size 1 contribute nothing: that is numpy broadcasting, and it
   also makes the (meaningless) stride of a size-1 dim irrelevant.
 - Concrete sizes are literals in the source; symbolic sizes are kernel arguments that the wrapper
-  computes from the symbol values.
+  computes from the symbol values. A writer made with `sizes_as_args` passes concrete sizes as
+  arguments too (the matmul templates: their races, one per problem size, then share compiled
+  kernels, and Triton still specializes an argument on being 1 or a multiple of 16).
 - Kernel parameter names are positional (`in0_ptr`, `out0_ptr`), never IR names, so that two ops
   with the same computation produce the same source and share one compiled kernel.
 - Low-precision loads are upcast to their compute dtype (triton_types.compute_dtype) and stores cast
@@ -70,8 +72,9 @@ def is_one(d: sympy.Expr) -> bool:
 
 class KernelWriter:
     def __init__(self, kind: str, summary: str, axes: tuple[str, ...] = ("x",),
-                 block_names: dict[str, str] | None = None):
+                 block_names: dict[str, str] | None = None, sizes_as_args: bool = False):
         self.kind = kind
+        self.sizes_as_args = sizes_as_args
         self.summary = summary
         self.axes = axes
         # The constexpr naming each axis's block size: XBLOCK/RBLOCK, or a template's own
@@ -82,7 +85,7 @@ class KernelWriter:
         self.lines: list[str] = []
         self._indent = 1
         self._ptrs: dict[Value, str] = {}
-        self._sizes: dict[sympy.Expr, str] = {}
+        self._sizes: dict[sympy.Expr | tuple[sympy.Expr, str], str] = {}
         self._counts: dict[str, int] = {}
 
     # ------------------------------------------------------------------ names and parameters
@@ -100,15 +103,23 @@ class KernelWriter:
         return self._ptrs[value]
 
     def size(self, expr, hint: str) -> str:
-        """A size as kernel source: a literal when concrete, else a runtime argument."""
+        """A size as kernel source: a literal when concrete (unless sizes_as_args), else a runtime
+        argument."""
         expr = sympy.sympify(expr)
-        if expr.is_Integer:
+        if self.literal(expr):
             return str(int(expr))
-        if expr not in self._sizes:
+        # A concrete size is an argument per role: were M, N and K one argument where they are
+        # equal, a square product's source would differ from every other shape's.
+        key = (expr, hint) if expr.is_Integer else expr
+        if key not in self._sizes:
             name = hint if hint not in {p.name for p in self.params} else self.fresh(hint + "_")
-            self._sizes[expr] = name
+            self._sizes[key] = name
             self.params.append(Param(name, "size", expr=expr))
-        return self._sizes[expr]
+        return self._sizes[key]
+
+    def literal(self, size) -> bool:
+        """Whether `size` is written into the source as a number."""
+        return sympy.sympify(size).is_Integer and not self.sizes_as_args
 
     def stride(self, value: Value, dim: int) -> str:
         ptr = self._ptrs[value]
@@ -170,7 +181,7 @@ class KernelWriter:
             coords[d] = Coord(name, axis)
             if pos == 0:
                 break
-            if sympy.sympify(n).is_Integer:
+            if self.literal(n):
                 literal *= int(n)
             else:
                 symbolic.append(self.size(n, f"{size_hint}{d}"))

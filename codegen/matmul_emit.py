@@ -52,6 +52,7 @@ class MatmulEmitter:
         self._library_bodies: dict[Op, Graph] = {}
         self._library_only: set[Op] = set()   # matmuls inside a library body: already decided
         self.num_sms = _tma_programs(builder.graph.device, builder.interpret)  # 0: no TMA variant
+        self._names: dict[str, str] = dict(builder.template_names)  # unnamed source -> kernel name
 
     # ------------------------------------------------------------------ the decision
     def template(self, op: Op) -> MatmulKernel | None:
@@ -136,6 +137,21 @@ class MatmulEmitter:
         """The chosen template config's Kernel for `op` (uses_template(op) must hold)."""
         return self.template(op).with_config(MatmulConfig.from_dict(self.choice(op).config))
 
+    def kernel_names(self, op: Op) -> dict[str, str]:
+        """The names of `op`'s template kernels (the tiled one, the TMA one), by unnamed source.
+        A source is named after the first op that asks for it, k<index>_<region name> (+"_tma"),
+        and keeps that name for every op of the graph with the same source and in every timing
+        run of them. Template sources hold no sizes, so the products of one shape family (a
+        ConvNeXt stage's MLP and the next stage's) share one source, and with one name a config
+        compiled for one race is already compiled for the next (Triton keys a kernel by its
+        source and name)."""
+        mk = self.template(op)
+        label = (op.attrs.get("name") or "fused") if op.name == "fused" else "matmul"
+        kernels = [(mk.kernel.source, "")] + ([(mk.tma.kernel.source, "_tma")] if mk.tma is not None else [])
+        for source, suffix in kernels:
+            self._names.setdefault(source, f"k{self.b.op_index(op)}_{label}{suffix}")
+        return {source: self._names[source] for source, _ in kernels}
+
     # ------------------------------------------------------------------ emitting
     def emit_template(self, op: Op) -> None:
         """A bare matmul through the template: allocate the result, one launch."""
@@ -151,15 +167,16 @@ class MatmulEmitter:
         runs where they differ (an input laid out otherwise, an unaligned view)."""
         b = self.b
         kernel = self.kernel(op)
+        named = self.kernel_names(op)
         if not kernel.config.TMA:
-            b.launch(kernel, name, names, indent)
+            b.launch(kernel, name, names, indent, named[kernel.source])
             return
         mk = self.template(op)
         tests = " and ".join(f"tma_ready({names[v]}, {dim})" for v, dim in mk.tma.operands)
         b.line(f"if {tests}:", indent)
-        b.launch(kernel, name, names, indent + 1)
+        b.launch(kernel, name, names, indent + 1, named[kernel.source])
         b.line("else:  # an operand is not laid out as the TMA kernel reads it: the tiled kernel", indent)
-        b.launch(mk.with_config(mk.heuristic()), name, names, indent + 1)
+        b.launch(mk.with_config(mk.heuristic()), name, names, indent + 1, named[mk.kernel.source])
 
     def emit_library(self, op: Op) -> None:
         """A bare matmul through the library: torch.matmul, or mm_aligned for unaligned sizes."""
@@ -234,7 +251,8 @@ class MatmulEmitter:
     def _runner_maker(self, op: Op) -> Callable[[Implementation, list[torch.Tensor]], Callable[[], Any]]:
         layouts = [_layout_of(v) for v in op.inputs]
         cache_dir = self.b.chooser.cache_dir or tempfile.mkdtemp(prefix="ember-tune-")
-        op_index = self.b.op_index(op)  # the winner's kernel keeps the name it has in the graph's module
+        op_index = self.b.op_index(op)
+        template_names = self.kernel_names(op)  # the winner's kernel keeps its name in the graph's module
 
         def make_runner(impl: Implementation, tensors: list[torch.Tensor]) -> Callable[[], Any]:
             """`op` alone in a graph, compiled with `impl` imposed: what the wrapper would run."""
@@ -248,7 +266,7 @@ class MatmulEmitter:
             g.ops, g.outputs = [clone], list(clone.results)
             chooser = FixedChoice(g.device, impl)
             chooser.input_layouts = {v.name: order for v, order in zip(ins, layouts) if order is not None}
-            generated = generate_module(g, chooser, op_index_base=op_index)
+            generated = generate_module(g, chooser, op_index_base=op_index, template_names=template_names)
             path, _ = write_generated(cache_dir, generated)
             call = load_module(path, generated.interpret).call
             args = [_with_layout(t, order) for t, order in zip(tensors, layouts)]

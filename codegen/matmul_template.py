@@ -24,6 +24,10 @@ are upcast to f32 first (exact: a product of two 16-bit floats fits in f32).
 
 The source holds no configuration (block sizes, warps and stages are launch-time constexprs and
 options), so its hash is the autotuner's kernel key and every config of a search space shares it.
+Nor does it hold the sizes (M, N, K, the batch dims are arguments: KernelWriter's sizes_as_args):
+products of one shape family with the same epilogue (a ConvNeXt stage's MLP and the next stage's)
+are one kernel, and a config one race compiled is already compiled for the next. Triton still
+specializes each size on being 1 or a multiple of 16.
 """
 from __future__ import annotations
 
@@ -217,8 +221,11 @@ class MatmulKernel:
 
     @property
     def source(self) -> str:
-        """Both kernels' sources: the autotuner's kernel key, so a change to either re-tunes."""
-        return self.kernel.source + (self.tma.kernel.source if self.tma is not None else "")
+        """The autotuner's kernel key: both kernels' sources, so a change to either re-tunes, and
+        the problem's sizes. The sources hold no sizes, and the tuning key buckets shapes (for
+        symbolic sizes); a race on concrete sizes answers for those sizes only."""
+        sizes = f"# sizes: batch {self.batch}, M {self.m}, N {self.n}, K {self.k}\n"
+        return self.kernel.source + (self.tma.kernel.source if self.tma is not None else "") + sizes
 
     def search_space(self) -> list[MatmulConfig]:
         configs = search_space(self.dtype, self.m, self.n, self.k)
@@ -261,7 +268,7 @@ def matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], *, interpret: boo
     dtype, rank = out_t.dtype, out_t.rank
     names = [op.name for op in ops]
     w = KernelWriter("matmul", "matmul template: " + ", ".join(names), axes=("m", "n"),
-                     block_names={"m": "BLOCK_M", "n": "BLOCK_N"})
+                     block_names={"m": "BLOCK_M", "n": "BLOCK_N"}, sizes_as_args=True)
     shape = out_t.shape
     m_size, n_size = shape[-2], shape[-1]
     k_size = mm.inputs[0].type.shape[-1]
@@ -336,8 +343,9 @@ def matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], *, interpret: boo
     coords[rank - 2] = Coord("rm2", "m")
     coords[rank - 1] = Coord("rn2", "n")
     env = emit_epilogue(w, ops, parts, coords)
-    mn = w.size(sympy.sympify(m_size) * sympy.sympify(n_size), "MN")
-    index = (f"batch * {mn} + " if batch_dims else "") + f"rm2 * {N} + rn2"
+    index = f"rm2 * {N} + rn2"
+    if batch_dims:
+        index = f"batch * {w.size(sympy.sympify(m_size) * sympy.sympify(n_size), 'MN')} + " + index
     for v in outputs:
         w.store(v, index, env[v], compute_dtype(v.type.dtype), "mask")
     numel = TensorType("f32", shape).numel

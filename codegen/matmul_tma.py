@@ -100,7 +100,7 @@ def tma_matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], parts: Matmul
     m_size, n_size = mm.result.type.shape
     k_size = mm.inputs[0].type.shape[-1]
     w = KernelWriter("matmul", "matmul template, persistent TMA: " + ", ".join(op.name for op in ops),
-                     axes=("m", "n"), block_names={"m": "BLOCK_M", "n": "BLOCK_N"})
+                     axes=("m", "n"), block_names={"m": "BLOCK_M", "n": "BLOCK_N"}, sizes_as_args=True)
     M, N, K = w.size(m_size, "M"), w.size(n_size, "N"), w.size(k_size, "K")
 
     # ---- descriptors: operands (in the layout the kernel is built for), outputs where aligned

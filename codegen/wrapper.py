@@ -67,8 +67,11 @@ def uses_interpreter(device: str) -> bool:
 
 class WrapperBuilder:
     def __init__(self, graph: Graph, chooser: Chooser | None = None, outputs_in_arena: bool = False,
-                 op_index_base: int = 0):
+                 op_index_base: int = 0, template_names: dict[str, str] | None = None):
         self.graph = graph
+        # A timing run's template kernels keep the names the whole graph gives them
+        # (MatmulEmitter.kernel_names): unnamed source -> name.
+        self.template_names = dict(template_names or {})
         self.outputs_in_arena = outputs_in_arena
         # Added to op indices in kernel names: a race's candidate, compiled as its op alone in a
         # graph, is named as the op's kernel will be in the whole graph's module, so that module
@@ -209,20 +212,23 @@ class WrapperBuilder:
             self._op_indices = {o: self.op_index_base + i for i, o in enumerate(self.graph.ops)}
         return self._op_indices[op]
 
-    def kernel_name(self, kernel: Kernel, op_name: str) -> str:
+    def kernel_name(self, kernel: Kernel, op_name: str, want: str | None = None) -> str:
+        """The module-level name of `kernel`: one per source. `want`: the name to claim for a new
+        source instead of k<op index>_<op_name> (a template's, see MatmulEmitter.kernel_names)."""
         name = self._kernel_names.get(kernel.source)
         if name is None:
             # Numbered by the op that first launches it, not by how many kernels came before:
             # a kernel's name (part of Triton's cache key) then does not depend on what the
             # matmuls before it chose, so the kernels precompile.py compiles while their races
             # are still running keep their names in the module that follows the races.
-            name = self.namer.claim(f"k{self._op_index}_{op_name}")
+            name = self.namer.claim(want or f"k{self._op_index}_{op_name}")
             self._kernel_names[kernel.source] = name
             self.kernels[name] = kernel.named(name)
         return name
 
-    def launch(self, kernel: Kernel, op_name: str, names: dict[Value, str], indent: int = 1) -> None:
-        name = self.kernel_name(kernel, op_name)
+    def launch(self, kernel: Kernel, op_name: str, names: dict[Value, str], indent: int = 1,
+               want: str | None = None) -> None:
+        name = self.kernel_name(kernel, op_name, want)
         args = []
         for p in kernel.params:
             if p.kind == "tensor":
@@ -464,10 +470,11 @@ class WrapperBuilder:
 
 
 def generate_module(graph: Graph, chooser: Chooser | None = None,
-                    outputs_in_arena: bool = False, op_index_base: int = 0) -> GeneratedModule:
+                    outputs_in_arena: bool = False, op_index_base: int = 0,
+                    template_names: dict[str, str] | None = None) -> GeneratedModule:
     """`outputs_in_arena`: the graph's outputs share the arena with its intermediates (memory_plan.py).
-    `op_index_base`: see WrapperBuilder (timing runs)."""
-    return WrapperBuilder(graph, chooser, outputs_in_arena, op_index_base).build()
+    `op_index_base`, `template_names`: see WrapperBuilder (timing runs)."""
+    return WrapperBuilder(graph, chooser, outputs_in_arena, op_index_base, template_names).build()
 
 
 def _torch_dtype(dtype: str) -> str:

@@ -206,5 +206,55 @@ def test_kernels_compiled_alongside_the_races_keep_their_names(monkeypatch, tmp_
     assert all(not d["is_library"] for d in chooser.decisions)
     assert callable(calls[0])                                     # handed to the first batch
     assert sorted(before[0].kernels) == ["k0_exp", "k2_relu", "k4_neg"]  # library matmuls: no kernel
-    assert sorted(after.kernels) == ["k0_exp", "k1_matmul", "k2_relu", "k3_matmul", "k4_neg"]
+    # Both products run one kernel: the template's source holds no sizes.
+    assert sorted(after.kernels) == ["k0_exp", "k1_matmul", "k2_relu", "k4_neg"]
+    assert after.wrapper_source.count("launch_k1_matmul") == 2
     assert all(after.kernels[name] == src for name, src in before[0].kernels.items())
+
+
+def _bias_relu(i: int, m: int, k: int, n: int, x: str, w: str, b: str) -> str:
+    return f"""  %{i}: bf16[{m},{n}] = fused[name="matmul{i}"] {x}, {w}, {b} {{
+    ^(%in0: bf16[{m},{k}], %in1: bf16[{k},{n}], %in2: bf16[{n}]):
+    %0: bf16[{m},{n}] = matmul %in0, %in1
+    %1: bf16[{m},{n}] = add %0, %in2
+    %2: bf16[{m},{n}] = relu %1
+    yield %2
+  }}"""
+
+
+ONE_FAMILY = f"""
+func @f(%x: bf16[256,512], %w: bf16[512,384], %b: bf16[384], %v: bf16[384,128], %c: bf16[128]) -> (bf16[256,128]) [device="cuda"] {{
+{_bias_relu(0, 256, 512, 384, "%x", "%w", "%b")}
+{_bias_relu(1, 256, 384, 128, "%0", "%v", "%c")}
+  return %1
+}}"""
+
+
+def test_races_of_one_shape_family_compile_one_kernel(monkeypatch, tmp_path):
+    """Two products of different sizes with the same epilogue: the template's source holds no
+    sizes, so both are one kernel, named after the first op, in the graph's module and in every
+    timing run of either race (Triton keys a compiled kernel by source and name: a config the
+    first race compiled is already compiled for the second)."""
+    from ember.codegen import code_cache, wrapper
+    monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
+    monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
+    timed_kernels: dict[tuple, list[str]] = {}
+    real = wrapper.generate_module
+
+    def spy(g, chooser, **kw):
+        generated = real(g, chooser, **kw)
+        timed_kernels[(kw["op_index_base"], chooser.name)] = sorted(generated.kernels)
+        return generated
+    monkeypatch.setattr(wrapper, "generate_module", spy)
+
+    def load_module(path, interpret):  # a timing run's module, not run: says what it would call
+        library = "torch.mm(" in path.read_text()
+        return type("Module", (), {"call": staticmethod(lambda args: library)})
+    monkeypatch.setattr(code_cache, "load_module", load_module)
+    chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=lambda run: 2.0 if run() else 1.0)
+    gen = generate_module(parse(ONE_FAMILY), chooser)
+    templates = {key: names for key, names in timed_kernels.items() if key[1] != "library"}
+    assert {key[0] for key in templates} == {0, 1}                 # both races timed the template
+    assert all(names == ["k0_matmul0"] for names in templates.values())
+    assert [d["is_library"] for d in chooser.decisions] == [False, False]
+    assert sorted(gen.kernels) == ["k0_matmul0"] and gen.wrapper_source.count("launch_k0_matmul0") == 2

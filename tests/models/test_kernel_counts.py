@@ -46,8 +46,10 @@ def _calls(lines: list[str]) -> list[str]:
         if m:
             name = "attention" if m.group(0) == "launch_attention" else next(g for g in m.groups() if g)
             name = "matmul" if name in ("mm", "bmm") else name   # torch.mm(..., out=): a library matmul
-            # kN_fused3 -> fused: region numbers change with anything upstream; kinds do not
-            calls.append(("?" if line.startswith("        ") else "") + re.sub(r"^k\d+_|\d+", "", name))
+            # kN_fused3 -> fused: region numbers change with anything upstream; kinds do not.
+            # A trailing _N: a second launcher of one kernel (products of one shape family share
+            # a template kernel, each at its own config).
+            calls.append(("?" if line.startswith("        ") else "") + re.sub(r"^k\d+_|_\d+$|\d+", "", name))
     return calls
 
 
