@@ -340,6 +340,7 @@ def matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], *, interpret: boo
     w.line("rm2 = rm[:, None]")
     w.line("rn2 = rn[None, :]")
     w.line(f"mask = (rm2 < {M}) & (rn2 < {N})")
+    w.axis_masks = {"m": f"(rm2 < {M})", "n": f"(rn2 < {N})"}
     coords[rank - 2] = Coord("rm2", "m")
     coords[rank - 1] = Coord("rn2", "n")
     env = emit_epilogue(w, ops, parts, coords)

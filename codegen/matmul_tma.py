@@ -151,6 +151,7 @@ def tma_matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], parts: Matmul
         w.line("rm2 = rm[:, None]")
         w.line("rn2 = rn[None, :]")
         w.line(f"mask = (rm2 < {M}) & (rn2 < {N})")
+        w.axis_masks = {"m": f"(rm2 < {M})", "n": f"(rn2 < {N})"}
         coords = {0: Coord("rm2", "m"), 1: Coord("rn2", "n")}
         env = emit_epilogue(w, ops, parts, coords)
         for v in outputs:

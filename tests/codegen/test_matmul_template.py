@@ -105,6 +105,12 @@ def test_epilogues_fused_by_the_pipeline_are_one_kernel(name):
     compiled = check_graph(g, ins, eager, **TOL[dt])   # the default chooser: the template on CPU
     assert compiled.num_kernels == 1 and compiled.externs == []
     assert compiled.autotune[0]["source"] == "heuristic (CPU interpreter)"
+    (kernel,) = compiled.kernels.values()
+    # A bias is read once per column of the tile ([1, BLOCK_N], masked along N) and broadcast in
+    # registers, not loaded at every element of the tile (~13% of a BERT MLP GEMM on an H100).
+    assert "tl.load(tl.broadcast_to(" not in kernel
+    if name == "bias_gelu":
+        assert "tl.broadcast_to(tl.load(in2_ptr + (rn2 * in2_stride0), mask=(rn2 < N))" in kernel
 
 
 def test_product_and_epilogue_both_stored():
