@@ -91,6 +91,7 @@ class Chooser:
         self._pipeline = pipeline               # or a function computing it, at the first tuning key
         self.stats = stats
         self.timer = timer                      # tests: a fake timer; None: do_bench on a GPU
+        # (for_options: replay_timing.replay_median where graphs are replayed from CUDA graphs)
         self.deadline: float | None = None      # set by the first timed tune
         self.decisions: list[dict[str, Any]] = []
         self.matmul_library = matmul_library    # False: matmuls race ember's template configs only
@@ -127,7 +128,13 @@ class Chooser:
                 return pipeline_fingerprint(options.pipeline)
             except Exception:  # noqa: BLE001 - a pipeline that ran already; never fail codegen on this
                 return ""
-        return cls(device, cache_dir=options.cache_dir, autotune=options.autotune,
+        # Graphs replayed from CUDA graphs run their races' winners without host time between
+        # kernels: the races are timed that way too (replay_timing.py).
+        timer = None
+        if options.cuda_graphs and device.startswith("cuda"):
+            from .replay_timing import replay_median
+            timer = replay_median
+        return cls(device, cache_dir=options.cache_dir, autotune=options.autotune, timer=timer,
                    budget_s=options.autotune_budget_s, pipeline=fingerprint,
                    matmul_library=options.matmul_library, attention_library=options.attention_library,
                    precompile=options.precompile, compile_workers=options.compile_workers,

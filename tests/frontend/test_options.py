@@ -82,3 +82,14 @@ def test_attention_library_is_checked_and_reaches_the_chooser():
     assert Chooser.for_options("cuda:0", Options()).attention_library is True
     with pytest.raises(OptionsError, match="attention_library"):
         Options.from_dict({"attention_library": "no"})
+
+
+def test_races_are_timed_as_replays_where_graphs_are_replayed():
+    """With cuda_graphs on, a GPU graph's races are timed from CUDA graph replays (no host time
+    between kernels, as the compiled graph runs); off, by do_bench (the wrapper's own launches)."""
+    from ember.codegen.choice import Chooser
+    from ember.codegen.replay_timing import replay_median
+    from ember.options import Options
+    assert Chooser.for_options("cuda:0", Options()).timer is replay_median
+    assert Chooser.for_options("cuda:0", Options.from_dict({"cuda_graphs": False})).timer is None
+    assert Chooser.for_options("cpu", Options()).timer is None

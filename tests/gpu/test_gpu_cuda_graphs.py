@@ -157,6 +157,6 @@ func @f(%x: bf16[256,512], %w: bf16[384,512]) -> (bf16[256,384]) [device="cuda"]
         w = torch.randn(384, 512, device="cuda", dtype=torch.bfloat16) * 512 ** -0.5
         torch.testing.assert_close(compiled([x, w])[0], torch.tanh(x @ w.T), **BF16)
     assert runners and all(r.instances for r in runners)
-    assert "tl.make_tensor_descriptor" in open(compiled.module_path).read()
+    assert any("tl.make_tensor_descriptor" in source for source in compiled.kernels.values())
     held = cuda_graphs.held_bytes([i for r in runners for i in r.instances])
     assert held["pool_reserved"] == 0, held

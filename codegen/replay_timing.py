@@ -1,0 +1,91 @@
+"""Timing a race's candidate the way a compiled graph runs it: replayed from a CUDA graph.
+
+A candidate is its op alone in a generated wrapper (matmul_emit / attention_emit make them), and
+do_bench times one call of that wrapper between two events: the call's Python (an arena, views,
+a launch or two, a TMA layout test) runs while the GPU waits on it. For a 0.1-ms product that
+host time is of the same order as the kernels, and it moves with whatever else the process does
+(on the H100, BERT-base's MLP product: the library path timed 0.105 ms in one process and 0.189
+in another; the persistent TMA kernel, whose launch does the most on the host, lost races it
+wins by 20% on the GPU). With `cuda_graphs` on, a compiled graph replays a CUDA graph, and no host
+time is ever paid between its kernels; so a race is timed on replays too:
+
+  1. one call on the capture stream (cuda_graphs.capture_stream: the stream graphs are captured
+     on, whose cuBLAS workspace already exists), which also sets up libraries on it;
+  2. one call captured and replayed, to estimate its time;
+  3. enough calls to fill REPLAY_MS captured in one graph, replayed REPLAYS times; the median
+     replay over the number of calls is the time.
+
+Consecutive calls are not separated by an L2 flush (do_bench flushes before each call): in a
+model, a product's activations were just written by the kernel before it. A candidate that cannot
+be captured is timed by do_bench instead (logged at debug level): the race still has a time.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+from typing import Any, Callable
+
+import torch
+
+from ..autotune.tuner import do_bench_median
+from .cuda_graphs import capture_stream
+
+log = logging.getLogger(__name__)
+
+REPLAY_MS = 5.0  # GPU time captured in one graph
+REPLAYS = 7      # timed replays of it
+MAX_CALLS = 64   # calls captured in one graph, whatever their time (each holds its own launches)
+
+
+def replay_median(fn: Callable[[], Any]) -> float:
+    """Milliseconds per call of `fn` replayed from a CUDA graph (see the module docstring)."""
+    try:
+        return _replay_median(fn)
+    except Exception as e:  # noqa: BLE001 - a candidate the capture refuses is still timed
+        log.debug("ember: a race candidate could not be timed as a CUDA graph (%s: %s); do_bench instead",
+                  type(e).__name__, e)
+        return do_bench_median(fn)
+
+
+def _replay_median(fn: Callable[[], Any]) -> float:
+    stream = capture_stream()
+    caller = torch.cuda.current_stream()
+    stream.wait_stream(caller)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def timed(graph: torch.cuda.CUDAGraph) -> float:
+        start.record(stream)
+        graph.replay()
+        end.record(stream)
+        end.synchronize()
+        return start.elapsed_time(end)
+
+    try:
+        with torch.cuda.stream(stream):
+            fn()
+            one = _capture(fn, 1, stream)
+            one.replay()
+            estimate = min(timed(one) for _ in range(3))
+            del one
+            calls = max(1, min(MAX_CALLS, int(REPLAY_MS / max(estimate, 1e-3))))
+            many = _capture(fn, calls, stream)
+            many.replay()
+            times = [timed(many) / calls for _ in range(REPLAYS)]
+            del many
+    finally:
+        caller.wait_stream(stream)
+    return statistics.median(times)
+
+
+def _capture(fn: Callable[[], Any], calls: int, stream: torch.cuda.Stream) -> torch.cuda.CUDAGraph:
+    """`calls` calls of fn captured on `stream` (the current one). Not `torch.cuda.graph`: it
+    synchronizes and empties the allocator's cache at each capture, two per candidate. Thread-local
+    capture: a compile thread allocating meanwhile does not invalidate it."""
+    graph = torch.cuda.CUDAGraph()
+    graph.capture_begin(capture_error_mode="thread_local")
+    try:
+        for _ in range(calls):
+            fn()  # results are dropped: their memory is the graph's pool, reused by the next call
+    finally:
+        graph.capture_end()
+    return graph
