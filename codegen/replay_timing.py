@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -86,6 +87,24 @@ def _capture(fn: Callable[[], Any], calls: int, stream: torch.cuda.Stream) -> to
     try:
         for _ in range(calls):
             fn()  # results are dropped: their memory is the graph's pool, reused by the next call
-    finally:
-        graph.capture_end()
+    except BaseException:
+        _end_failed_capture(graph)
+        raise
+    graph.capture_end()
     return graph
+
+
+def _end_failed_capture(graph: torch.cuda.CUDAGraph) -> None:
+    """End a capture that `fn` broke (a host read invalidates it). Its capture_end fails before
+    PyTorch's CUDA generators leave capture mode, and every later random op in the process would
+    then fail ("Offset increment outside graph capture"); an empty capture, begun and ended, takes
+    them out of it."""
+    try:
+        graph.capture_end()
+    except Exception:  # noqa: BLE001 - expected: the capture was invalidated
+        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the CUDA graph is empty": that is the point
+        empty = torch.cuda.CUDAGraph()
+        empty.capture_begin(capture_error_mode="thread_local")
+        empty.capture_end()
