@@ -117,9 +117,12 @@ def screening_group(candidates: Sequence[Candidate]) -> list[Candidate]:
     return [c for c in candidates if c.is_library] + ([probe] if probe is not None else [])
 
 
-def screened_out(timings: dict[str, float], candidates: Sequence[Candidate], screen: float | None) -> bool:
+def screened_out(timings: dict[str, float], candidates: Sequence[Candidate], screen: float | None,
+                 unplanned_margin: float | None = None) -> bool:
     """Whether a race's template configs past the first are left out: the template at its default
-    config ran more than `screen` times slower than the fastest library candidate.
+    config ran more than `screen` times slower than the fastest library candidate. Against an
+    `unplanned` library candidate the factor is at least `unplanned_margin`: a template that slow
+    still wins the race (fastest), so its other configs are worth timing.
 
     Why it loses little: a race's template configs are neighbours and their times move
     together. In the model suite's 50 races on an H100 (7 models, every candidate timed at
@@ -130,9 +133,9 @@ def screened_out(timings: dict[str, float], candidates: Sequence[Candidate], scr
     if screen is None:
         return False
     probe = next((c for c in candidates if not c.is_library), None)
-    library = [timings[c.name] for c in candidates if c.is_library and c.name in timings]
-    return probe is not None and probe.name in timings and bool(library) and \
-        timings[probe.name] > screen * min(library)
+    bars = [timings[c.name] * (max(screen, unplanned_margin) if c.unplanned and unplanned_margin else screen)
+            for c in candidates if c.is_library and c.name in timings]
+    return probe is not None and probe.name in timings and bool(bars) and timings[probe.name] > min(bars)
 
 
 def fastest(timings: dict[str, float], candidates: Sequence[Candidate],
@@ -261,7 +264,7 @@ def tune(key: TuningKey, candidates: Sequence[Candidate], *, cache: TuningCache 
 
     for i, cand in enumerate(must, 1):
         time_one(i, cand)
-    if screening and rest and screened_out(timings, candidates, screen):
+    if screening and rest and screened_out(timings, candidates, screen, unplanned_margin):
         screened = [c.name for c in rest]
         stats.screened += len(screened)
         shown(f"ember autotune {key.kernel[:12]}: the default config is over {screen:g}x the "

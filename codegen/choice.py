@@ -262,7 +262,7 @@ def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None
             except Exception:  # noqa: BLE001 - tune() times it again and records the failure
                 pass
         chooser.measured[key] = timings
-        if not screened_out(timings, race, chooser.screen):
+        if not screened_out(timings, race, chooser.screen, chooser.unplanned_margin):
             rest += [c for c in race if c not in group]
     if rest:
         _compile_all(rest)

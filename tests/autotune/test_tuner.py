@@ -205,6 +205,18 @@ def test_an_unplanned_library_must_win_by_the_margin(tmp_path, make_key, times, 
     assert cache.get(make_key())["unplanned_margin"] == margin
 
 
+@pytest.mark.parametrize("margin,timed,winner", [
+    # The default config is 1.4x SDPA: past the screen's 1.25, within the margin's 1.5, so it
+    # can still win, and its neighbours are timed (t128 is faster).
+    (1.5, ["sdpa", "t128", "t64"], "t128"),
+    (1.25, ["sdpa", "t64"], "sdpa"),     # margin = screen: screened out, SDPA wins
+])
+def test_the_screen_keeps_configs_the_margin_could_pick(make_key, margin, timed, winner):
+    timer = FakeTimer({"sdpa": 1.0, "t64": 1.4, "t128": 1.2})
+    choice = tune(make_key(), unplanned_race(), timer=timer, screen=1.25, unplanned_margin=margin)
+    assert sorted(timer.calls) == sorted(timed) and choice.name == winner
+
+
 def test_a_planned_library_is_not_held_to_the_margin(make_key):
     """cuBLAS writes the wrapper's buffer (out=): the fastest wins, however small the lead."""
     choice = tune(make_key(), cands("b16", "b32", "cublas"), timer=FakeTimer({"cublas": 1.0, "b16": 1.01, "b32": 2}),

@@ -55,7 +55,7 @@ def test_autotune_budget_is_checked():
             Options.from_dict({"autotune_budget_s": bad})
 
 
-@pytest.mark.parametrize("name,default", [("autotune_screen", 1.25), ("autotune_unplanned_margin", 1.25)])
+@pytest.mark.parametrize("name,default", [("autotune_screen", 1.25), ("autotune_unplanned_margin", 1.5)])
 def test_autotune_factors_are_checked(name, default):
     from ember.options import Options, OptionsError
     assert getattr(Options(), name) == default
