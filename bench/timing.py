@@ -42,6 +42,19 @@ class Timer:
     def __call__(self, fn: Callable, grad_to_none: list[torch.Tensor] | None = None,
                  warmup_ms: int | None = None) -> float:
         from triton.testing import do_bench
+        if grad_to_none:
+            # do_bench clears gradients before each timed repetition, not in its estimate and
+            # warm-up calls: those summed into the last call's gradients, which is a different
+            # program (gradient accumulation), and held the gradients of two steps at once (ember
+            # captured a second instance of the backward for it). Every call here ends as a
+            # training step followed by optimizer.zero_grad() would: the host clears the
+            # references while the GPU still runs the backward.
+            step = fn
+
+            def fn():
+                step()
+                for t in grad_to_none:
+                    t.grad = None
         # Not `_, one = wall(...)`: `_` would hold the call's outputs through do_bench, and a
         # backend whose outputs live in a CUDA graph's pool (ember) would then need two pools.
         one = wall(fn, "cuda")[1]

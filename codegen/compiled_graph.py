@@ -145,16 +145,18 @@ def compile_graph(graph: Graph, options: Options | None = None, chooser: Chooser
 
 
 def load_generated(graph: Graph, generated, options: Options, copy_out: Sequence[int] = (),
-                   autotune: Sequence[dict] = ()) -> CompiledGraph:
+                   autotune: Sequence[dict] = (), dry_run: bool = True) -> CompiledGraph:
     """The callable for a generated module (a `GeneratedModule`, or what the graph cache stored of
     one: frontend/graph_cache.py): written to the code cache, imported, and set up to run as
-    compile_graph's result does (a dry run before the first call, CUDA graphs)."""
+    compile_graph's result does (a dry run before the first call, CUDA graphs). `dry_run=False`:
+    no dry run, the first call's launches compile what is not compiled yet (the graph cache's
+    loads, whose kernels the storing compile left in Triton's cache)."""
     path, _ = write_generated(options.cache_dir, generated)
     module = load_module(path, generated.interpret)
     compiled = CompiledGraph(graph, module, generated, path)
     compiled.autotune = list(autotune)
     compiled.copy_out = list(copy_out)
-    compiled.dry_run_first = options.precompile and not generated.interpret
+    compiled.dry_run_first = dry_run and options.precompile and not generated.interpret
     why_not = graph_capture_refusal(graph, compiled.externs) if options.cuda_graphs else "option cuda_graphs off"
     if why_not is None:
         compiled.cuda_graphs = CudaGraphRunner(compiled._call, graph.name, copy_out)

@@ -22,12 +22,17 @@ from torch._dynamo.backends.common import aot_autograd
 from torch._guards import TracingContext
 from torch._functorch.partitioners import min_cut_rematerialization_partition
 
+from ..codegen import triton_key_warmup
 from ..options import Options, OptionsError
 from . import graph_cache
 from .compile import compile_fx_graph
 from .decompositions import decomposition_table
 
 log = logging.getLogger(__name__)
+
+# torch.compile imports this module when it looks the backend up, before Dynamo traces: Triton's
+# one-time hash of its install runs meanwhile (codegen/triton_key_warmup.py).
+triton_key_warmup.start()
 
 _counter = itertools.count()
 _counter_lock = threading.Lock()

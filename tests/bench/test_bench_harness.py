@@ -217,3 +217,32 @@ def test_gpu_kernels_refuses_unknown_cases_with_the_list():
         gpu_kernels.main(["gpt3"])
     with pytest.raises(SystemExit, match="usage"):
         gpu_kernels.main([])
+
+
+def test_timed_training_steps_never_sum_into_the_last_steps_gradients(monkeypatch):
+    """do_bench clears gradients only before its timed repetitions; the Timer makes every call,
+    its estimate and warm-up included, a step that starts from no gradients (as a training loop
+    with zero_grad does), so no call times or captures gradient accumulation."""
+    import triton.testing
+
+    from bench import timing
+    weight = torch.nn.Parameter(torch.randn(3))
+    found = []
+
+    def step():
+        found.append(weight.grad is None)
+        (weight * 2).sum().backward()
+
+    def fake_do_bench(fn, warmup, rep, grad_to_none=None, return_mode="median"):
+        for _ in range(3):  # estimate and warm-up: no clearing, as in triton's do_bench
+            fn()
+        for _ in range(2):
+            for t in grad_to_none or ():
+                t.grad = None
+            fn()
+        return 1.0
+
+    monkeypatch.setattr(triton.testing, "do_bench", fake_do_bench)
+    monkeypatch.setattr(timing, "sync", lambda device: None)
+    assert timing.Timer(1, 1)(step, grad_to_none=[weight]) == 1.0
+    assert found == [True] * 6

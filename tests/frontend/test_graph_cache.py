@@ -182,3 +182,37 @@ def test_a_failure_while_storing_never_fails_the_compile(tmp_path, monkeypatch):
     out, delta = stats_after(lambda: compile_once(model, x, cache_dir=str(tmp_path)))
     torch.testing.assert_close(out, model(x))
     assert (delta["stored"], delta["bypassed"]) == (0, 1) and not (tmp_path / "graphs").exists()
+
+
+def test_a_loaded_graph_is_not_dry_run_before_its_first_call(tmp_path, monkeypatch):
+    """A hit's kernels are in Triton's cache (the storing compile ran them): the load skips the
+    fake-tensor dry run that compiles kernels ahead, which a fresh compile still gets."""
+    from ember.codegen import compiled_graph
+    asked = []
+    real = compiled_graph.load_generated
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get("dry_run", True))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(compiled_graph, "load_generated", recording)
+    model, x = MLP(), torch.randn(5, 8)
+    compile_once(model, x, cache_dir=str(tmp_path))
+    _, delta = stats_after(lambda: compile_once(model, torch.randn(5, 8), cache_dir=str(tmp_path)))
+    assert delta["hits"] == 1 and asked == [True, False]
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_load_generated_dry_runs_a_gpu_module_only_when_asked(tmp_path, dry_run):
+    import dataclasses as dc
+
+    from ember.codegen.compiled_graph import load_generated
+    from ember.codegen.matmul_emit import FixedChoice
+    from ember.codegen.wrapper import generate_module
+    # A library call only: no kernel file, whose text would depend on the interpret flag.
+    graph = parse("""func @f(%x: f32[4,4]) -> (f32[4,4]) [device="cpu"] {
+  %0: f32[4,4] = matmul %x, %x
+  return %0
+}""")
+    generated = dc.replace(generate_module(graph, FixedChoice("cpu", "library")), interpret=False)
+    compiled = load_generated(graph, generated, Options(cache_dir=str(tmp_path)), dry_run=dry_run)
+    assert compiled.dry_run_first is dry_run
