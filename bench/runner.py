@@ -15,6 +15,7 @@ import gc
 import math
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -289,7 +290,10 @@ def line(label: str, rec: dict, work: Workload) -> str:
     if rec.get("externs") is not None:
         parts.append(f"{rec['externs']} externs")
     if rec.get("choices"):  # which implementation ember's codegen chose (attention: template or SDPA)
-        parts.append("chose " + ", ".join(rec["choices"]))
+        # A model makes the same choice for each of its layers: counted, so a line stays a line
+        # (the JSON keeps every decision in order).
+        counts = Counter(rec["choices"])
+        parts.append("chose " + ", ".join(c if n == 1 else f"{c} x{n}" for c, n in counts.items()))
     if rec.get("mem_call_bytes") is not None:
         parts.append(f"peak +{mib(rec['mem_call_bytes'])} MiB")
     if rec.get("mem_above_eager"):

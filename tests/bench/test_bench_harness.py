@@ -246,3 +246,10 @@ def test_timed_training_steps_never_sum_into_the_last_steps_gradients(monkeypatc
     monkeypatch.setattr(timing, "sync", lambda device: None)
     assert timing.Timer(1, 1)(step, grad_to_none=[weight]) == 1.0
     assert found == [True] * 6
+
+
+def test_a_rows_line_counts_repeated_choices():
+    rec = {"status": "ok", "err": 0.0, "ms": None,
+           "choices": ["matmul=library"] * 3 + ["attention=sdpa", "matmul=tiled_128x128x64_w8_s3"]}
+    text = runner.line("ember", rec, Workload(None, ()))
+    assert "chose matmul=library x3, attention=sdpa, matmul=tiled_128x128x64_w8_s3" in text
