@@ -107,3 +107,94 @@ def test_bf16_convnext_stem_and_blocks_match_eager_with_no_bias_kernel(on_cpu, m
     # block's MLP, 1 per block's layer scale and residual): no add of its own anywhere
     assert len(convs) == 3 and all("#2" not in line for line in convs), convs
     assert not re.search(r"^  %\S+: \S+ = add ", final, re.M) and final.count("fused[") == 9, final
+
+
+VIT_CONV = "args=[#0, #1, #2, [4, 4], [0, 0], [1, 1], False, [0, 0], 1]"
+VIT_CONV_NO_BIAS = "args=[#0, #1, None, [4, 4], [0, 0], [1, 1], False, [0, 0], 1]"
+
+
+def test_bias_of_patches_read_through_a_flatten_into_a_concat_is_a_second_concat(on_cpu):
+    # ViT's patch embedding: the result is flattened (a reshape merging H and W, which hoist_views
+    # cannot move above an add), transposed and concatenated after the class token. A concat reads
+    # its pieces from memory, so an add on the patches would be a kernel of its own; the bias
+    # becomes a concat of zeros and the broadcast bias, added to the concat's result, which the
+    # concat's kernel computes.
+    rec = run_golden("conv_bias", f"""
+        func @f(%x: f64[2,3,8,8], %w: f64[4,3,4,4], %b: f64[4], %cls: f64[2,1,4]) -> (f64[2,5,4]) {{
+          %0: f64[2,4,2,2] = extern[{VIT_CONV}, {CONV}] %x, %w, %b
+          %1: f64[2,4,4] = reshape[shape=(2, 4, 4)] %0
+          %2: f64[2,4,4] = permute[dims=(0, 2, 1)] %1
+          %3: f64[2,5,4] = concat[dim=1] %cls, %2
+          return %3
+        }}
+        """, f"""
+        func @f(%x: f64[2,3,8,8], %w: f64[4,3,4,4], %b: f64[4], %cls: f64[2,1,4]) -> (f64[2,5,4]) [device="cpu"] {{
+          %0: f64[2,4,2,2] = extern[{VIT_CONV_NO_BIAS}, {CONV}] %x, %w
+          %1: f64[2,4,4] = reshape[shape=(2, 4, 4)] %0
+          %2: f64[2,4,4] = permute[dims=(0, 2, 1)] %1
+          %3: f64[2,5,4] = concat[dim=1] %cls, %2
+          %4: f64[1,1,4] = reshape[shape=(1, 1, 4)] %b
+          %5: f64[2,4,4] = expand[shape=(2, 4, 4)] %4
+          %6: f64[2,1,4] = full[value=0.0]
+          %7: f64[2,5,4] = concat[dim=1] %6, %5
+          %8: f64[2,5,4] = add %3, %7
+          return %8
+        }}
+        """)
+    assert rec.stats == {"peeled": 1}
+
+
+def test_bias_goes_after_a_flatten_that_a_pointwise_op_reads(on_cpu):
+    # A reshape merging the spatial dims cannot move above the add: the add goes after it, on the
+    # channels' new dim, where the relu reading it takes it into its kernel.
+    rec = run_golden("conv_bias", f"""
+        func @f(%x: f64[2,3,8,8], %w: f64[4,3,4,4], %b: f64[4]) -> (f64[2,4,4]) {{
+          %0: f64[2,4,2,2] = extern[{VIT_CONV}, {CONV}] %x, %w, %b
+          %1: f64[2,4,4] = reshape[shape=(2, 4, 4)] %0
+          %2: f64[2,4,4] = relu %1
+          return %2
+        }}
+        """, f"""
+        func @f(%x: f64[2,3,8,8], %w: f64[4,3,4,4], %b: f64[4]) -> (f64[2,4,4]) [device="cpu"] {{
+          %0: f64[2,4,2,2] = extern[{VIT_CONV_NO_BIAS}, {CONV}] %x, %w
+          %1: f64[2,4,4] = reshape[shape=(2, 4, 4)] %0
+          %2: f64[1,4,1] = reshape[shape=(1, 4, 1)] %b
+          %3: f64[2,4,4] = add %1, %2
+          %4: f64[2,4,4] = relu %3
+          return %4
+        }}
+        """)
+    assert rec.stats == {"peeled": 1}
+
+
+class _PatchEmbed(nn.Module):
+    """timm ViT's stem: patches, flattened and transposed, after the class token, plus positions,
+    then the first block's LayerNorm."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.proj = nn.Conv2d(3, c, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, c))
+        self.pos = nn.Parameter(torch.randn(1, 17, c))
+        self.norm = nn.LayerNorm(c)
+
+    def forward(self, x):
+        x = self.proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        return x, self.norm(x)
+
+
+def test_bf16_vit_patch_embedding_matches_eager_with_no_bias_kernel(on_cpu, tmp_path):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _PatchEmbed().eval().to(torch.bfloat16)
+    x = torch.randn(2, 3, 16, 16).to(torch.bfloat16)
+    with torch.no_grad():
+        got = torch.compile(model, backend="ember", options={"dump_dir": str(tmp_path)})(x)
+        for g, w in zip(got, model(x)):
+            torch.testing.assert_close(g, w, atol=5e-2, rtol=5e-2)
+    final = next(tmp_path.rglob("final.ir")).read_text()
+    convs = [line for line in final.splitlines() if "aten.convolution" in line]
+    # the bias joined the concat's kernel: the convolution, that kernel and the norm's
+    assert len(convs) == 1 and "#2" not in convs[0], convs
+    assert not re.search(r"^  %\S+: \S+ = (add|concat) ", final, re.M) and final.count("fused[") == 2, final
