@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 from . import models
 from .workload import Config
 
-CASES = {"gpt2": models.gpt2, "bert-base": models.bert, "llama-1b-ish": models.llama,
+CASES = {"gpt2": models.gpt2, "gpt2-kv": models.gpt2_kv, "bert-base": models.bert, "llama-1b-ish": models.llama,
          "vit_base_patch16_224": models.vit, "resnet50": models.resnet50,
          "convnext_tiny": models.convnext, "gpt2-train": models.gpt2_train}
 CALLS, WARMUP, TOP = 5, 3, 12

@@ -166,9 +166,12 @@ def test_report_and_plots_from_a_timed_run(tmp_path):
 def test_anchor_file_is_bundled_and_parsed():
     rows = anchors.load()
     assert anchors.ceilings(rows).keys() == {"copy_GBs", "mm_TFLOPs"}
-    for name in ("gpt2", "bert-base", "llama-1b-ish", "vit_base_patch16_224", "resnet50", "convnext_tiny",
+    for name in ("gpt2-kv", "bert-base", "llama-1b-ish", "vit_base_patch16_224", "resnet50", "convnext_tiny",
                  "softmax", "layer_norm", "gelu_bias", "attention"):
         assert anchors.for_case(rows, name), name
+    # The anchor's GPT-2 is transformers' default config, which returns keys and values: gpt2-kv.
+    assert anchors.for_case(rows, "gpt2-kv")["inductor"] == pytest.approx(3.638, abs=1e-3)
+    assert anchors.for_case(rows, "gpt2") is None
 
 
 def test_ceilings_are_checked_and_reported(tmp_path):
@@ -193,7 +196,7 @@ def test_every_kernel_case_builds_small_and_eager_runs(tmp_path):
 def test_timed_suite_end_to_end_with_a_stand_in_timer(tmp_path):
     """The path the GPU run takes (ceilings, cases, anchors, JSON, Markdown, plots), on CPU."""
     cfg = _cfg(tmp_path, smoke=True, warm=True)
-    cases = [c for c in models.CASES + kernels.CASES if c.name in ("gpt2", "softmax", "attention")]
+    cases = [c for c in models.CASES + kernels.CASES if c.name in ("gpt2-kv", "softmax", "attention")]
     config = {"command": "python bench/run.py", "smoke": False, "dtype": "float32",
               "backends": [b.name for b in BACKENDS], "labels": LABELS}
     results, written = suite.run(cfg, BACKENDS, cases, tmp_path, config, anchors.load(), comparable=True,
@@ -205,15 +208,15 @@ def test_timed_suite_end_to_end_with_a_stand_in_timer(tmp_path):
     assert attention["refs"]["SDPA"]["status"] == "ok"
     assert attention["backends"]["eager"]["pct_ceiling"] == pytest.approx(100.0)  # same stand-in time
     assert by_name["softmax"]["backends"]["aot_eager"]["pct_ceiling"] > 0
-    assert by_name["gpt2"]["anchor"]["eager"] > 0 and by_name["gpt2"]["backends"]["aot_eager"]["compile_s_warm"] > 0
+    assert by_name["gpt2-kv"]["anchor"]["eager"] > 0 and by_name["gpt2-kv"]["backends"]["aot_eager"]["compile_s_warm"] > 0
     assert len(suite.failures(results)) == 6  # wrong + boom, for each of the three cases
     md = (tmp_path / "results.md").read_text()
-    assert "| gpt2 |" in md and "| attention |" in md and "Ceilings measured in this run" in md
+    assert "| gpt2-kv |" in md and "| attention |" in md and "Ceilings measured in this run" in md
 
 
 def test_gpu_kernels_refuses_unknown_cases_with_the_list():
     from bench import gpu_kernels
-    with pytest.raises(SystemExit, match="cases: gpt2, bert-base"):
+    with pytest.raises(SystemExit, match="cases: gpt2, gpt2-kv, bert-base"):
         gpu_kernels.main(["gpt3"])
     with pytest.raises(SystemExit, match="usage"):
         gpu_kernels.main([])

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-EXPECTED = {"gpt2", "bert-base", "llama-1b-ish", "vit_base_patch16_224", "resnet50", "convnext_tiny", "gpt2-train",
+EXPECTED = {"gpt2", "gpt2-kv", "bert-base", "llama-1b-ish", "vit_base_patch16_224", "resnet50", "convnext_tiny", "gpt2-train",
             "softmax", "layer_norm", "rms_norm", "gelu_bias", "mm_4096", "mm_8192", "linear_bias_gelu",
             "linear_bias_gelu_bert", "attention"}
 # Runs in ~25 s on 2 cores; the bound only catches a harness that got an order of magnitude slower.
