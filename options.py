@@ -70,6 +70,7 @@ class Options:
     # graph replays (codegen/replay_timing.py) put SDPA 1.39x ahead on the Llama case's attention
     # (0.050 vs 0.070 ms; do_bench's host time had hidden it): 1.5 keeps the template there, for
     # 8 x 0.02 ms, 2.4% of the model's time, and its peak at eager's. None: the fastest wins.
+    # Not applied where the result is returned (codegen/attention_emit.py: the caller's memory).
     autotune_unplanned_margin: float | None = 1.5
     # Let the library (cuBLAS) race ember's matmul template; False: the template alone (what the
     # benchmark measures as "template only"). Products the template cannot compute still call it.

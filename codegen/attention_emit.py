@@ -43,8 +43,11 @@ if TYPE_CHECKING:
 SDPA_TARGET = "aten.scaled_dot_product_attention.default"
 _PARAMS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 _DEFAULTS = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
-# SDPA has no out= form: its result is allocated outside the wrapper's memory plan.
+# SDPA has no out= form: its result is allocated outside the wrapper's memory plan. A returned
+# result is memory the caller gets either way (the plan would hold it to the end), so there SDPA
+# races as a planned candidate: the fastest wins, with no margin (autotune.tuner.fastest).
 LIBRARY = Implementation("sdpa", {}, is_library=True, unplanned=True)
+RETURNED_LIBRARY = Implementation("sdpa", {}, is_library=True)
 
 
 @dataclass
@@ -154,11 +157,15 @@ def choose(b: "WrapperBuilder", op: Op) -> TemplateChoice | None:
     default = heuristic_config(configs, d)
     # The default first: a race's screen (autotune/tuner.py) times the first config listed.
     configs = [default] + [c for c in configs if c != default]
-    impls = ([LIBRARY] if b.chooser.attention_library else []) + \
+    returned = op.result in b.graph.outputs
+    impls = ([RETURNED_LIBRARY if returned else LIBRARY] if b.chooser.attention_library else []) + \
         [Implementation(c.name, c.as_dict()) for c in configs]
     by_name = {c.name: c for c in configs}
     operands = [call.q.type, call.k.type, call.v.type] + ([call.mask.type] if call.mask is not None else [])
     source = template_source(spec)
+    # The tuning key tells the two races apart: a decision made under the margin must not answer
+    # the race without one, nor the other way round.
+    key_source = source + ("\n# result returned: SDPA races without the unplanned margin\n" if returned else "")
     # The name emit() will give it (WrapperBuilder.kernel_name): the winner is then in Triton's
     # cache when the graph's module first runs it.
     kernel_name = f"k{b.op_index(op)}_attention"
@@ -171,7 +178,7 @@ def choose(b: "WrapperBuilder", op: Op) -> TemplateChoice | None:
                 qt, kt, vt, attn_mask=mt, is_causal=call.is_causal, scale=call.scale, enable_gqa=call.enable_gqa)
         return _template_runner(spec, by_name[impl.name], b.chooser, qt, kt, vt, mt, kernel_name)
 
-    pick = b.chooser.choose("attention", source, operands, impls, make_runner,
+    pick = b.chooser.choose("attention", key_source, operands, impls, make_runner,
                             lambda xs: next(x for x in xs if x.name == default.name))
     if pick.is_library:
         return None

@@ -82,15 +82,31 @@ def test_timed_choice_between_library_and_template(monkeypatch, tmp_path, librar
                                F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))
 
 
+# The attention's result read by another op (an intermediate, as in every model), not returned.
+CAUSAL_READ = CAUSAL.replace("  return %0", "  %1: f32[2,4,24,16] = neg %0\n  return %1")
+
+
 @pytest.mark.parametrize("template_ms,template_wins", [(1.1, True), (1.3, False)])
 def test_sdpa_must_beat_the_template_by_the_unplanned_margin(monkeypatch, tmp_path, template_ms, template_wins):
     """SDPA allocates its own result (no out=): 10% faster is not enough at a 1.15 margin, 30% is."""
     timer, ran = _fake_gpu(monkeypatch, 1.0, template_ms)
     chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, unplanned_margin=1.15)
-    gen = generate_module(parse(dedent(CAUSAL)), chooser)
+    gen = generate_module(parse(dedent(CAUSAL_READ)), chooser)
     assert "library" in ran and chooser.decisions[0]["is_library"] is not template_wins
     assert ("launch_attention(" in gen.wrapper_source) is template_wins
     assert chooser.decisions[0]["timings_ms"]["sdpa"] == 1.0
+
+
+def test_a_returned_sdpa_result_races_without_the_margin(monkeypatch, tmp_path):
+    """A returned result is the caller's memory either way: SDPA 10% faster wins there, under the
+    same margin that gives the intermediate's race to the template, and the two races keep
+    decisions of their own in the tuning cache."""
+    timer, _ = _fake_gpu(monkeypatch, 1.0, 1.1)
+    for text, template_wins in ((CAUSAL, False), (CAUSAL_READ, True), (CAUSAL, False)):
+        chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, unplanned_margin=1.15)
+        gen = generate_module(parse(dedent(text)), chooser)
+        assert chooser.decisions[0]["is_library"] is not template_wins, text
+        assert ("launch_attention(" in gen.wrapper_source) is template_wins
 
 
 def test_the_winner_is_the_kernel_its_race_compiled(monkeypatch, tmp_path):
