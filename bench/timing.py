@@ -46,9 +46,9 @@ class Timer:
             # do_bench clears gradients before each timed repetition, not in its estimate and
             # warm-up calls: those summed into the last call's gradients, which is a different
             # program (gradient accumulation), and held the gradients of two steps at once (ember
-            # captured a second instance of the backward for it). Every call here ends as a
-            # training step followed by optimizer.zero_grad() would: the host clears the
-            # references while the GPU still runs the backward.
+            # captured a second instance of the backward for it). Every call here ends the way a
+            # training step followed by optimizer.zero_grad() does: the host drops the gradients
+            # while the GPU still runs the backward.
             step = fn
 
             def fn():
