@@ -48,13 +48,20 @@ def _gpt2_config(cfg: Config):
     return GPT2Config(**common)  # GPT-2 small: 12 layers, 768 hidden, 50257 vocab
 
 
-def gpt2(cfg: Config) -> Workload:
+def _gpt2_lm(cfg: Config, name: str, use_cache: bool = False, train: bool = False):
+    """(GPT2LMHeadModel, token ids, shape text) for one GPT-2 case."""
     _need("transformers")
     from transformers import GPT2LMHeadModel
     conf = _gpt2_config(cfg)
+    conf.use_cache = use_cache
     with torch.device(cfg.device):
-        model = _finish(GPT2LMHeadModel(conf), cfg)
-    ids, shape = _tokens(cfg, "gpt2", 2 if cfg.smoke else 8, 8 if cfg.smoke else 512, conf.vocab_size)
+        model = _finish(GPT2LMHeadModel(conf), cfg, train=train)
+    ids, shape = _tokens(cfg, name, 2 if cfg.smoke else 8, 8 if cfg.smoke else 512, conf.vocab_size)
+    return model, ids, shape
+
+
+def gpt2(cfg: Config) -> Workload:
+    model, ids, shape = _gpt2_lm(cfg, "gpt2")
     return Workload(model, (), {"input_ids": ids}, pick=lambda o: [("logits", o.logits)],
                     kind="model", shape=shape, dtype=cfg.dtype)
 
@@ -64,13 +71,7 @@ def gpt2_kv(cfg: Config) -> Workload:
     (use_cache=True: the prefill of a generation). The anchor file's GPT-2 figures are this
     configuration's (H100: TorchInductor 3.39 ms here against the anchor's 3.64, 2.83 for the
     `gpt2` case, which returns only the logits)."""
-    _need("transformers")
-    from transformers import GPT2LMHeadModel
-    conf = _gpt2_config(cfg)
-    conf.use_cache = True
-    with torch.device(cfg.device):
-        model = _finish(GPT2LMHeadModel(conf), cfg)
-    ids, shape = _tokens(cfg, "gpt2-kv", 2 if cfg.smoke else 8, 8 if cfg.smoke else 512, conf.vocab_size)
+    model, ids, shape = _gpt2_lm(cfg, "gpt2-kv", use_cache=True)
 
     def pick(o):
         layers = o.past_key_values.layers
@@ -83,12 +84,7 @@ def gpt2_kv(cfg: Config) -> Workload:
 def gpt2_train(cfg: Config) -> Workload:
     """One forward+backward step (loss = LM cross-entropy on the inputs); no optimizer step, so the
     parameters stay the same for every backend."""
-    _need("transformers")
-    from transformers import GPT2LMHeadModel
-    conf = _gpt2_config(cfg)
-    with torch.device(cfg.device):
-        model = _finish(GPT2LMHeadModel(conf), cfg, train=True)
-    ids, shape = _tokens(cfg, "gpt2-train", 2 if cfg.smoke else 8, 8 if cfg.smoke else 512, conf.vocab_size)
+    model, ids, shape = _gpt2_lm(cfg, "gpt2-train", train=True)
     return Workload(model, (), {"input_ids": ids, "labels": ids}, pick=lambda o: o.loss, train=True,
                     kind="train", shape=shape + ", fwd+bwd", dtype=cfg.dtype)
 

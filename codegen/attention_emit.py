@@ -21,6 +21,7 @@ alone), wherever the template is offered.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,7 +48,7 @@ _DEFAULTS = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": N
 # result is memory the caller gets either way (the plan would hold it to the end), so there SDPA
 # races as a planned candidate: the fastest wins, with no margin (autotune.tuner.fastest).
 LIBRARY = Implementation("sdpa", {}, is_library=True, unplanned=True)
-RETURNED_LIBRARY = Implementation("sdpa", {}, is_library=True)
+RETURNED_LIBRARY = dataclasses.replace(LIBRARY, unplanned=False)
 
 
 @dataclass

@@ -139,7 +139,7 @@ def _bias_after_concat(cat: Op, piece: Value, b: Value, channel: int, g: Graph) 
 
 
 def _readers_fuse(v: Value, users: dict, returned: set) -> bool:
-    """Do only pointwise ops and reductions read `v`, directly or through views?"""
+    """Do only pointwise ops, reductions and concats read `v`, directly or through views?"""
     todo, seen = [v], 0
     while todo:
         x = todo.pop()
