@@ -1,8 +1,8 @@
 """Model cases: the anchor file's models, built from configs with random weights (no downloads).
 
-Full size (GPU): transformers GPT-2 (8x512 tokens; `gpt2` returns the logits, `gpt2-kv` is
-transformers' default config, which also returns every layer's keys and values, and is the
-anchor file's GPT-2), BERT-base (16x512), a Llama-style model
+Full size (GPU): transformers GPT-2 (8x512 tokens; `gpt2-kv` is transformers' default config,
+which also returns every layer's keys and values, and is the anchor file's GPT-2; `gpt2`, in the
+`variants` group that runs only when named, returns the logits alone), BERT-base (16x512), a Llama-style model
 (hidden 2048, intermediate 5632, 8 layers, 16 heads, 4 KV heads; 4x1024), timm
 vit_base_patch16_224, torchvision resnet50 and timm convnext_tiny (64x3x224x224), plus one GPT-2
 forward+backward training step. Smoke size (CPU): the same architectures shrunk to a few
@@ -163,7 +163,7 @@ def convnext(cfg: Config) -> Workload:
 
 
 CASES = [
-    Case("gpt2", "models", gpt2),
+    Case("gpt2", "variants", gpt2),
     Case("gpt2-kv", "models", gpt2_kv),
     Case("bert-base", "models", bert),
     Case("llama-1b-ish", "models", llama),

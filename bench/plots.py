@@ -37,7 +37,7 @@ def _grouped(ax, names: list[str], series: dict[str, list], misses: dict[str, li
 
 
 def speedups(results: dict, path: Path) -> bool:
-    recs = [r for r in results["cases"] if r["group"] in ("models", "train") and r.get("status") == "done"]
+    recs = [r for r in results["cases"] if r["group"] != "kernels" and r.get("status") == "done"]
     compiled = [b for b in results["config"]["backends"] if b != "eager"]
     if not recs or not compiled:
         return False

@@ -157,7 +157,7 @@ def _header(results: dict) -> list[str]:
 
 
 def _models(results: dict, backends: list[str], labels: dict) -> list[str]:
-    recs = [r for r in results["cases"] if r["group"] in ("models", "train") and r.get("status") == "done"]
+    recs = [r for r in results["cases"] if r["group"] != "kernels" and r.get("status") == "done"]
     if not recs:
         return []
     smoke = results["config"].get("smoke")

@@ -1,7 +1,7 @@
 """ember's benchmark harness, the one entry point:
 
-    python bench/run.py                         # everything, bf16, on the GPU -> bench_out/
-    python bench/run.py --cases gpt2,softmax    # pick cases (or groups: models, train, kernels)
+    python bench/run.py                         # the suite, bf16, on the GPU -> bench_out/
+    python bench/run.py --cases gpt2,softmax    # pick cases (or groups: models, train, kernels, variants)
     python bench/run.py --smoke                 # CPU, tiny shapes, Triton interpreter, checks only
 
 For each case the inputs are built once; eager runs first and is the reference; then each compiler
@@ -22,7 +22,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-GROUPS = ("models", "train", "kernels")
+GROUPS = ("models", "train", "kernels", "variants")
+# `suite` (the default): the anchor file's cases. `variants` (other configurations of a suite
+# model, such as GPT-2 returning only its logits) run when named, or with `all`.
+SUITE = ("models", "train", "kernels")
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
@@ -43,8 +46,9 @@ def _import_bench():
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default="all",
-                   help="comma-separated case names or groups (models, train, kernels, all); see --list")
+    p.add_argument("--cases", default="suite",
+                   help="comma-separated case names or groups (models, train, kernels, variants; suite: the "
+                        "first three, the default; all: every case); see --list")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default bf16 (fp32 with --smoke)")
     p.add_argument("--batch", default="",
                    help="batch size for every model case (e.g. 4) or per case (gpt2=4,resnet50=32)")
@@ -79,12 +83,13 @@ def parse_batch(text: str) -> dict[str, int]:
 
 
 def select(cases: list, spec: str) -> list:
-    wanted = [t.strip() for t in spec.split(",") if t.strip()] or ["all"]
+    wanted = [t.strip() for t in spec.split(",") if t.strip()] or ["suite"]
     names = {c.name for c in cases}
-    bad = [w for w in wanted if w not in names and w not in GROUPS and w != "all"]
+    bad = [w for w in wanted if w not in names and w not in GROUPS and w not in ("suite", "all")]
     if bad:
-        raise SystemExit(f"unknown case(s) {bad}; cases: {sorted(names)}; groups: {list(GROUPS)}, all")
-    return [c for c in cases if "all" in wanted or c.name in wanted or c.group in wanted]
+        raise SystemExit(f"unknown case(s) {bad}; cases: {sorted(names)}; groups: {list(GROUPS)}, suite, all")
+    return [c for c in cases if "all" in wanted or c.name in wanted or c.group in wanted
+            or ("suite" in wanted and c.group in SUITE)]
 
 
 def _fresh_caches() -> str:

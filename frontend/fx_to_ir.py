@@ -131,6 +131,11 @@ class _Converter:
             # mask keeps) is a `full`: passes can then see its value (the attention pass proves
             # masks finite or causal only from constants).
             self.env[node] = self.ctx.full(obj.item(), tensor_type(obj).dtype)
+        elif isinstance(obj, torch.Tensor) and obj.numel() == 0 and obj.device.type != "meta":
+            # An empty constant (transformers' KV cache starts as `torch.tensor([])` and concatenates
+            # onto it) holds no data: as an op rather than an input, the graph binds nothing
+            # extra and stays eligible for the graph cache.
+            self.env[node] = self.ctx.full(0, tensor_type(obj).dtype, obj.shape)
         elif isinstance(obj, torch.Tensor):
             self.env[node] = self.graph.add_input(_sanitize(node.name, self.names), tensor_type(obj))
             self.plan.inputs.append(("const", obj))

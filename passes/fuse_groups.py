@@ -49,6 +49,13 @@ def nbytes(v: Value) -> int:
     return type_nbytes(v.type)
 
 
+def _view_root(v: Value) -> Value:
+    """The value whose buffer `v` is a view of (itself when it is no view)."""
+    while v.producer is not None and v.producer.name in ("reshape", "permute", "expand", "slice"):
+        v = v.producer.inputs[0]
+    return v
+
+
 @lru_cache(maxsize=8192)
 def type_nbytes(t: TensorType) -> int:
     """A value's estimated size (the cost model's unit). Remembered per type: every merge attempt
@@ -130,11 +137,29 @@ class GroupBuilder:
             a, b = self.gr.group[a], self.gr.group[b]
             if a != b and self._shared_bytes(a, b) > 0:
                 self._try_merge(a, b, vertical=False)
+        self._sibling_copies()
+
+    def _sibling_copies(self) -> None:
+        """Merge copy-only groups that read views of one buffer (the keys and values a model
+        returns, sliced from one QKV product): no byte is read twice, so the cost model sees
+        nothing to save, but one kernel writes both and a launch is saved."""
+        by_root: dict[Value, list[int]] = {}
+        for gid, idx in self.gr.members.items():
+            if gid in self.gr.domains and all(self.g.ops[i].name == "copy" for i in idx):
+                roots = {_view_root(v) for v in self._outside_inputs(gid)}
+                if len(roots) == 1:
+                    by_root.setdefault(roots.pop(), []).append(gid)
+        for gids in by_root.values():
+            for b in gids[1:]:
+                a = self.gr.group[gids[0]]
+                if a != self.gr.group[b]:
+                    self._try_merge(a, self.gr.group[b], vertical=False, launch_only=True)
 
     # ------------------------------------------------------------------ one merge
-    def _try_merge(self, pi: int, ci: int, vertical: bool) -> bool:
-        """Merge the groups of ops (or, horizontally, groups) pi and ci if legal and worth it;
-        note why not for a vertical candidate pair."""
+    def _try_merge(self, pi: int, ci: int, vertical: bool, launch_only: bool = False) -> bool:
+        """Merge the groups of ops (or, horizontally, groups) pi and ci if legal and worth it
+        (`launch_only`: worth a launch even when no byte is saved); note why not for a vertical
+        candidate pair."""
         gr = self.gr
         a, b = (gr.group[pi], gr.group[ci]) if vertical else (pi, ci)
         if a == b:
@@ -172,7 +197,7 @@ class GroupBuilder:
                     f"merging would exceed {MAX_GROUP_OPS} ops or {MAX_GROUP_INPUTS} inputs in one kernel"))
             return False
         saved = self._bytes_saved(a, b) if vertical else self._shared_bytes(a, b)
-        if saved <= 0:
+        if saved <= 0 and not launch_only:
             return False
         if merge_creates_cycle(gr.cg, a, b):
             if vertical:

@@ -133,6 +133,9 @@ def test_cli_helpers():
     cases = [Case("gpt2", "models", None), Case("gpt2-train", "train", None), Case("softmax", "kernels", None)]
     assert [c.name for c in select(cases, "kernels,gpt2")] == ["gpt2", "softmax"]
     assert len(select(cases, "all")) == 3
+    cases.append(Case("gpt2-logits", "variants", None))
+    assert [c.name for c in select(cases, "")] == ["gpt2", "gpt2-train", "softmax"]  # the suite
+    assert len(select(cases, "all")) == 4 and [c.name for c in select(cases, "variants")] == ["gpt2-logits"]
     with pytest.raises(SystemExit):
         select(cases, "nope")
     assert [b.name for b in make_backends(["ember"])] == ["eager", "ember"]

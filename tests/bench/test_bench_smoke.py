@@ -21,7 +21,7 @@ def test_smoke_run_checks_every_case(tmp_path):
     out = tmp_path / "bench_out"
     env = dict(os.environ, TRITON_INTERPRET="1")
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--out", str(out)], cwd=REPO, env=env,
+    run = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--cases", "all", "--out", str(out)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     took = time.perf_counter() - t0
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -216,3 +216,19 @@ def test_load_generated_dry_runs_a_gpu_module_only_when_asked(tmp_path, dry_run)
     generated = dc.replace(generate_module(graph, FixedChoice("cpu", "library")), interpret=False)
     compiled = load_generated(graph, generated, Options(cache_dir=str(tmp_path)), dry_run=dry_run)
     assert compiled.dry_run_first is dry_run
+
+
+def _concat_onto_empty(x):
+    # transformers' KV cache: `torch.tensor([])` concatenated with the first keys
+    return torch.cat([torch.tensor([]), x.exp()], dim=-1), torch.cat([torch.tensor([]), x.neg()], dim=-1)
+
+
+def test_an_empty_constant_is_no_input_and_the_graph_is_stored(tmp_path):
+    """An empty constant holds no data: it lowers to an op, so nothing sits in the binding and a
+    second compile loads the graph."""
+    x = torch.randn(3, 4)
+    compile_once(_concat_onto_empty, x, cache_dir=str(tmp_path))
+    x2 = torch.randn(3, 4)
+    out, delta = stats_after(lambda: compile_once(_concat_onto_empty, x2, cache_dir=str(tmp_path)))
+    assert (delta["hits"], delta["bypassed"]) == (1, 0)
+    torch.testing.assert_close(out, _concat_onto_empty(x2))

@@ -154,3 +154,32 @@ def test_never_forwards_when_an_extern_writes_a_view_of_either_side():
               return %4, %3
             }}
             """, None, semantics=False)
+
+
+def test_a_returned_copy_of_a_slice_keeps_the_sliced_buffer_free():
+    # Forwarded, the caller's output would be a view that pins the whole product (GPT-2's
+    # returned keys, a third of a QKV buffer). A copy of a whole intermediate still folds, and
+    # so does a copy of a slice no output sees.
+    run_golden("canonicalize", """
+        func @f(%x: f32[4,6]) -> (f32[4,2], f32[4,6], f32[4,2]) {
+          %0: f32[4,6] = exp %x
+          %1: f32[4,2] = slice[dim=1, end=4, start=2, step=1] %0
+          %2: f32[4,2] = copy %1
+          %3: f32[4,6] = neg %x
+          %4: f32[4,6] = copy %3
+          %5: f32[4,2] = slice[dim=1, end=2, start=0, step=1] %3
+          %6: f32[4,2] = copy %5
+          %7: f32[4,2] = neg %6
+          return %2, %4, %7
+        }
+        """, """
+        func @f(%x: f32[4,6]) -> (f32[4,2], f32[4,6], f32[4,2]) [device="cpu"] {
+          %0: f32[4,6] = exp %x
+          %1: f32[4,2] = slice[dim=1, end=4, start=2, step=1] %0
+          %2: f32[4,2] = copy %1
+          %3: f32[4,6] = neg %x
+          %4: f32[4,2] = slice[dim=1, end=2, start=0, step=1] %3
+          %5: f32[4,2] = neg %4
+          return %2, %3, %5
+        }
+        """)

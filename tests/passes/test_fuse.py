@@ -294,3 +294,40 @@ def test_a_small_iota_joins_a_pointwise_kernel_but_not_a_reducing_one():
         }
         """)
     assert ("%2 = mul", "%3 = reduce_sum", "shape-mismatch") in _rejected(rec)
+
+
+def test_copies_of_slices_of_one_buffer_share_a_kernel():
+    # The keys and values a model returns, copied out of one QKV product: no byte is read twice,
+    # but one kernel writes both. A copy of another buffer's slice stays apart.
+    rec = run_golden("fuse", """
+        func @f(%x: f32[4,6], %y: f32[4,2]) -> (f32[2,4], f32[2,4], f32[4,2]) {
+          %0: f32[4,6] = exp %x
+          %1: f32[4,2] = slice[dim=1, end=4, start=2, step=1] %0
+          %2: f32[2,4] = permute[dims=(1, 0)] %1
+          %3: f32[2,4] = copy %2
+          %4: f32[4,2] = slice[dim=1, end=6, start=4, step=1] %0
+          %5: f32[2,4] = permute[dims=(1, 0)] %4
+          %6: f32[2,4] = copy %5
+          %7: f32[4,2] = slice[dim=1, end=2, start=0, step=1] %y
+          %8: f32[4,2] = copy %7
+          return %3, %6, %8
+        }
+        """, """
+        func @f(%x: f32[4,6], %y: f32[4,2]) -> (f32[2,4], f32[2,4], f32[4,2]) [device="cpu"] {
+          %0: f32[4,6] = exp %x
+          %1: f32[4,2] = slice[dim=1, end=4, start=2, step=1] %0
+          %2: f32[2,4] = permute[dims=(1, 0)] %1
+          %3: f32[4,2] = slice[dim=1, end=6, start=4, step=1] %0
+          %4: f32[2,4] = permute[dims=(1, 0)] %3
+          %5: f32[2,4], %6: f32[2,4] = fused[name="fused0"] %2, %4 {
+            ^(%in0: f32[2,4], %in1: f32[2,4]):
+            %0: f32[2,4] = copy %in0
+            %1: f32[2,4] = copy %in1
+            yield %0, %1
+          }
+          %7: f32[4,2] = slice[dim=1, end=2, start=0, step=1] %y
+          %8: f32[4,2] = copy %7
+          return %5, %6, %8
+        }
+        """)
+    assert rec.stats["regions"] == 1
