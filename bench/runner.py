@@ -64,9 +64,11 @@ def _save_traceback(cfg: Config, case: str, who: str) -> str | None:
     return str(path)
 
 
-def _first_call(work: Workload, b: Backend, cfg: Config):
-    """Compile (if the backend compiles) and run once; returns (fn, outputs, seconds, dump)."""
-    with b.dumping() as dump:
+def _first_call(work: Workload, b: Backend, cfg: Config, dump: bool = True):
+    """Compile (if the backend compiles) and run once; returns (fn, outputs, seconds, dump).
+    `dump=False`: no report folder (a warm compile: the cold one's report says what was compiled,
+    and ember loads nothing from its graph cache while dumping, as a dump describes a compile)."""
+    with (b.dumping() if dump else contextlib.nullcontext()) as dump:
         def go():
             fn = b.compile(work.target)
             return fn, work.results(fn)
@@ -136,7 +138,7 @@ def run_backend(work: Workload, b: Backend, ref, cfg: Config, case: str, fn_over
                 if b.compiles and cfg.warm and work.kind != "kernel":
                     fn = outs = None
                     torch._dynamo.reset()
-                    fn, outs, secs, _ = _first_call(work, b, cfg)
+                    fn, outs, secs, _ = _first_call(work, b, cfg, dump=False)
                     if cfg.timer is not None:
                         rec["compile_s_warm"] = secs
             if ref is None:

@@ -259,3 +259,18 @@ def test_a_rows_line_counts_repeated_choices():
            "choices": ["matmul=library"] * 3 + ["attention=sdpa", "matmul=tiled_128x128x64_w8_s3"]}
     text = runner.line("ember", rec, Workload(None, ()))
     assert "chose matmul=library x3, attention=sdpa, matmul=tiled_128x128x64_w8_s3" in text
+
+
+def test_only_the_cold_compile_writes_a_dump(monkeypatch):
+    """ember loads nothing from its graph cache while it dumps (a dump describes a compile), so the
+    warm compile runs without one: it is then the compile a user's second process makes."""
+    import os
+    dumped = []
+    backend = Backend("probe", "probe", backend=lambda gm, inputs: dumped.append(os.environ.get("EMBER_DUMP_DIR"))
+                      or gm.forward, reports=True)
+    work = Workload(lambda x: x.exp() + 1, (torch.randn(4),), kind="model")
+    cfg = Config(device="cpu", warm=True, timer=None)
+    _, ref = runner.run_backend(work, Backend("eager", "eager"), None, cfg, "probe")
+    rec, _ = runner.run_backend(work, backend, ref, cfg, "probe")
+    assert rec["status"] != "error", rec.get("exception")
+    assert len(dumped) == 2 and dumped[0] is not None and dumped[1] is None, dumped
