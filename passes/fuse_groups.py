@@ -33,6 +33,7 @@ from ..ir.dtypes import itemsize
 from ..ir.types import TensorType
 from .fuse_domains import Domain, domain_of, is_pointwise, is_row_reduction, merge
 from .fuse_reasons import Rejections
+from .rewrite import VIEW_OPS
 
 MAX_GROUP_OPS = 64      # a kernel's body beyond this many ops spills registers / compiles slowly
 MAX_GROUP_INPUTS = 16   # distinct tensors a kernel reads (each is a pointer plus strides)
@@ -51,7 +52,7 @@ def nbytes(v: Value) -> int:
 
 def _view_root(v: Value) -> Value:
     """The value whose buffer `v` is a view of (itself when it is no view)."""
-    while v.producer is not None and v.producer.name in ("reshape", "permute", "expand", "slice"):
+    while v.producer is not None and v.producer.name in VIEW_OPS:
         v = v.producer.inputs[0]
     return v
 

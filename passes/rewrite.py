@@ -128,7 +128,7 @@ class Rewriter:
         """Would returning `new` instead of `old` keep alive a buffer provably larger than `new`
         that `old` did not? A copy of a slice returned in place of the slice frees the sliced
         buffer when its other readers are done; forwarded, the caller's output pins all of it
-        (GPT-2's returned keys, a third of each layer's QKV product: 151 MB over eager's peak)."""
+        (GPT-2's returned keys, a third of each layer's QKV product, held all twelve products)."""
         held = self.storage_roots(old)
         size = _nbytes(new)
         return any(r not in held and (_nbytes(r) - size).is_positive for r in roots)
