@@ -16,6 +16,7 @@ import sympy
 import torch
 
 from ..ir import Graph, Op, TensorType, Value
+from ..ir.dtypes import itemsize
 from ..ir.graph import infer_result_types
 from ..ir.ops import attrs_with_defaults, get_op
 from ..ir.types import shapes_equal
@@ -143,8 +144,7 @@ class Rewriter:
 
 
 def _nbytes(v: Value) -> sympy.Expr:
-    from ..ir import to_torch
-    return sympy.expand(v.type.numel * to_torch(v.type.dtype).itemsize)
+    return sympy.expand(v.type.numel * itemsize(v.type.dtype))
 
 
 def _torch_dtype(name: str):
