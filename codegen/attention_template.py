@@ -105,15 +105,22 @@ def search_space(head_dim: int, itemsize: int, m: int | None, n: int | None) -> 
     race on the H100, and each candidate costs a compile and a timing in every cold compile.
     So are (at ee23ef3) 128x64 and 128x128 with 4 warps, 128x32 and 64x64 with 8, and 64x32 with
     8 up to D=128 (where the heuristic does not want it): none came within 2% of the best in
-    the model suite's attention races on the H100."""
+    the model suite's attention races on the H100. Up to D=64, neither did 128x128 tiles nor
+    four-stage pipelines (at 35b85cc, with every candidate timed: BERT, GPT-2 and ViT, where the
+    best four-stage config ran 2-7% behind the best three-stage one and 128x128 30% and more);
+    each compiles in ~1.5 s on the H100 host."""
     block_d = max(16, next_power_of_2(head_dim))
     out: list[AttentionConfig] = []
     tiles = [(128, 64, 8), (128, 128, 8), (128, 32, 4), (64, 64, 4), (64, 32, 4)]
+    stage_counts = (3, 4)
+    if head_dim <= 64:
+        tiles.remove((128, 128, 8))
+        stage_counts = (3,)
     if head_dim > 128:
         tiles.append((64, 32, 8))
     for bm, bn, warps in tiles:
         fitting = [cfg for cfg in (AttentionConfig(_clip(bm, m), _clip(bn, n), warps, stages)
-                                   for stages in (3, 4)) if _fits(cfg, block_d, itemsize)]
+                                   for stages in stage_counts) if _fits(cfg, block_d, itemsize)]
         if not fitting:  # a big tile or head: two stages may still fit
             two = AttentionConfig(_clip(bm, m), _clip(bn, n), warps, 2)
             fitting = [two] if _fits(two, block_d, itemsize) else []

@@ -28,6 +28,7 @@ Every decision is kept in `Chooser.decisions` for the dump's report.json (`autot
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -234,8 +235,11 @@ def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None
     Without a screen: one batch of every candidate. With one: first each race's screening group
     (library and default config), which are then timed (`chooser.measured`, so tune() does not
     time them again), then one batch of the other configs of the races the screen kept.
-    `alongside` runs inside the first batch, after the candidates are submitted (compiled_graph's
-    dry run of the module written before the races). Returns how many candidates were compiled."""
+    `alongside` (compiled_graph's dry run of the module written before the races) joins the last
+    batch, after its candidates are submitted: its kernels are small and do not wait on the
+    races, so they fill the pool's threads while the last candidates' long compiles finish,
+    instead of holding up the first batch, whose end the screen's timing waits for. Returns how
+    many candidates were compiled."""
     races = chooser.collected
     chooser.compiled.update(key for key, _ in races)
     chooser.collected = []
@@ -249,7 +253,7 @@ def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None
         return len(batch)
     groups = [(key, race, screening_group(race)) for key, race in races]
     first = [c for _, _, group in groups for c in group]
-    _compile_all(first, alongside)
+    _compile_all(first)
     rest: list[Candidate] = []
     stats = chooser.stats if chooser.stats is not None else STATS
     for key, race, group in groups:
@@ -264,9 +268,21 @@ def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None
         chooser.measured[key] = timings
         if not screened_out(timings, race, chooser.screen, chooser.unplanned_margin):
             rest += [c for c in race if c not in group]
-    if rest:
-        _compile_all(rest)
+    if rest or alongside is not None:
+        _compile_all(rest, alongside)
     return len(first) + len(rest)
+
+
+def compile_cost(cand: Candidate) -> float:
+    """A rough relative cost of compiling `cand`, to submit the slowest compiles first: Triton's
+    time grows with the tile (the BLOCK_* sizes), the pipeline's stages and TMA's descriptors (on
+    the H100 host: a 128x256 TMA tile with 3 stages ~4 s, a 128x128 tiled one ~1.2 s, a 64x64
+    one ~0.5 s, a library call's epilogue kernel ~0.4 s). Only the order depends on it."""
+    if cand.is_library:
+        return 0.0
+    cfg = cand.config
+    tile = math.prod(v for k, v in cfg.items() if k.startswith("BLOCK_") and isinstance(v, int)) or 1
+    return float(tile * max(1, int(cfg.get("num_stages", 1))) * (2 if cfg.get("TMA") else 1))
 
 
 def _compile_all(candidates: Sequence[Candidate], alongside: Callable[[], Any] | None = None) -> None:
@@ -276,7 +292,9 @@ def _compile_all(candidates: Sequence[Candidate], alongside: Callable[[], Any] |
     it is timed; `alongside` failing only costs its compiles."""
     from .precompile import precompiling
     with precompiling():
-        for cand in candidates:
+        # The pool starts each compile as it is submitted: the longest first, so the batch does
+        # not end on one long compile started last (stable: ties keep the races' order).
+        for cand in sorted(candidates, key=compile_cost, reverse=True):
             try:
                 cand.run()
             except Exception:  # noqa: BLE001 - see the docstring

@@ -54,15 +54,21 @@ def _cfg(m: int, n: int, k: int, warps: int, stages: int) -> MatmulConfig:
 
 
 # The two tiles that won races on the H100: 128x256x64/8 warps/3 stages (the probe's best at 8192^3;
-# mm_4096, mm_8192, linear+bias+gelu, BERT, ConvNeXt) and 128x128x64/8/4 (ViT). 256x128 and
-# 128x128 with 4 warps won none in the model suite; each TMA config costs every large race of a
-# cold compile one more compile (GPT-2 went from 69 candidates to 89 with four of them).
+# mm_4096, mm_8192, linear+bias+gelu) and 128x128x64/8/4 (BERT's and ConvNeXt's MLP, ViT). 256x128
+# and 128x128 with 4 warps won none in the model suite; each TMA config costs every large race of
+# a cold compile one more compile (GPT-2 went from 69 candidates to 89 with four of them).
 SEARCH_TMA = [_cfg(128, 256, 64, 8, 3), _cfg(128, 128, 64, 8, 4)]
+# The 128x256 tile only for reductions at least this deep. Its compile is the longest of any
+# candidate (~4 s on the H100 host, the end of a cold compile's last batch), and in the model
+# suite's 42 matmul races with every candidate timed (at 35b85cc, K 768 to 8192) it beat the
+# library only at K=2048 (Llama's LM head, by 1%) and K=8192 (mm_8192); at K=768 it never did.
+DEEP_K = 4096
 
 
 def tma_search_space(m: sympy.Expr, n: sympy.Expr, k: sympy.Expr, interpret: bool) -> list[MatmulConfig]:
     """TMA configs worth timing: on a GPU, for products whose sides are both concrete and at least
-    THIN (thin ones are launch-bound: a persistent kernel gains nothing there); on the interpreter,
+    THIN (thin ones are launch-bound: a persistent kernel gains nothing there), the 128x256 tile
+    only where K is at least DEEP_K; on the interpreter,
     where nothing is timed, the heuristic's tile and a small one as TMA configs, so that a test
     can ask for the kernel by name (a small tile: several tiles per program)."""
     if interpret:
@@ -70,7 +76,8 @@ def tma_search_space(m: sympy.Expr, n: sympy.Expr, k: sympy.Expr, interpret: boo
     sizes = [sympy.sympify(x) for x in (m, n, k)]
     if not all(x.is_Integer for x in sizes) or min(int(sizes[0]), int(sizes[1])) < THIN:
         return []
-    return [c for c in SEARCH_TMA if _fits(c.BLOCK_M, m) and _fits(c.BLOCK_N, n) and _fits(c.BLOCK_K, k)]
+    return [c for c in SEARCH_TMA if _fits(c.BLOCK_M, m) and _fits(c.BLOCK_N, n) and _fits(c.BLOCK_K, k)
+            and (c.BLOCK_M * c.BLOCK_N <= 128 * 128 or int(sizes[2]) >= DEEP_K)]
 
 
 @dataclass

@@ -123,6 +123,8 @@ def test_search_space_prunes_by_head_dim_and_sequence_length():
     big = search_space(128, 2, 4096, 4096)
     assert AttentionConfig(128, 128, 8, 2) in big and AttentionConfig(128, 128, 8, 4) not in big
     assert all(c.BLOCK_N <= 64 or c.BLOCK_M <= 64 for c in search_space(256, 2, 4096, 4096))
+    d64 = search_space(64, 2, 512, 512)  # up to D=64: three stages, no 128x128 tile
+    assert {(c.BLOCK_M, c.BLOCK_N, c.num_stages) for c in d64} == {(128, 64, 3), (128, 32, 3), (64, 64, 3), (64, 32, 3)}
     small = search_space(32, 2, 20, 9)
     assert {(c.BLOCK_M, c.BLOCK_N) for c in small} == {(32, 16)}
     assert heuristic_config(big, 128) == AttentionConfig(128, 64, 8, 3)

@@ -80,3 +80,23 @@ def test_no_timing_on_the_interpreter_off_or_symbolic(monkeypatch, tmp_path):
     assert sym.choose("matmul", "SRC", symbolic, IMPLS, make_runner([])).name == "library"
     assert sym.decisions[0]["source"] == "heuristic (symbolic sizes)"
     assert not list(tmp_path.rglob("*.json"))  # heuristic choices are never stored
+
+
+def test_a_batch_submits_the_costliest_compiles_first():
+    """_compile_all runs its candidates (each submits its kernels' compiles) largest tile first,
+    TMA before tiled at one tile, library calls last, then `alongside`: the pool then never ends
+    a batch on one long compile submitted last."""
+    from ember.autotune import Candidate
+    order = []
+
+    def cand(name, config=None, library=False):
+        return Candidate(name, config or {}, run=lambda: order.append(name), is_library=library)
+
+    tile = lambda m, n, stages, **extra: {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": 64,  # noqa: E731
+                                          "num_warps": 4, "num_stages": stages, **extra}
+    batch = [cand("library", library=True), cand("small", tile(32, 32, 4)),
+             cand("tiled_128x256", tile(128, 256, 3)), cand("tma_128x256", tile(128, 256, 3, TMA=True)),
+             cand("tiled_128x128", tile(128, 128, 4)), cand("same_as_small", tile(32, 32, 4))]
+    choice._compile_all(batch, alongside=lambda: order.append("alongside"))
+    assert order == ["tma_128x256", "tiled_128x256", "tiled_128x128", "small", "same_as_small",
+                     "library", "alongside"]

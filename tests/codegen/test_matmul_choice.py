@@ -132,8 +132,8 @@ def test_races_compile_in_one_batch_before_any_is_timed(monkeypatch, tmp_path):
 
 def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
     """With a screen, the first batch holds each race's library and default config; they are
-    timed; the second batch holds only the other configs of the races the screen kept; the
-    second pass times those and not the first ones again."""
+    timed; the second batch holds only the other configs of the races the screen kept, and the
+    wrapper's kernels (alongside); the second pass times those and not the first ones again."""
     from ember.codegen import compiled_graph
     monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
     monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
@@ -160,8 +160,8 @@ def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
     batches = [e[1] for e in events if e[0] == "batch"]
     assert len(batches) == 2
     assert batches[0].count("library") == 2 and len(batches[0]) == 4    # library + default, per race
-    assert events[:1] == [("batch", batches[0], True)]                 # the wrapper's kernels alongside
-    assert [e[2] for e in events if e[0] == "batch"] == [True, False]
+    assert events[:1] == [("batch", batches[0], False)]                # compiled before any timing
+    assert [e[2] for e in events if e[0] == "batch"] == [False, True]   # the wrapper's kernels: last
     timed = [e[1:] for e in events if e[0] == "timed"]
     kept = [n for s, n in timed if s == (512, 384)]
     screened = [n for s, n in timed if s == (384, 128)]
@@ -204,12 +204,30 @@ def test_kernels_compiled_alongside_the_races_keep_their_names(monkeypatch, tmp_
     chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, precompile=True, screen=1.25)
     after = compiled_graph._generate(parse(RACE_THEN_KERNELS), chooser, False)
     assert all(not d["is_library"] for d in chooser.decisions)
-    assert callable(calls[0])                                     # handed to the first batch
+    assert calls[0] is None and callable(calls[-1])               # handed to the last batch
     assert sorted(before[0].kernels) == ["k0_exp", "k2_relu", "k4_neg"]  # library matmuls: no kernel
     # Both products run one kernel: the template's source holds no sizes.
     assert sorted(after.kernels) == ["k0_exp", "k1_matmul", "k2_relu", "k4_neg"]
     assert after.wrapper_source.count("launch_k1_matmul") == 2
     assert all(after.kernels[name] == src for name, src in before[0].kernels.items())
+
+
+def test_screen_that_keeps_no_race_still_compiles_the_wrappers_kernels(monkeypatch, tmp_path):
+    """Where the screen drops every race (the library far ahead), no config is left to compile,
+    but the kernels that do not depend on the races still compile in a batch of their own."""
+    from ember.codegen import compiled_graph
+    monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
+    monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
+    monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors: lambda: impl.name)
+    calls = []
+    monkeypatch.setattr(choice, "_compile_all", lambda cands, alongside=None:
+                        calls.append(([c.name for c in cands], alongside)))
+    timer = lambda run: 1.0 if run() == "library" else 3.0  # noqa: E731 - every default 3x the library
+    chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, precompile=True, screen=1.25)
+    compiled_graph._generate(parse(RACE_THEN_KERNELS), chooser, False)
+    assert len(calls) == 2 and calls[0][1] is None
+    assert calls[1][0] == [] and callable(calls[1][1])
+    assert [d["choice"] for d in chooser.decisions] == ["library", "library"]
 
 
 def _bias_relu(i: int, m: int, k: int, n: int, x: str, w: str, b: str) -> str:
@@ -258,3 +276,25 @@ def test_races_of_one_shape_family_compile_one_kernel(monkeypatch, tmp_path):
     assert all(names == ["k0_matmul0"] for names in templates.values())
     assert [d["is_library"] for d in chooser.decisions] == [False, False]
     assert sorted(gen.kernels) == ["k0_matmul0"] and gen.wrapper_source.count("launch_k0_matmul0") == 2
+
+
+def test_where_tma_applies_the_race_probes_it_first_and_keeps_one_tiled_config(monkeypatch, tmp_path):
+    """On a GPU with TMA (faked here: 132 SMs), a large product's race offers the TMA configs and
+    the tiled kernel at its heuristic config only, with the TMA kernel at the heuristic's tile
+    first: the template candidate the screen times against the library."""
+    from ember.codegen import matmul_emit
+    monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
+    monkeypatch.setattr(matmul_emit, "_tma_programs", lambda device, interpret: 132)
+    monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
+    monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors: lambda: impl.name)
+    timed = []
+    timer = lambda run: timed.append(run()) or (1.0 if timed[-1] == "library" else 2.0)  # noqa: E731
+    chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, screen=1.25)
+    generate_module(parse(GRAPH), chooser)
+    # K=512: no 128x256 tile; the screen times the library and the TMA probe, then stops.
+    assert timed == ["library", "mm_128x128x64_g8_w8_s4_tma"]
+    assert chooser.decisions[0]["choice"] == "library"
+    timed.clear()
+    wide = Chooser("cuda:0", cache_dir=str(tmp_path / "none"), timer=timer, screen=None)
+    generate_module(parse(GRAPH), wide)
+    assert timed == ["library", "mm_128x128x64_g8_w8_s4_tma", "mm_128x128x64_g8_w8_s4"]

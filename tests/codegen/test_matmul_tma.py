@@ -118,6 +118,9 @@ def test_search_space():
     assert big and all(c.TMA for c in big)
     assert tma_search_space(16, 4096, 4096, interpret=False) == []       # thin: the tiled kernel's
     assert tma_search_space("s0", 4096, 4096, interpret=False) == []     # nothing timed there
+    # The 128x256 tile (the longest compile) only for deep reductions.
+    assert [c.name for c in tma_search_space(8192, 4096, 768, interpret=False)] == ["mm_128x128x64_g8_w8_s4_tma"]
+    assert "mm_128x256x64_g8_w8_s3_tma" in [c.name for c in big]
     cfg = big[0]
     from ember.codegen.matmul_template import MatmulConfig
     assert MatmulConfig.from_dict(cfg.as_dict()) == cfg
