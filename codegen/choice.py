@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -235,11 +236,12 @@ def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None
     Without a screen: one batch of every candidate. With one: first each race's screening group
     (library and default config), which are then timed (`chooser.measured`, so tune() does not
     time them again), then one batch of the other configs of the races the screen kept.
-    `alongside` (compiled_graph's dry run of the module written before the races) joins the last
-    batch, after its candidates are submitted: its kernels are small and do not wait on the
-    races, so they fill the pool's threads while the last candidates' long compiles finish,
-    instead of holding up the first batch, whose end the screen's timing waits for. Returns how
-    many candidates were compiled."""
+    `alongside` (compiled_graph's dry run of the module written before the races) runs on a
+    thread of its own from the start, with its own compile pool, and is waited for at the end:
+    its kernels do not depend on the races, and its dry run (fake tensors through the whole
+    wrapper, ~0.4 s of Python alone, 1.5 s and more while the candidates compile) no longer
+    holds up either batch, whose ends the timings wait for. Returns how many candidates were
+    compiled."""
     races = chooser.collected
     chooser.compiled.update(key for key, _ in races)
     chooser.collected = []
@@ -247,9 +249,18 @@ def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None
         return 0
     from . import compile_workers
     compile_workers.start(chooser.compile_workers)  # a cold compile: worth the processes
+    background = _compile_in_background(alongside)
+    try:
+        return _compile_batches(chooser, races)
+    finally:
+        if background is not None:
+            background.join()
+
+
+def _compile_batches(chooser: "Chooser", races: list[tuple[TuningKey, list[Candidate]]]) -> int:
     if chooser.screen is None:
         batch = [c for _, race in races for c in race]
-        _compile_all(batch, alongside)
+        _compile_all(batch)
         return len(batch)
     groups = [(key, race, screening_group(race)) for key, race in races]
     first = [c for _, _, group in groups for c in group]
@@ -268,9 +279,29 @@ def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None
         chooser.measured[key] = timings
         if not screened_out(timings, race, chooser.screen, chooser.unplanned_margin):
             rest += [c for c in race if c not in group]
-    if rest or alongside is not None:
-        _compile_all(rest, alongside)
+    if rest:
+        _compile_all(rest)
     return len(first) + len(rest)
+
+
+def _compile_in_background(alongside: Callable[[], Any] | None) -> threading.Thread | None:
+    """Run `alongside` on a new thread inside a precompiling() of its own (the precompile state
+    and Triton's compile mode are per thread: contextvars), so its launches compile on their
+    own pool while the calling thread runs the races. Join the thread before using its kernels.
+    A failure only costs its compiles: the first call compiles what is missing."""
+    if alongside is None:
+        return None
+
+    def run() -> None:
+        from .precompile import precompiling
+        try:
+            with precompiling():
+                alongside()
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            log.debug("ember: compiling alongside the races failed: %s: %s", type(e).__name__, e)
+    thread = threading.Thread(target=run, name="ember-alongside", daemon=True)
+    thread.start()
+    return thread
 
 
 def compile_cost(cand: Candidate) -> float:
@@ -285,11 +316,10 @@ def compile_cost(cand: Candidate) -> float:
     return float(tile * max(1, int(cfg.get("num_stages", 1))) * (2 if cfg.get("TMA") else 1))
 
 
-def _compile_all(candidates: Sequence[Candidate], alongside: Callable[[], Any] | None = None) -> None:
+def _compile_all(candidates: Sequence[Candidate]) -> None:
     """Run each candidate once with its launches compiling on a thread pool instead of running
-    (precompile.py), so timing finds every kernel compiled; then `alongside`, whose launches join
-    the same batch. A candidate that fails here is left to fail, and be recorded as failed, when
-    it is timed; `alongside` failing only costs its compiles."""
+    (precompile.py), so timing finds every kernel compiled. A candidate that fails here is left
+    to fail, and be recorded as failed, when it is timed."""
     from .precompile import precompiling
     with precompiling():
         # The pool starts each compile as it is submitted: the longest first, so the batch does
@@ -299,8 +329,3 @@ def _compile_all(candidates: Sequence[Candidate], alongside: Callable[[], Any] |
                 cand.run()
             except Exception:  # noqa: BLE001 - see the docstring
                 pass
-        if alongside is not None:
-            try:
-                alongside()
-            except Exception as e:  # noqa: BLE001 - see the docstring
-                log.debug("ember: compiling alongside the races failed: %s: %s", type(e).__name__, e)

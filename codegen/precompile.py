@@ -23,10 +23,11 @@ offset, whose alignment is what Triton specializes on.
 
 Three users: CompiledGraph's first call runs its wrapper once on fake inputs inside
 `precompiling()` (`dry_run`); the Chooser runs every autotuning candidate once inside it before
-timing any; and while the first of those batches compiles, compiled_graph dry-runs the module
-written before the races (library calls where races will be), so the kernels that do not depend
-on the races compile alongside (`dry_run_shapes`) and the first call finds them in Triton's
-cache. None can make a result wrong: a compile that fails is left for the real
+timing any; and while those batches compile, a thread of their own dry-runs the module written
+before the races (library calls where races will be; choice.compile_races), so the kernels that
+do not depend on the races compile alongside (`dry_run_shapes`) and the first call finds them in
+Triton's cache. The state is per thread (contextvars), so each thread's launches go to its own
+pool. None can make a result wrong: a compile that fails is left for the real
 launch to fail on with its own error, and a dry run that stops early (an op fake tensors cannot
 run) leaves the rest to be compiled at the real launch, as without this module.
 """
@@ -36,6 +37,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Sequence
 
@@ -94,18 +96,25 @@ def precompiling() -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
+_hook_lock = threading.Lock()
+_hook_users = 0
+_hook_previous: Any = None
+
+
 @contextlib.contextmanager
 def _worker_hook() -> Iterator[None]:
     """Triton's jit_cache_hook sends kernels to compile_workers while the pool runs; a hook the
-    user installed is called too, first, and decides as before whether Triton compiles."""
+    user installed is called too, first, and decides as before whether Triton compiles. The hook
+    is process-wide and two threads may precompile at once (choice.compile_races compiles the
+    wrapper's kernels beside the races): it is installed by the first and put back by the last."""
+    global _hook_users, _hook_previous
     if not compile_workers.running():  # started before the batch that needs it (compile_races)
         yield
         return
     from triton import knobs
-    previous = knobs.runtime.jit_cache_hook
 
     def hook(**kwargs):
-        if previous is not None and previous(**kwargs):
+        if _hook_previous is not None and _hook_previous(**kwargs):
             return True
         if _ACTIVE.get():
             try:
@@ -113,11 +122,19 @@ def _worker_hook() -> Iterator[None]:
             except Exception as e:  # noqa: BLE001 - only an optimization: Triton compiles it here
                 log.debug("ember precompile: not sent to a worker: %s", e)
         return None
-    knobs.runtime.jit_cache_hook = hook
+    with _hook_lock:
+        if _hook_users == 0:
+            _hook_previous = knobs.runtime.jit_cache_hook
+            knobs.runtime.jit_cache_hook = hook
+        _hook_users += 1
     try:
         yield
     finally:
-        knobs.runtime.jit_cache_hook = previous
+        with _hook_lock:
+            _hook_users -= 1
+            if _hook_users == 0:
+                knobs.runtime.jit_cache_hook = _hook_previous
+                _hook_previous = None
 
 
 class _TensorSpec:

@@ -103,7 +103,8 @@ def test_races_compile_in_one_batch_before_any_is_timed(monkeypatch, tmp_path):
     events = []
     monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors:
                         lambda: events.append(("run", tuple(tensors[1].shape), impl.name)) or impl.name)
-    monkeypatch.setattr(choice, "_compile_all", lambda cands, alongside=None: events.append(("batch", len(cands))))
+    monkeypatch.setattr(choice, "_compile_all", lambda cands: events.append(("batch", len(cands))))
+    monkeypatch.setattr(choice, "_compile_in_background", lambda alongside: None)
 
     def timer(run):
         events.append(("timed", run()))
@@ -140,8 +141,9 @@ def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
     events = []
     monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors:
                         lambda: (tuple(tensors[1].shape), impl.name))
-    monkeypatch.setattr(choice, "_compile_all", lambda cands, alongside=None:
-                        events.append(("batch", [c.name for c in cands], alongside is not None)))
+    monkeypatch.setattr(choice, "_compile_all", lambda cands: events.append(("batch", [c.name for c in cands])))
+    monkeypatch.setattr(choice, "_compile_in_background", lambda alongside:
+                        events.append(("alongside", alongside is not None)))
 
     def timer(run):
         shape, name = run()
@@ -160,8 +162,7 @@ def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
     batches = [e[1] for e in events if e[0] == "batch"]
     assert len(batches) == 2
     assert batches[0].count("library") == 2 and len(batches[0]) == 4    # library + default, per race
-    assert events[:1] == [("batch", batches[0], False)]                # compiled before any timing
-    assert [e[2] for e in events if e[0] == "batch"] == [False, True]   # the wrapper's kernels: last
+    assert events[:2] == [("alongside", True), ("batch", batches[0])]  # both before any timing
     timed = [e[1:] for e in events if e[0] == "timed"]
     kept = [n for s, n in timed if s == (512, 384)]
     screened = [n for s, n in timed if s == (384, 128)]
@@ -186,8 +187,9 @@ func @f(%x: bf16[256,512], %w: bf16[512,384], %v: bf16[384,128]) -> (bf16[256,12
 
 
 def test_kernels_compiled_alongside_the_races_keep_their_names(monkeypatch, tmp_path):
-    """The module written before the races (library calls where they are) is dry-run inside the
-    races' first batch (on a GPU: this CPU build of torch cannot make CUDA fake tensors). Its
+    """The module written before the races (library calls where they are) is dry-run on a thread
+    of its own while the races compile (on a GPU: this CPU build of torch cannot make CUDA fake
+    tensors). Its
     kernels must be the module after the races' kernels, same name and source (Triton's cache
     key includes both), even where a race took the template: kernels are numbered by their op."""
     from ember.codegen import compiled_graph
@@ -198,13 +200,14 @@ def test_kernels_compiled_alongside_the_races_keep_their_names(monkeypatch, tmp_
     real = compiled_graph._dry_run_before_races
     monkeypatch.setattr(compiled_graph, "_dry_run_before_races",
                         lambda graph, generated, cache_dir: before.append(generated) or real(graph, generated, cache_dir))
-    calls = []
-    monkeypatch.setattr(choice, "_compile_all", lambda cands, alongside=None: calls.append(alongside))
+    calls, background = [], []
+    monkeypatch.setattr(choice, "_compile_all", lambda cands: calls.append(len(cands)))
+    monkeypatch.setattr(choice, "_compile_in_background", lambda alongside: background.append(alongside))
     timer = lambda run: 2.0 if run() == "library" else 1.0  # noqa: E731 - the template wins both races
     chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, precompile=True, screen=1.25)
     after = compiled_graph._generate(parse(RACE_THEN_KERNELS), chooser, False)
     assert all(not d["is_library"] for d in chooser.decisions)
-    assert calls[0] is None and callable(calls[-1])               # handed to the last batch
+    assert len(calls) == 2 and len(background) == 1 and callable(background[0])
     assert sorted(before[0].kernels) == ["k0_exp", "k2_relu", "k4_neg"]  # library matmuls: no kernel
     # Both products run one kernel: the template's source holds no sizes.
     assert sorted(after.kernels) == ["k0_exp", "k1_matmul", "k2_relu", "k4_neg"]
@@ -213,21 +216,39 @@ def test_kernels_compiled_alongside_the_races_keep_their_names(monkeypatch, tmp_
 
 
 def test_screen_that_keeps_no_race_still_compiles_the_wrappers_kernels(monkeypatch, tmp_path):
-    """Where the screen drops every race (the library far ahead), no config is left to compile,
-    but the kernels that do not depend on the races still compile in a batch of their own."""
+    """Where the screen drops every race (the library far ahead), one batch compiles and none
+    follows; the kernels that do not depend on the races compile all the same, beside it."""
     from ember.codegen import compiled_graph
     monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
     monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
     monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors: lambda: impl.name)
-    calls = []
-    monkeypatch.setattr(choice, "_compile_all", lambda cands, alongside=None:
-                        calls.append(([c.name for c in cands], alongside)))
+    calls, background = [], []
+    monkeypatch.setattr(choice, "_compile_all", lambda cands: calls.append([c.name for c in cands]))
+    monkeypatch.setattr(choice, "_compile_in_background", lambda alongside: background.append(alongside))
     timer = lambda run: 1.0 if run() == "library" else 3.0  # noqa: E731 - every default 3x the library
     chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, precompile=True, screen=1.25)
     compiled_graph._generate(parse(RACE_THEN_KERNELS), chooser, False)
-    assert len(calls) == 2 and calls[0][1] is None
-    assert calls[1][0] == [] and callable(calls[1][1])
+    assert len(calls) == 1 and calls[0].count("library") == 2
+    assert len(background) == 1 and callable(background[0])
     assert [d["choice"] for d in chooser.decisions] == ["library", "library"]
+
+
+def test_the_wrappers_kernels_compile_on_their_own_thread_and_are_waited_for(monkeypatch, tmp_path):
+    """compile_races runs `alongside` on another thread while the batches run on this one, and
+    returns only once it is done: the module after the races must find its kernels compiled."""
+    import threading
+    import time
+    monkeypatch.setattr(choice, "_compile_all", lambda cands: None)
+    seen = []
+
+    def alongside():
+        time.sleep(0.2)
+        seen.append(threading.current_thread() is not threading.main_thread())
+
+    chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=lambda run: 1.0, precompile=True)
+    chooser.collected = [(object(), [choice.Candidate("library", {}, run=lambda: None, is_library=True)])]
+    assert choice.compile_races(chooser, alongside) == 1
+    assert seen == [True]
 
 
 def _bias_relu(i: int, m: int, k: int, n: int, x: str, w: str, b: str) -> str:
