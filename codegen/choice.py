@@ -234,8 +234,10 @@ def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None
     """Compile the candidates of the races a collecting pass noted (see compile_graph) in batches
     across the whole graph, so the pool is never waiting on the slowest candidate of a small race.
     Without a screen: one batch of every candidate. With one: first each race's screening group
-    (library and default config), which are then timed (`chooser.measured`, so tune() does not
-    time them again), then one batch of the other configs of the races the screen kept.
+    (library and default config) with the other configs no costlier to compile than the
+    batch's longest compile (compile_cost); the screening groups are then timed
+    (`chooser.measured`, so tune() does not time them again); then one batch of the costlier
+    configs of the races the screen kept, if any.
     `alongside` (compiled_graph's dry run of the module written before the races) runs on a
     thread of its own from the start, with its own compile pool, and is waited for at the end:
     its kernels do not depend on the races, and its dry run (fake tensors through the whole
@@ -264,7 +266,14 @@ def _compile_batches(chooser: "Chooser", races: list[tuple[TuningKey, list[Candi
         return len(batch)
     groups = [(key, race, screening_group(race)) for key, race in races]
     first = [c for _, _, group in groups for c in group]
-    _compile_all(first)
+    # The other configs that compile no longer than the first batch's longest compile join it
+    # before the screen has decided, in that compile's shadow: the pool has idle threads while
+    # it runs (a TMA probe, ~2 s on the H100 host), and a race the screen keeps then has
+    # nothing left to compile, often no second batch at all. A costlier config waits for the
+    # screen. The ones of races the screen drops are compiled for nothing, on idle threads.
+    shadow = max((compile_cost(c) for c in first), default=0.0)
+    early = [c for _, race, group in groups for c in race if c not in group and compile_cost(c) <= shadow]
+    _compile_all(first + early)
     rest: list[Candidate] = []
     stats = chooser.stats if chooser.stats is not None else STATS
     for key, race, group in groups:
@@ -278,10 +287,10 @@ def _compile_batches(chooser: "Chooser", races: list[tuple[TuningKey, list[Candi
                 pass
         chooser.measured[key] = timings
         if not screened_out(timings, race, chooser.screen, chooser.unplanned_margin):
-            rest += [c for c in race if c not in group]
+            rest += [c for c in race if c not in group and c not in early]
     if rest:
         _compile_all(rest)
-    return len(first) + len(rest)
+    return len(first) + len(early) + len(rest)
 
 
 def _compile_in_background(alongside: Callable[[], Any] | None) -> threading.Thread | None:

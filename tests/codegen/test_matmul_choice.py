@@ -132,16 +132,17 @@ def test_races_compile_in_one_batch_before_any_is_timed(monkeypatch, tmp_path):
 
 
 def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
-    """With a screen, the first batch holds each race's library and default config; they are
-    timed; the second batch holds only the other configs of the races the screen kept, and the
-    wrapper's kernels (alongside); the second pass times those and not the first ones again."""
+    """With a screen, the first batch holds each race's library and default config, and the
+    other configs no costlier to compile than the costliest of those; the library and default
+    are timed; the second batch holds only the costlier configs of the races the screen kept;
+    the second pass times the kept races' other configs, and not the first ones again."""
     from ember.codegen import compiled_graph
     monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
     monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
     events = []
     monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors:
                         lambda: (tuple(tensors[1].shape), impl.name))
-    monkeypatch.setattr(choice, "_compile_all", lambda cands: events.append(("batch", [c.name for c in cands])))
+    monkeypatch.setattr(choice, "_compile_all", lambda cands: events.append(("batch", [c.run() for c in cands])))
     monkeypatch.setattr(choice, "_compile_in_background", lambda alongside:
                         events.append(("alongside", alongside is not None)))
 
@@ -160,15 +161,21 @@ def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
     cold = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, stats=stats, precompile=True, screen=1.25)
     compiled_graph._generate(parse(TWO_RACES), cold, False)
     batches = [e[1] for e in events if e[0] == "batch"]
-    assert len(batches) == 2
-    assert batches[0].count("library") == 2 and len(batches[0]) == 4    # library + default, per race
+    assert len(batches) == 2 and not set(batches[0]) & set(batches[1])  # nothing compiled twice
     assert events[:2] == [("alongside", True), ("batch", batches[0])]  # both before any timing
+    default = "mm_128x128x64_g8_w8_s4"
+    for shape in ((512, 384), (384, 128)):
+        assert (shape, "library") in batches[0] and (shape, default) in batches[0]
+    # The first batch also holds the cheaper configs, the dropped race's too; the second only the
+    # kept race's 128x256 and 256x128 tiles (costlier to compile than the 128x128 default).
+    assert ((384, 128), "mm_64x64x64_g8_w4_s3") in batches[0]
+    assert sorted(batches[1]) == [((512, 384), "mm_128x256x64_g8_w8_s3"), ((512, 384), "mm_256x128x64_g8_w8_s3")]
     timed = [e[1:] for e in events if e[0] == "timed"]
     kept = [n for s, n in timed if s == (512, 384)]
     screened = [n for s, n in timed if s == (384, 128)]
-    assert screened == ["library", screened[1]]                          # only the first two, once
-    assert len(kept) == len(set(kept)) == 1 + 1 + len(batches[1])         # each timed exactly once
-    assert "library" not in batches[1]                                   # nothing compiled twice
+    assert screened == ["library", default]                              # only the first two, once
+    in_race = [n for b in batches for s, n in b if s == (512, 384)]
+    assert len(kept) == len(set(kept)) == len(in_race)                   # each timed exactly once
     # Decisions in op order: %0 (the kept race) takes a 0.9-ms config, %1 the library, %2 a hit.
     assert [d["source"] for d in cold.decisions] == ["benchmark", "benchmark", "cache"]
     assert cold.decisions[0]["choice"] != "library" and cold.decisions[1]["choice"] == "library"
