@@ -58,9 +58,10 @@ class Options:
     # which are always timed (so the choice is never slower than either); None: no limit.
     autotune_budget_s: float | None = 60.0
     # Screen each race: the template's default config is timed against the library first, and its
-    # other configs are compiled and timed only if it runs within this factor of the library's
-    # time (1.25: at most 25% slower; autotune/tuner.py's screened_out says why that loses
-    # little). None: every config of every race is compiled and timed.
+    # other configs are timed only if it runs within this factor of the library's time (1.25: at
+    # most 25% slower; autotune/tuner.py's screened_out says why that loses little); those costlier
+    # to compile than the default are compiled only then (codegen/choice.py compile_races). None:
+    # every config of every race is compiled and timed.
     autotune_screen: float | None = 1.25
     # A library candidate that allocates its result itself, outside the wrapper's memory plan (SDPA
     # has no out= form), wins its race only when it is faster than the fastest planned candidate by

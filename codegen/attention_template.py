@@ -107,7 +107,7 @@ def search_space(head_dim: int, itemsize: int, m: int | None, n: int | None) -> 
     8 up to D=128 (where the heuristic does not want it): none came within 2% of the best in
     the model suite's attention races on the H100. Up to D=64, neither did 128x128 tiles nor
     four-stage pipelines (at 35b85cc, with every candidate timed: BERT, GPT-2 and ViT, where the
-    best four-stage config ran 2-7% behind the best three-stage one and 128x128 30% and more);
+    best four-stage config ran 2-8% behind the best three-stage one and 128x128 40% and more);
     each compiles in ~1.5 s on the H100 host."""
     block_d = max(16, next_power_of_2(head_dim))
     out: list[AttentionConfig] = []

@@ -60,8 +60,9 @@ def _cfg(m: int, n: int, k: int, warps: int, stages: int) -> MatmulConfig:
 SEARCH_TMA = [_cfg(128, 256, 64, 8, 3), _cfg(128, 128, 64, 8, 4)]
 # The 128x256 tile only for reductions at least this deep. Its compile is the longest of any
 # candidate (~4 s on the H100 host, the end of a cold compile's last batch), and in the model
-# suite's 42 matmul races with every candidate timed (at 35b85cc, K 768 to 8192) it beat the
-# library only at K=2048 (Llama's LM head, by 1%) and K=8192 (mm_8192); at K=768 it never did.
+# suite's 39 matmul races with TMA configs, every candidate timed (at 35b85cc, K 768 to 65536),
+# it beat the library once, at K=2048 (Llama's LM head, by 1%). It is the template's best at
+# 4096^3 and 8192^3 (mm_4096, mm_8192).
 DEEP_K = 4096
 
 
