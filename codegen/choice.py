@@ -19,10 +19,11 @@ How the choice is made (autotune.tune does the work):
   * otherwise the implementations are timed with do_bench on random operands, library ones
     first and always, and the fastest is stored (a library call whose result the wrapper's
     memory plan cannot place only by the `autotune_unplanned_margin` factor). With the `autotune_screen` option the template's
-    first config (its heuristic one) is timed with the library first, and the other configs are
-    compiled and timed only when it comes within that factor of the library's time
-    (tuner.screened_out); those are timed within what is left of the compile's
-    `autotune_budget_s`.
+    first config (its heuristic one, or the TMA kernel at that tile: matmul_emit) is timed with
+    the library first, and the other configs are timed only when it comes within that factor of
+    the library's time (tuner.screened_out), within what is left of the compile's
+    `autotune_budget_s`; in a compile, those costlier to compile than the first batch's longest
+    compile are compiled only then (compile_races).
 Every decision is kept in `Chooser.decisions` for the dump's report.json (`autotune` section).
 """
 from __future__ import annotations
@@ -317,7 +318,8 @@ def compile_cost(cand: Candidate) -> float:
     """A rough relative cost of compiling `cand`, to submit the slowest compiles first: Triton's
     time grows with the tile (the BLOCK_* sizes), the pipeline's stages and TMA's descriptors (on
     the H100 host: a 128x256 TMA tile with 3 stages ~4 s, a 128x128 tiled one ~1.2 s, a 64x64
-    one ~0.5 s, a library call's epilogue kernel ~0.4 s). Only the order depends on it."""
+    one ~0.5 s, a library call's epilogue kernel ~0.4 s). It orders a batch and decides which
+    configs compile before a race's screen does (compile_races); it never changes a choice."""
     if cand.is_library:
         return 0.0
     cfg = cand.config

@@ -112,6 +112,38 @@ def key():
                      triton="3.6.0", torch="2.11")
 
 
+
+def test_the_worker_hook_stays_installed_until_the_last_precompiling_thread_leaves(monkeypatch):
+    """Two threads precompile at once (the races and the wrapper's dry run): the process-wide
+    compile hook goes in with the first and the user's hook comes back with the last, whichever
+    order they leave in."""
+    import threading
+
+    from triton import knobs
+
+    from ember.codegen import compile_workers
+    monkeypatch.setattr(compile_workers, "running", lambda: True)
+    user_hook = lambda **kwargs: None  # noqa: E731
+    monkeypatch.setattr(knobs.runtime, "jit_cache_hook", user_hook)
+    first_in, second_in, first_may_leave, seen = threading.Event(), threading.Event(), threading.Event(), []
+
+    def first():
+        with precompile._worker_hook():
+            first_in.set()
+            first_may_leave.wait(5)
+        seen.append(knobs.runtime.jit_cache_hook)  # the other thread is still inside
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_in.wait(5)
+    with precompile._worker_hook():
+        installed = knobs.runtime.jit_cache_hook
+        first_may_leave.set()
+        thread.join(5)
+        assert knobs.runtime.jit_cache_hook is installed
+    assert installed is not user_hook and seen == [installed]
+    assert knobs.runtime.jit_cache_hook is user_hook
+
 def test_prepare_gets_the_candidates_in_timing_order_on_a_miss_only(tmp_path, key):
     prepared = []
     cands = [Candidate("t1", {"B": 1}, run=lambda: None), Candidate("lib", {}, run=lambda: None, is_library=True),
