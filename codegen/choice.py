@@ -274,6 +274,7 @@ def _compile_batches(chooser: "Chooser", races: list[tuple[TuningKey, list[Candi
     # screen. The ones of races the screen drops are compiled for nothing, on idle threads.
     shadow = max((compile_cost(c) for c in first), default=0.0)
     early = [c for _, race, group in groups for c in race if c not in group and compile_cost(c) <= shadow]
+    compiled = set(first) | set(early)  # Candidates compare by identity
     _compile_all(first + early)
     rest: list[Candidate] = []
     stats = chooser.stats if chooser.stats is not None else STATS
@@ -288,7 +289,7 @@ def _compile_batches(chooser: "Chooser", races: list[tuple[TuningKey, list[Candi
                 pass
         chooser.measured[key] = timings
         if not screened_out(timings, race, chooser.screen, chooser.unplanned_margin):
-            rest += [c for c in race if c not in group and c not in early]
+            rest += [c for c in race if c not in compiled]
     if rest:
         _compile_all(rest)
     return len(first) + len(early) + len(rest)

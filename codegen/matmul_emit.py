@@ -106,8 +106,7 @@ class MatmulEmitter:
             # (ConvNeXt's and BERT's MLP).
             probe = dataclasses.replace(heuristic_cfg, TMA=True)
             first = probe if not untimed_template and probe in space else heuristic_cfg
-            configs = [first] + [c for c in [heuristic_cfg] + space if c != first]
-            configs = list(dict.fromkeys(configs))
+            configs = list(dict.fromkeys([first, heuristic_cfg, *space]))
             impls = [Implementation(c.name, c.as_dict()) for c in configs]
             if chooser.matmul_library:
                 impls.insert(0, library)
