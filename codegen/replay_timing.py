@@ -15,6 +15,13 @@ time is ever paid between its kernels; so a race is timed on replays too:
   3. enough calls to fill REPLAY_MS captured in one graph, replayed REPLAYS times; the median
      replay over the number of calls is the time.
 
+The start and end events are recorded inside the captured graphs (event record nodes), not
+around their replays on the host: races are timed while another thread of the process may still
+be busy (compile_races' dry run of the module written before the races, ~0.4 s of Python that
+can outlast the first batch), and a wait for the GIL between recording a start event and
+launching the replay (Python's switch interval is 5 ms) would add to the time. Inside the graph,
+nothing the host does can come between them.
+
 Consecutive calls are not separated by an L2 flush (do_bench flushes before each call): in a
 model, a product's activations were just written by the kernel before it. A candidate that cannot
 be captured is timed by do_bench instead (logged at debug level): the race still has a time.
@@ -60,24 +67,23 @@ def _replay_median(fn: Callable[[], Any]) -> float:
     stream = capture_stream()
     caller = torch.cuda.current_stream()
     stream.wait_stream(caller)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    # external: recorded as nodes of the graph being captured (see the module docstring).
+    start, end = torch.cuda.Event(enable_timing=True, external=True), torch.cuda.Event(enable_timing=True, external=True)
 
     def timed(graph: torch.cuda.CUDAGraph) -> float:
-        start.record(stream)
         graph.replay()
-        end.record(stream)
         end.synchronize()
         return start.elapsed_time(end)
 
     try:
         with torch.cuda.stream(stream):
             fn()
-            one = _capture(fn, 1, stream)
+            one = _capture(fn, 1, (start, end))
             one.replay()
             estimate = min(timed(one) for _ in range(3))
             del one
             calls = max(1, min(MAX_CALLS, int(REPLAY_MS / max(estimate, 1e-3))))
-            many = _capture(fn, calls, stream)
+            many = _capture(fn, calls, (start, end))
             many.replay()
             if estimate >= SUSTAIN_FROM_MS:
                 for _ in range(max(1, int(SUSTAIN_MS / (estimate * calls)))):
@@ -89,15 +95,18 @@ def _replay_median(fn: Callable[[], Any]) -> float:
     return statistics.median(times)
 
 
-def _capture(fn: Callable[[], Any], calls: int, stream: torch.cuda.Stream) -> torch.cuda.CUDAGraph:
-    """`calls` calls of fn captured on `stream` (the current one). Not `torch.cuda.graph`: it
-    synchronizes and empties the allocator's cache at each capture, two per candidate. Thread-local
-    capture: a compile thread allocating meanwhile does not invalidate it."""
+def _capture(fn: Callable[[], Any], calls: int,
+             events: tuple[torch.cuda.Event, torch.cuda.Event]) -> torch.cuda.CUDAGraph:
+    """`calls` calls of fn captured on the current stream between the two events' records. Not
+    `torch.cuda.graph`: it synchronizes and empties the allocator's cache at each capture, two per
+    candidate. Thread-local capture: a compile thread allocating meanwhile does not invalidate it."""
     graph = torch.cuda.CUDAGraph()
     graph.capture_begin(capture_error_mode="thread_local")
     try:
+        events[0].record()
         for _ in range(calls):
             fn()  # results are dropped: their memory is the graph's pool, reused by the next call
+        events[1].record()
     except BaseException:
         _end_failed_capture(graph)
         raise
