@@ -51,9 +51,13 @@ def test_linear_bias_gelu_is_one_kernel_on_cuda(library, tmp_path):
 @pytest.mark.parametrize("m,k,n", [(1000, 776, 1504), (2048, 1024, 2048)])
 def test_tma_kernel_matches_torch_and_really_runs(cfg, m, k, n, tmp_path):
     """Each TMA config of the search space on a Linear's layout (x row-major, the weight read
-    transposed), ragged and whole tiles, bias + tanh fused: the guard must take the TMA kernel."""
+    transposed), ragged and whole tiles, bias + tanh fused: the guard must take the TMA kernel.
+    The 128x256 tile is offered only for K >= DEEP_K: there K is DEEP_K deeper (still ragged,
+    or whole, in K steps)."""
     from ember.codegen.matmul_emit import FixedChoice
+    from ember.codegen.matmul_tma import DEEP_K
     from ember.passes import run_pipeline
+    k += DEEP_K if "128x256" in cfg else 0
     g = parse(f"""
 func @f(%x: bf16[{m},{k}], %w: bf16[{n},{k}], %b: bf16[{n}]) -> (bf16[{m},{n}]) [device="cuda"] {{
   %0: bf16[{k},{n}] = permute[dims=(1, 0)] %w
