@@ -68,7 +68,8 @@ def _replay_median(fn: Callable[[], Any]) -> float:
     caller = torch.cuda.current_stream()
     stream.wait_stream(caller)
     # external: recorded as nodes of the graph being captured (see the module docstring).
-    start, end = torch.cuda.Event(enable_timing=True, external=True), torch.cuda.Event(enable_timing=True, external=True)
+    start = torch.cuda.Event(enable_timing=True, external=True)
+    end = torch.cuda.Event(enable_timing=True, external=True)
 
     def timed(graph: torch.cuda.CUDAGraph) -> float:
         graph.replay()
