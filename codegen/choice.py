@@ -319,12 +319,18 @@ def compile_cost(cand: Candidate) -> float:
     """A rough relative cost of compiling `cand`, to submit the slowest compiles first: Triton's
     time grows with the tile (the BLOCK_* sizes), the pipeline's stages and TMA's descriptors (on
     the H100 host: a 128x256 TMA tile with 3 stages ~4 s, a 128x128 tiled one ~1.2 s, a 64x64
-    one ~0.5 s, a library call's epilogue kernel ~0.4 s). It orders a batch and decides which
+    one ~0.5 s, an attention config ~1.5 s, a library call's epilogue kernel ~0.4 s). It orders a batch and decides which
     configs compile before a race's screen does (compile_races); it never changes a choice."""
     if cand.is_library:
         return 0.0
     cfg = cand.config
     tile = math.prod(v for k, v in cfg.items() if k.startswith("BLOCK_") and isinstance(v, int)) or 1
+    if "BLOCK_K" not in cfg and "BLOCK_N" in cfg:
+        # An attention config: two products a step, contracting over the head dim, which is in
+        # the source, not the config. Its compiles (1.4-1.7 s, ViT's on the H100 host) are as
+        # long as a 128x128x64 tiled matmul's; ranked by BLOCK_M x BLOCK_N alone they were
+        # submitted last and ended the batch.
+        tile *= 128
     return float(tile * max(1, int(cfg.get("num_stages", 1))) * (2 if cfg.get("TMA") else 1))
 
 

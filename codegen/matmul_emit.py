@@ -104,9 +104,10 @@ class MatmulEmitter:
             # ConvNeXt, Llama and ViT (up to 1.1x slower on GPT-2's products, which the library
             # wins anyway), and the tiled probe had screened out races the TMA kernel won
             # (ConvNeXt's and BERT's MLP).
+            # Where the TMA kernel is offered, the race has no tiled config (search_space).
             probe = dataclasses.replace(heuristic_cfg, TMA=True)
-            first = probe if not untimed_template and probe in space else heuristic_cfg
-            configs = list(dict.fromkeys([first, heuristic_cfg, *space]))
+            tma_race = not untimed_template and probe in space
+            configs = list(dict.fromkeys([probe, *space] if tma_race else [heuristic_cfg, *space]))
             impls = [Implementation(c.name, c.as_dict()) for c in configs]
             if chooser.matmul_library:
                 impls.insert(0, library)
@@ -114,7 +115,8 @@ class MatmulEmitter:
             def heuristic(xs: Sequence[Implementation]) -> Implementation:
                 if not untimed_template and xs[0].is_library:
                     return xs[0]  # symbolic sizes on a GPU: nothing to time; the library is safe
-                return next(x for x in xs if x.name == heuristic_cfg.name)
+                return next((x for x in xs if x.name == heuristic_cfg.name),
+                            next(x for x in xs if not x.is_library))  # a TMA race: its probe
 
             pick = chooser.choose("matmul", mk.source, [v.type for v in op.inputs], impls,
                                   self._runner_maker(op), heuristic)

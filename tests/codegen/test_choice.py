@@ -84,7 +84,8 @@ def test_no_timing_on_the_interpreter_off_or_symbolic(monkeypatch, tmp_path):
 
 def test_a_batch_submits_the_costliest_compiles_first():
     """_compile_all runs its candidates (each submits its kernels' compiles) largest tile first,
-    TMA before tiled at one tile, library calls last: the pool then never ends a batch on one
+    TMA before tiled at one tile, an attention config as a matmul's tile of its size and 128 deep,
+    library calls last: the pool then never ends a batch on one
     long compile submitted last."""
     from ember.autotune import Candidate
     order = []
@@ -96,6 +97,8 @@ def test_a_batch_submits_the_costliest_compiles_first():
                                           "num_warps": 4, "num_stages": stages, **extra}
     batch = [cand("library", library=True), cand("small", tile(32, 32, 4)),
              cand("tiled_128x256", tile(128, 256, 3)), cand("tma_128x256", tile(128, 256, 3, TMA=True)),
-             cand("tiled_128x128", tile(128, 128, 4)), cand("same_as_small", tile(32, 32, 4))]
+             cand("tiled_128x128", tile(128, 128, 4)), cand("same_as_small", tile(32, 32, 4)),
+             cand("attention_128x64", {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3})]
     choice._compile_all(batch)
-    assert order == ["tma_128x256", "tiled_128x256", "tiled_128x128", "small", "same_as_small", "library"]
+    assert order == ["tma_128x256", "tiled_128x256", "tiled_128x128", "attention_128x64", "small",
+                     "same_as_small", "library"]

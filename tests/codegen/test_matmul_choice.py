@@ -306,10 +306,12 @@ def test_races_of_one_shape_family_compile_one_kernel(monkeypatch, tmp_path):
     assert sorted(gen.kernels) == ["k0_matmul0"] and gen.wrapper_source.count("launch_k0_matmul0") == 2
 
 
-def test_where_tma_applies_the_race_probes_it_first_and_keeps_one_tiled_config(monkeypatch, tmp_path):
-    """On a GPU with TMA (faked here: 132 SMs), a large product's race offers the TMA configs and
-    the tiled kernel at its heuristic config only, with the TMA kernel at the heuristic's tile
-    first: the template candidate the screen times against the library."""
+def test_where_tma_applies_the_race_probes_it_first_and_has_no_tiled_config(monkeypatch, tmp_path):
+    """On a GPU with TMA (faked here: 132 SMs), a large product's race offers the TMA configs
+    only, the TMA kernel at the heuristic's tile first: the template candidate the screen times
+    against the library. The tiled kernel is not raced (matmul_template.search_space says why);
+    the wrapper still launches it where an operand is not laid out for TMA. A template-only race
+    (no library) takes the TMA probe as its must-time default, not a config it does not offer."""
     from ember.codegen import matmul_emit
     monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
     monkeypatch.setattr(matmul_emit, "_tma_programs", lambda device, interpret: 132)
@@ -325,4 +327,10 @@ def test_where_tma_applies_the_race_probes_it_first_and_keeps_one_tiled_config(m
     timed.clear()
     wide = Chooser("cuda:0", cache_dir=str(tmp_path / "none"), timer=timer, screen=None)
     generate_module(parse(GRAPH), wide)
-    assert timed == ["library", "mm_128x128x64_g8_w8_s4_tma", "mm_128x128x64_g8_w8_s4"]
+    assert timed == ["library", "mm_128x128x64_g8_w8_s4_tma"]
+    timed.clear()
+    alone = Chooser("cuda:0", cache_dir=str(tmp_path / "alone"), timer=timer, matmul_library=False)
+    gen = generate_module(parse(GRAPH), alone)
+    assert timed == ["mm_128x128x64_g8_w8_s4_tma"]
+    assert alone.decisions[0]["choice"] == "mm_128x128x64_g8_w8_s4_tma"
+    assert "tma_ready(" in gen.wrapper_source  # the tiled kernel behind the layout test
