@@ -21,6 +21,9 @@ for every row, the "befores" should differ only by what a compiled function hold
 (folded constants, caches, pools), which the call figure cannot see. So a row is flagged when
 ember's call figure OR its absolute peak is above eager's.
 
+Between backends the harness frees torch's cuBLAS workspaces (release_cublas_workspaces), so each
+backend's figures count the workspaces it makes itself.
+
 On CPU (the smoke run) there is no CUDA caching allocator: the figures are None, never 0, and the
 extra call is not made.
 """
@@ -63,6 +66,25 @@ def peak_memory(fn: Callable, device: str, held: Callable[[], dict] | None = Non
     peak = torch.cuda.max_memory_allocated(device)
     rec = {"mem_before_bytes": before, "mem_peak_bytes": peak, "mem_call_bytes": peak - before}
     return add_held(rec, held()) if held is not None else rec
+
+
+def release_cublas_workspaces(device: str) -> bool:
+    """Free the cuBLAS workspaces (32 MiB each on an H100, one per stream cuBLAS ran on, kept by
+    torch for the process's life) once a backend is done, so the next backend's absolute peak
+    counts the workspaces it makes itself, not those of the backends before it. Without it the
+    first case's eager row ran without ember's capture-stream workspace and every later row
+    with it. Not while an ember CUDA graph is alive: a captured graph keeps the address of its
+    stream's workspace. Returns whether they were freed."""
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if not device.startswith("cuda") or clear is None:
+        return False
+    from ember.codegen import cuda_graphs
+    gc.collect()
+    if len(cuda_graphs._live):
+        return False
+    torch.cuda.synchronize(device)
+    clear()
+    return True
 
 
 def add_held(rec: dict, held: dict) -> dict:

@@ -23,7 +23,7 @@ import torch
 
 from .backends import Backend, extern_summary, settle_dumps
 from .check import compare, tolerance
-from .memory import KEYS, compare as compare_memory, mib, peak_memory
+from .memory import KEYS, compare as compare_memory, mib, peak_memory, release_cublas_workspaces
 from .timing import count_kernels, wall
 from .workload import Config, Skip, Workload
 
@@ -181,6 +181,9 @@ def run_backend(work: Workload, b: Backend, ref, cfg: Config, case: str, fn_over
             rec["dump_error"] = str(exc)
         torch._dynamo.reset()
         _free(cfg.device)
+        # Whether the cuBLAS workspaces were freed for the next backend (memory.py: not while an
+        # ember CUDA graph is alive); the absolute peaks of the rows after it are read with it.
+        rec["cublas_workspaces_released"] = release_cublas_workspaces(cfg.device)
         rec["wall_s"] = time.perf_counter() - t0  # everything this backend cost the run
     return rec, (outs if ref is None else None)
 

@@ -28,6 +28,8 @@ Every decision is kept in `Chooser.decisions` for the dump's report.json (`autot
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import threading
@@ -206,7 +208,7 @@ class Chooser:
             self._record(what, key, by_name[stored.name], stored.source, stored.timings_ms)
             return by_name[stored.name]
         if self.precompile and key not in self.compiled:
-            kwargs["prepare"] = _compile_all
+            kwargs["prepare"] = functools.partial(_compile_all, device=self.device)
         choice = tune(key, candidates, **kwargs)
         chosen = by_name[choice.name]
         self._record(what, key, chosen, choice.source, choice.timings_ms)
@@ -263,7 +265,7 @@ def compile_races(chooser: "Chooser", alongside: Callable[[], Any] | None = None
 def _compile_batches(chooser: "Chooser", races: list[tuple[TuningKey, list[Candidate]]]) -> int:
     if chooser.screen is None:
         batch = [c for _, race in races for c in race]
-        _compile_all(batch)
+        _compile_all(batch, chooser.device)
         return len(batch)
     groups = [(key, race, screening_group(race)) for key, race in races]
     first = [c for _, _, group in groups for c in group]
@@ -275,7 +277,7 @@ def _compile_batches(chooser: "Chooser", races: list[tuple[TuningKey, list[Candi
     shadow = max((compile_cost(c) for c in first), default=0.0)
     early = [c for _, race, group in groups for c in race if c not in group and compile_cost(c) <= shadow]
     compiled = set(first) | set(early)  # Candidates compare by identity
-    _compile_all(first + early)
+    _compile_all(first + early, chooser.device)
     rest: list[Candidate] = []
     stats = chooser.stats if chooser.stats is not None else STATS
     for key, race, group in groups:
@@ -291,7 +293,7 @@ def _compile_batches(chooser: "Chooser", races: list[tuple[TuningKey, list[Candi
         if not screened_out(timings, race, chooser.screen, chooser.unplanned_margin):
             rest += [c for c in race if c not in compiled]
     if rest:
-        _compile_all(rest)
+        _compile_all(rest, chooser.device)
     return len(first) + len(early) + len(rest)
 
 
@@ -334,12 +336,16 @@ def compile_cost(cand: Candidate) -> float:
     return float(tile * max(1, int(cfg.get("num_stages", 1))) * (2 if cfg.get("TMA") else 1))
 
 
-def _compile_all(candidates: Sequence[Candidate]) -> None:
+def _compile_all(candidates: Sequence[Candidate], device: str | None = None) -> None:
     """Run each candidate once with its launches compiling on a thread pool instead of running
     (precompile.py), so timing finds every kernel compiled. A candidate that fails here is left
     to fail, and be recorded as failed, when it is timed."""
+    from .cuda_graphs import on_capture_stream
     from .precompile import precompiling
-    with precompiling():
+    # On the capture stream: a library candidate's run really calls cuBLAS, which on the
+    # caller's stream would make the process keep a second workspace (cuda_graphs.on_capture_stream).
+    aside = on_capture_stream(torch.device(device)) if device and device.startswith("cuda") else contextlib.nullcontext()
+    with precompiling(), aside:
         # The pool starts each compile as it is submitted: the longest first, so the batch does
         # not end on one long compile started last (stable: ties keep the races' order).
         for cand in sorted(candidates, key=compile_cost, reverse=True):

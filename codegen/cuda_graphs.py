@@ -47,7 +47,7 @@ import logging
 import operator
 import threading
 import weakref
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -92,6 +92,24 @@ def capture_stream() -> torch.cuda.Stream:
     if device not in streams:
         streams[device] = torch.cuda.Stream(device)
     return streams[device]
+
+
+@contextlib.contextmanager
+def on_capture_stream(device: "torch.device | None" = None) -> Iterator[torch.cuda.Stream]:
+    """Run the block on the capture stream of `device` (None: the current GPU), after the
+    caller's stream's queued work; the caller's stream then waits for the block's. Yields the
+    caller's stream. ember runs everything it runs on the GPU outside a replay here (a graph's
+    calls that are not replayed, its warm-ups and captures, the races' compile runs and timing
+    replays): all its cuBLAS calls are then on this one stream, and an ember process keeps one
+    cuBLAS workspace (32 MiB on an H100, held for the process's life) for them, as eager keeps
+    one for the caller's stream, not two."""
+    with torch.cuda.device(device) if device is not None else contextlib.nullcontext():
+        stream = capture_stream()
+        caller = torch.cuda.current_stream()
+        stream.wait_stream(caller)
+        with torch.cuda.stream(stream):
+            yield caller
+        caller.wait_stream(stream)
 
 
 class CaptureArenas:
@@ -218,7 +236,7 @@ class CudaGraphRunner:
             if not self._device_ok(inputs):
                 return self._disable("an input is not a CUDA tensor, or inputs are on several devices", inputs)
             self._moves = [0] * len(inputs)
-            return self.run(inputs)  # first call: compiles kernels, initializes libraries
+            return self._run_aside(inputs)  # first call: compiles kernels, initializes libraries
         if pointers != last:
             for i, (p, q) in enumerate(zip(pointers, last)):
                 if p != q:
@@ -238,12 +256,24 @@ class CudaGraphRunner:
             # one the caller makes fresh at each call keeps moving. Capturing now would copy the
             # first kind, and an instance whose outputs the caller keeps for good (gradients
             # accumulated in place) would keep those copies for good: run once more and see.
-            return self.run(inputs)
+            return self._run_aside(inputs)
         if len(self.instances) >= MAX_INSTANCES:
-            return self.run(inputs)  # every instance's outputs are still held by the caller
+            return self._run_aside(inputs)  # every instance's outputs are still held by the caller
         if self.captures >= MAX_CAPTURES:
             return self._disable(f"{MAX_CAPTURES} captures and its inputs still move", inputs)
         return self._capture(inputs, pointers, last)
+
+    def _run_aside(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """A call that is not replayed, run on the capture stream (on_capture_stream: why). Its
+        outputs are marked as used on the caller's stream, so the allocator does not hand their
+        memory to the capture stream while the caller's later work still reads them."""
+        device = inputs[0].device if inputs else None
+        with on_capture_stream(device) as caller:
+            outputs = self.run(inputs)
+        for t in outputs:
+            if isinstance(t, torch.Tensor) and t.is_cuda and t.untyped_storage().nbytes():
+                t.record_stream(caller)
+        return outputs
 
     def _settled(self, inst: _Instance, pointers: list[int], last: list[int]) -> bool:
         """Has an input this instance copies stayed put for two calls, without having moved

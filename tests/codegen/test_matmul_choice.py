@@ -103,7 +103,7 @@ def test_races_compile_in_one_batch_before_any_is_timed(monkeypatch, tmp_path):
     events = []
     monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors:
                         lambda: events.append(("run", tuple(tensors[1].shape), impl.name)) or impl.name)
-    monkeypatch.setattr(choice, "_compile_all", lambda cands: events.append(("batch", len(cands))))
+    monkeypatch.setattr(choice, "_compile_all", lambda cands, device=None: events.append(("batch", len(cands))))
     monkeypatch.setattr(choice, "_compile_in_background", lambda alongside: None)
 
     def timer(run):
@@ -142,7 +142,7 @@ def test_screened_races_compile_the_default_config_first(monkeypatch, tmp_path):
     events = []
     monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors:
                         lambda: (tuple(tensors[1].shape), impl.name))
-    monkeypatch.setattr(choice, "_compile_all", lambda cands: events.append(("batch", [c.run() for c in cands])))
+    monkeypatch.setattr(choice, "_compile_all", lambda cands, device=None: events.append(("batch", [c.run() for c in cands])))
     monkeypatch.setattr(choice, "_compile_in_background", lambda alongside:
                         events.append(("alongside", alongside is not None)))
 
@@ -208,7 +208,7 @@ def test_kernels_compiled_alongside_the_races_keep_their_names(monkeypatch, tmp_
     monkeypatch.setattr(compiled_graph, "_dry_run_before_races",
                         lambda graph, generated, cache_dir: before.append(generated) or real(graph, generated, cache_dir))
     calls, background = [], []
-    monkeypatch.setattr(choice, "_compile_all", lambda cands: calls.append(len(cands)))
+    monkeypatch.setattr(choice, "_compile_all", lambda cands, device=None: calls.append(len(cands)))
     monkeypatch.setattr(choice, "_compile_in_background", lambda alongside: background.append(alongside))
     timer = lambda run: 2.0 if run() == "library" else 1.0  # noqa: E731 - the template wins both races
     chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, precompile=True, screen=1.25)
@@ -230,7 +230,7 @@ def test_screen_that_keeps_no_race_still_compiles_the_wrappers_kernels(monkeypat
     monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
     monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors: lambda: impl.name)
     calls, background = [], []
-    monkeypatch.setattr(choice, "_compile_all", lambda cands: calls.append([c.name for c in cands]))
+    monkeypatch.setattr(choice, "_compile_all", lambda cands, device=None: calls.append([c.name for c in cands]))
     monkeypatch.setattr(choice, "_compile_in_background", lambda alongside: background.append(alongside))
     timer = lambda run: 1.0 if run() == "library" else 3.0  # noqa: E731 - every default 3x the library
     chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, precompile=True, screen=1.25)
@@ -245,7 +245,7 @@ def test_the_wrappers_kernels_compile_on_their_own_thread_and_are_waited_for(mon
     returns only once it is done: the module after the races must find its kernels compiled."""
     import threading
     import time
-    monkeypatch.setattr(choice, "_compile_all", lambda cands: None)
+    monkeypatch.setattr(choice, "_compile_all", lambda cands, device=None: None)
     seen = []
 
     def alongside():

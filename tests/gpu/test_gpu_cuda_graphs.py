@@ -160,3 +160,37 @@ func @f(%x: bf16[256,512], %w: bf16[384,512]) -> (bf16[256,384]) [device="cuda"]
     assert any("tl.make_tensor_descriptor" in source for source in compiled.kernels.values())
     held = cuda_graphs.held_bytes([i for r in runners for i in r.instances])
     assert held["pool_reserved"] == 0, held
+
+
+def _workspace_bytes_freed() -> int:
+    """The bytes torch's cuBLAS workspaces held, by freeing them all."""
+    import gc
+    gc.collect()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch._C._cuda_clearCublasWorkspaces()
+    return before - torch.cuda.memory_allocated()
+
+
+@pytest.mark.gpu
+def test_ember_keeps_one_cublas_workspace_as_eager_does(runners):
+    """The calls that are not replayed run on the capture stream (CudaGraphRunner._run_aside),
+    with the warm-ups, captures and timing replays: ember's cuBLAS calls then hold one workspace,
+    as eager's do, not one for the caller's stream as well. Their results stay right."""
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 256))
+    model = model.to("cuda", torch.bfloat16).eval()
+    x = torch.randn(64, 512, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        _workspace_bytes_freed()
+        want = model(x)
+        eager_ws = _workspace_bytes_freed()
+        compiled = torch.compile(model, backend="ember", options={"autotune": False})  # the library
+        for _ in range(3):
+            torch.testing.assert_close(compiled(x), want, **BF16)
+        assert runners and all(r.instances for r in runners)
+        del compiled
+        torch._dynamo.reset()
+        runners.clear()
+        assert eager_ws > 0
+        assert _workspace_bytes_freed() <= eager_ws
