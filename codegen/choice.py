@@ -321,8 +321,9 @@ def compile_cost(cand: Candidate) -> float:
     """A rough relative cost of compiling `cand`, to submit the slowest compiles first: Triton's
     time grows with the tile (the BLOCK_* sizes), the pipeline's stages and TMA's descriptors (on
     the H100 host: a 128x256 TMA tile with 3 stages ~4 s, a 128x128 tiled one ~1.2 s, a 64x64
-    one ~0.5 s, an attention config ~1.5 s, a library call's epilogue kernel ~0.4 s). It orders a batch and decides which
-    configs compile before a race's screen does (compile_races); it never changes a choice."""
+    one ~0.5 s, an attention config ~1.5 s, a library call's epilogue kernel ~0.4 s). It orders
+    a batch and decides which configs compile before a race's screen does (compile_races); it
+    never changes a choice."""
     if cand.is_library:
         return 0.0
     cfg = cand.config
@@ -344,7 +345,8 @@ def _compile_all(candidates: Sequence[Candidate], device: str | None = None) -> 
     from .precompile import precompiling
     # On the capture stream: a library candidate's run really calls cuBLAS, which on the
     # caller's stream would make the process keep a second workspace (cuda_graphs.on_capture_stream).
-    aside = on_capture_stream(torch.device(device)) if device and device.startswith("cuda") else contextlib.nullcontext()
+    on_gpu = bool(device) and device.startswith("cuda")
+    aside = on_capture_stream(torch.device(device)) if on_gpu else contextlib.nullcontext()
     with precompiling(), aside:
         # The pool starts each compile as it is submitted: the longest first, so the batch does
         # not end on one long compile started last (stable: ties keep the races' order).

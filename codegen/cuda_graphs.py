@@ -107,9 +107,11 @@ def on_capture_stream(device: "torch.device | None" = None) -> Iterator[torch.cu
         stream = capture_stream()
         caller = torch.cuda.current_stream()
         stream.wait_stream(caller)
-        with torch.cuda.stream(stream):
-            yield caller
-        caller.wait_stream(stream)
+        try:
+            with torch.cuda.stream(stream):
+                yield caller
+        finally:  # a block that raised may still have queued work the caller's next must follow
+            caller.wait_stream(stream)
 
 
 class CaptureArenas:

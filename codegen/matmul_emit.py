@@ -115,8 +115,9 @@ class MatmulEmitter:
             def heuristic(xs: Sequence[Implementation]) -> Implementation:
                 if not untimed_template and xs[0].is_library:
                     return xs[0]  # symbolic sizes on a GPU: nothing to time; the library is safe
-                return next((x for x in xs if x.name == heuristic_cfg.name),
-                            next(x for x in xs if not x.is_library))  # a TMA race: its probe
+                named = [x for x in xs if x.name == heuristic_cfg.name]
+                # A TMA race has no tiled config: its default is its probe.
+                return named[0] if named else next(x for x in xs if not x.is_library)
 
             pick = chooser.choose("matmul", mk.source, [v.type for v in op.inputs], impls,
                                   self._runner_maker(op), heuristic)
