@@ -80,7 +80,7 @@ def release_cublas_workspaces(device: str) -> bool:
         return False
     from ember.codegen import cuda_graphs
     gc.collect()
-    if len(cuda_graphs._live):
+    if cuda_graphs.any_captured():
         return False
     torch.cuda.synchronize(device)
     clear()

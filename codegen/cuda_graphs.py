@@ -303,10 +303,8 @@ class CudaGraphRunner:
             # live outside its private pool, so the caching allocator's 2-MiB rounding of a
             # pool segment (1.3 MiB on GPT-2's 399-MiB arena) is not held idle by the pool,
             # and the arena counts as the bytes it has.
-            stream.wait_stream(caller)
-            with torch.cuda.stream(stream), runtime.arenas_from(arenas.allocate):
+            with on_capture_stream(), runtime.arenas_from(arenas.allocate):
                 self.run(list(static))
-            caller.wait_stream(stream)
             with torch.cuda.graph(graph, pool=pool, stream=stream), runtime.arenas_from(arenas.reuse):
                 outputs = self.run(list(static))
         return graph, pool, outputs, arenas.kept
@@ -356,6 +354,12 @@ def graph_capture_refusal(graph, externs: Sequence[dict]) -> str | None:
         if len(parts) > 1 and parts[1] in HOST_SYNC_OPS:
             return f"{e['target']} waits on the host"
     return None
+
+
+def any_captured() -> bool:
+    """Is some captured instance still alive (its graph keeps the addresses of the memory it
+    was captured with, its capture stream's cuBLAS workspace included)?"""
+    return len(_live) > 0
 
 
 def held_bytes(instances: "Sequence[_Instance] | None" = None) -> dict[str, int]:

@@ -19,7 +19,6 @@ memory planner asks before anything is emitted), and every later question reads 
 from __future__ import annotations
 
 import dataclasses
-
 import tempfile
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 

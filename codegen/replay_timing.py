@@ -36,7 +36,7 @@ from typing import Any, Callable
 import torch
 
 from ..autotune.tuner import do_bench_median
-from .cuda_graphs import capture_stream
+from .cuda_graphs import on_capture_stream
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,6 @@ def replay_median(fn: Callable[[], Any]) -> float:
 
 
 def _replay_median(fn: Callable[[], Any]) -> float:
-    stream = capture_stream()
-    caller = torch.cuda.current_stream()
-    stream.wait_stream(caller)
     # external: recorded as nodes of the graph being captured (see the module docstring).
     start = torch.cuda.Event(enable_timing=True, external=True)
     end = torch.cuda.Event(enable_timing=True, external=True)
@@ -76,23 +73,20 @@ def _replay_median(fn: Callable[[], Any]) -> float:
         end.synchronize()
         return start.elapsed_time(end)
 
-    try:
-        with torch.cuda.stream(stream):
-            fn()
-            one = _capture(fn, 1, (start, end))
-            one.replay()
-            estimate = min(timed(one) for _ in range(3))
-            del one
-            calls = max(1, min(MAX_CALLS, int(REPLAY_MS / max(estimate, 1e-3))))
-            many = _capture(fn, calls, (start, end))
-            many.replay()
-            if estimate >= SUSTAIN_FROM_MS:
-                for _ in range(max(1, int(SUSTAIN_MS / (estimate * calls)))):
-                    many.replay()
-            times = [timed(many) / calls for _ in range(REPLAYS)]
-            del many
-    finally:
-        caller.wait_stream(stream)
+    with on_capture_stream():
+        fn()
+        one = _capture(fn, 1, (start, end))
+        one.replay()
+        estimate = min(timed(one) for _ in range(3))
+        del one
+        calls = max(1, min(MAX_CALLS, int(REPLAY_MS / max(estimate, 1e-3))))
+        many = _capture(fn, calls, (start, end))
+        many.replay()
+        if estimate >= SUSTAIN_FROM_MS:
+            for _ in range(max(1, int(SUSTAIN_MS / (estimate * calls)))):
+                many.replay()
+        times = [timed(many) / calls for _ in range(REPLAYS)]
+        del many
     return statistics.median(times)
 
 
