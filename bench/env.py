@@ -44,6 +44,17 @@ def ember_commit() -> dict:
     return {"commit": head, "dirty": bool(status), "source": "git"}
 
 
+def _cpu_model() -> str | None:
+    """The host CPU's name (Linux): launch-bound rows run at the host's speed (timing.host_loop_ms)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def collect(device: str) -> dict:
     import triton
     env = {
@@ -58,6 +69,7 @@ def collect(device: str) -> dict:
         "ember": {"version": _version("ember"), **ember_commit()},
         "device": device,
         "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

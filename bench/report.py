@@ -183,12 +183,27 @@ def _models(results: dict, backends: list[str], labels: dict) -> list[str]:
             + [mem_cell([r["backends"].get(b) for b in backends], "mem_peak_bytes")] for r in recs]
     anchors = [r for r in recs if r.get("anchor")]
     out += ["## Compile time, kernels launched, externs, absolute peak memory", ""] + _table(header, rows) + [""]
+    out += _host_speed(recs, backends, labels)
     if anchors:
         out += ["Anchor (H100, recorded): " + "; ".join(
             f"{r['name']} eager {r['anchor']['eager']:.2f} ms, inductor {r['anchor']['inductor']:.2f} ms"
             + (f" (compile {r['anchor']['inductor_compile_s']:.0f} s)" if r["anchor"].get("inductor_compile_s") else "")
             for r in anchors), ""]
     return out
+
+
+def _host_speed(recs: list[dict], backends: list[str], labels: dict) -> list[str]:
+    """The host's Python speed around each model row's timing (timing.host_loop_ms): the slowest
+    of the two probes, against the fastest probe of the run. Launch-bound rows run at that speed."""
+    probes = {(r["name"], b): max(rec["host_loop_ms"]) for r in recs for b in backends
+              if (rec := r["backends"].get(b)) and rec.get("host_loop_ms")}
+    if not probes:
+        return []
+    fastest = min(probes.values())
+    slow = [f"{name} {labels[b]} x{ms / fastest:.2f}" for (name, b), ms in probes.items() if ms > 1.2 * fastest]
+    return [f"Host Python speed while timing (a fixed loop, {fastest:.0f} to {max(probes.values()):.0f} ms): "
+            + ("rows timed on a host over 1.2x slower than its fastest: " + ", ".join(slow) if slow
+               else "every row within 1.2x of the fastest."), ""]
 
 
 def _kernels(results: dict, backends: list[str], labels: dict) -> list[str]:

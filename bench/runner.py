@@ -24,7 +24,7 @@ import torch
 from .backends import Backend, extern_summary, settle_dumps
 from .check import compare, tolerance
 from .memory import KEYS, compare as compare_memory, mib, peak_memory, release_cublas_workspaces
-from .timing import count_kernels, wall
+from .timing import count_kernels, host_loop_ms, wall
 from .workload import Config, Skip, Workload
 
 
@@ -85,7 +85,9 @@ def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config,
         # second of back-to-back calls on the H100 (GPT-2 eager: 13.2 -> 12.0 -> 8.2 ms in one
         # process), so they get a longer warm-up than single kernels.
         warmup = MODEL_WARMUP_MS if work.kind in ("model", "train") else None
+        before = host_loop_ms()
         rec["ms"] = cfg.timer(lambda: work.call(fn), grad_to_none=grads, warmup_ms=warmup)
+        rec["host_loop_ms"] = [round(before, 1), round(host_loop_ms(), 1)]
         secs = rec["ms"] * 1e-3
         if work.bytes:
             rec["GBs"] = work.bytes / secs / 1e9

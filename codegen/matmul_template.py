@@ -135,12 +135,29 @@ def _fits(block: int, size: sympy.Expr) -> bool:
     return not size.is_Integer or block <= max(MIN_BLOCK, next_power_of_2(int(size)))
 
 
-def search_space(dtype: str, m: sympy.Expr, n: sympy.Expr, k: sympy.Expr) -> list[MatmulConfig]:
-    """The configs worth timing for a product of these sizes (never empty)."""
+# A product of fewer FLOPs than this (all batches) runs in a few microseconds whatever its tile: a
+# classifier head (64x1000x768-2048: ViT, ResNet-50, ConvNeXt), BERT's pooler (16x768x768).
+TINY_FLOPS = 2**28
+TINY_CONFIGS = 2
+
+
+def search_space(dtype: str, m: sympy.Expr, n: sympy.Expr, k: sympy.Expr,
+                 batch: sympy.Expr = 1) -> list[MatmulConfig]:
+    """The configs worth timing for a product of these sizes (never empty). A tiny product
+    (TINY_FLOPS) keeps only its TINY_CONFIGS smallest tiles: the most programs for its few
+    tiles. In the model suite's tiny races (on the H100, at 8e20a83) the template won twice, with
+    the smallest tile each time (BERT's pooler 16x16x64, Llama's f32 rotary product 16x32x32),
+    and the library won the rest; each head's race compiled eight tiled configs (~1 s each) in
+    every cold compile, beside the batch whose end the compile waits for."""
     configs = SEARCH_F32 if dtype == "f32" else SEARCH_16BIT
     fit = [c for c in configs if _fits(c.BLOCK_M, m) and _fits(c.BLOCK_N, n) and _fits(c.BLOCK_K, k)
            and _worth(c, m, n)]
-    return fit or [min(configs, key=lambda c: c.BLOCK_M * c.BLOCK_N * c.BLOCK_K)]
+    if not fit:
+        return [min(configs, key=lambda c: c.BLOCK_M * c.BLOCK_N * c.BLOCK_K)]
+    flops = 2 * sympy.sympify(batch) * sympy.sympify(m) * sympy.sympify(n) * sympy.sympify(k)
+    if flops.is_Integer and int(flops) < TINY_FLOPS:
+        return sorted(fit, key=lambda c: (c.BLOCK_M * c.BLOCK_N, c.BLOCK_K))[:TINY_CONFIGS]
+    return fit
 
 
 def heuristic_config(dtype: str, m: sympy.Expr, n: sympy.Expr, k: sympy.Expr) -> MatmulConfig:
@@ -237,7 +254,7 @@ class MatmulKernel:
         MLP: 2.2 s, as long as the TMA probe). The tiled kernel at its heuristic config still
         runs, compiled at its first launch, where an operand is not laid out for TMA
         (MatmulEmitter.launch_template)."""
-        configs = search_space(self.dtype, self.m, self.n, self.k)
+        configs = search_space(self.dtype, self.m, self.n, self.k, self.batch)
         if self.tma is not None and self.num_sms:
             from .matmul_tma import tma_search_space
             tma = tma_search_space(self.m, self.n, self.k, self.interpret)

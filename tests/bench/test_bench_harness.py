@@ -215,6 +215,18 @@ def test_timed_suite_end_to_end_with_a_stand_in_timer(tmp_path):
     assert len(suite.failures(results)) == 6  # wrong + boom, for each of the three cases
     md = (tmp_path / "results.md").read_text()
     assert "| gpt2-kv |" in md and "| attention |" in md and "Ceilings measured in this run" in md
+    probes = by_name["gpt2-kv"]["backends"]["eager"]["host_loop_ms"]  # before and after its timing
+    assert len(probes) == 2 and all(p > 0 for p in probes) and "Host Python speed while timing" in md
+
+
+def test_rows_timed_on_a_slow_host_are_named():
+    """The report names each model row whose host probe ran over 1.2x the run's fastest."""
+    recs = [{"name": "bert", "backends": {"eager": {"host_loop_ms": [10.0, 25.0]},
+                                          "ember": {"host_loop_ms": [10.0, 11.0]}}},
+            {"name": "vit", "backends": {"eager": {"host_loop_ms": [12.0, 11.5]}, "ember": {}}}]
+    (line, _) = report._host_speed(recs, ["eager", "ember"], {"eager": "eager", "ember": "ember"})
+    assert "11 to 25 ms" in line and "bert eager x2.27" in line
+    assert "ember" not in line.split(":", 1)[1] and "vit" not in line
 
 
 def test_gpu_kernels_refuses_unknown_cases_with_the_list():

@@ -1,6 +1,9 @@
 """The wrapper asks the Chooser (codegen/choice.py) for every matmul: with a fake GPU and a fake
 timer, a faster library makes the wrapper call torch, a faster template config makes it launch
 the template at that config, and a second compile takes the cached decision without timing."""
+import types
+
+import pytest
 import torch
 
 from ember.autotune import TuningStats
@@ -10,6 +13,15 @@ from ember.codegen.choice import Chooser
 from ember.codegen.matmul_emit import MatmulEmitter
 from ember.codegen.wrapper import generate_module
 from ember.ir import parse
+
+@pytest.fixture(autouse=True)
+def races_of_large_products(monkeypatch):
+    """The graphs here are small, so that nothing real would take long; the races they check are
+    those of products too large for the tiny-product search space (matmul_template.TINY_FLOPS),
+    which test_matmul_template checks on its own."""
+    from ember.codegen import matmul_template
+    monkeypatch.setattr(matmul_template, "TINY_FLOPS", 0)
+
 
 GRAPH = """
 func @f(%x: bf16[256,512], %w: bf16[512,384], %b: bf16[384]) -> (bf16[256,384]) [device="cuda"] {
@@ -112,7 +124,8 @@ def test_races_compile_in_one_batch_before_any_is_timed(monkeypatch, tmp_path):
 
     stats = TuningStats()
     cold = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, stats=stats, precompile=True)
-    gen = compiled_graph._generate(parse(TWO_RACES), cold, False)
+    gen, compiled = compiled_graph._generate(parse(TWO_RACES), cold, False)
+    assert not compiled  # nothing dry-ran beside the races (patched out): the first call does
     batches = [e for e in events if e[0] == "batch"]
     assert len(batches) == 1 and batches[0][1] > 4                 # both races' candidates, together
     assert events[0][0] == "batch"                                  # before anything is timed
@@ -125,8 +138,9 @@ def test_races_compile_in_one_batch_before_any_is_timed(monkeypatch, tmp_path):
 
     events.clear()
     warm = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, stats=stats, precompile=True)
-    again = compiled_graph._generate(parse(TWO_RACES), warm, False)
+    again, compiled = compiled_graph._generate(parse(TWO_RACES), warm, False)
     assert events == [] and stats.hits == 4 and stats.misses == 2
+    assert not compiled  # a warm compile: no races, nothing compiled ahead of the first call
     assert [d["source"] for d in warm.decisions] == ["cache", "cache", "cache"]
     assert again.source == gen.source
 
@@ -212,7 +226,7 @@ def test_kernels_compiled_alongside_the_races_keep_their_names(monkeypatch, tmp_
     monkeypatch.setattr(choice, "_compile_in_background", lambda alongside: background.append(alongside))
     timer = lambda run: 2.0 if run() == "library" else 1.0  # noqa: E731 - the template wins both races
     chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=timer, precompile=True, screen=1.25)
-    after = compiled_graph._generate(parse(RACE_THEN_KERNELS), chooser, False)
+    after, _ = compiled_graph._generate(parse(RACE_THEN_KERNELS), chooser, False)
     assert all(not d["is_library"] for d in chooser.decisions)
     assert len(calls) == 2 and len(background) == 1 and callable(background[0])
     assert sorted(before[0].kernels) == ["k0_exp", "k2_relu", "k4_neg"]  # library matmuls: no kernel
@@ -220,6 +234,27 @@ def test_kernels_compiled_alongside_the_races_keep_their_names(monkeypatch, tmp_
     assert sorted(after.kernels) == ["k0_exp", "k1_matmul", "k2_relu", "k4_neg"]
     assert after.wrapper_source.count("launch_k1_matmul") == 2
     assert all(after.kernels[name] == src for name, src in before[0].kernels.items())
+
+
+@pytest.mark.parametrize("reached_end", [True, False])
+def test_first_call_dry_runs_only_when_the_dry_run_beside_the_races_stopped_early(monkeypatch, tmp_path,
+                                                                                 reached_end):
+    """After races whose neighbour dry run went through the whole wrapper, every kernel of the
+    module is compiled and the first call skips its own dry run; one that stopped early (an op
+    fake tensors cannot run) leaves kernels uncompiled, and the first call dry-runs them."""
+    from ember.codegen import compiled_graph, precompile
+    monkeypatch.setattr(tuning_keys, "device_name", lambda d: "Fake GPU")
+    monkeypatch.setattr(choice, "random_operand", lambda t, shape, device: torch.randn(shape).to(torch.bfloat16))
+    monkeypatch.setattr(MatmulEmitter, "_runner_maker", lambda self, op: lambda impl, tensors: lambda: impl.name)
+    monkeypatch.setattr(choice, "_compile_all", lambda cands, device=None: None)
+    monkeypatch.setattr(choice, "_compile_in_background", lambda alongside: alongside())  # run it here
+    monkeypatch.setattr(compiled_graph, "load_module", lambda path, interpret: types.SimpleNamespace(call=None))
+    shapes = []
+    monkeypatch.setattr(precompile, "dry_run_shapes", lambda call, inputs: shapes.append(inputs) or reached_end)
+    chooser = Chooser("cuda:0", cache_dir=str(tmp_path), timer=lambda run: 1.0, precompile=True)
+    _, compiled = compiled_graph._generate(parse(RACE_THEN_KERNELS), chooser, False)
+    assert [[s for s, _, _ in inputs] for inputs in shapes] == [[(256, 512), (512, 384), (384, 128)]]
+    assert compiled is reached_end
 
 
 def test_screen_that_keeps_no_race_still_compiles_the_wrappers_kernels(monkeypatch, tmp_path):

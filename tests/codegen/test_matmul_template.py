@@ -185,6 +185,18 @@ def test_search_space_keeps_thin_tiles_for_thin_products_only():
     assert any(c.BLOCK_M < 64 for c in search_space("bf16", "s0", 4096, 4096))  # symbolic: all kept
 
 
+def test_search_space_of_a_tiny_product_is_its_two_smallest_tiles():
+    """A classifier head (64x1000x768: 98 MFLOP) races the two tiles that give it the most
+    programs; the same sizes batched 64 times are no longer tiny, nor is a symbolic batch."""
+    from ember.codegen.matmul_template import TINY_FLOPS, search_space
+    head = search_space("bf16", 64, 1000, 768)
+    assert [c.name for c in head] == ["mm_16x16x64_g8_w2_s3", "mm_16x32x128_g8_w2_s4"]
+    assert [c.name for c in search_space("f32", 64, 1024, 64)] == ["mm_16x32x32_g8_w2_s3", "mm_32x32x32_g8_w2_s3"]
+    assert len(search_space("bf16", 64, 1000, 768, batch=64)) == 8
+    assert len(search_space("bf16", 64, 1000, 768, batch="s0")) == 8
+    assert 2 * 64 * 2048 * 1000 < TINY_FLOPS < 2 * 128 * 4096 * 1024   # ResNet-50's head is tiny, a layer is not
+
+
 @pytest.mark.parametrize("k, even", [(64, True), (72, False)])
 def test_k_a_multiple_of_block_k_loads_without_a_mask(k, even):
     """EVEN_K (set at launch from K and BLOCK_K) takes the unmasked K loop; a prologue whose op
