@@ -46,16 +46,24 @@ def test_first_call_launches_only_precompiled_kernels(name, compiles, tmp_path):
 @pytest.mark.gpu
 def test_race_winners_are_not_compiled_again(compiles, tmp_path, monkeypatch):
     """A race's candidates are named and filed as the graph's module names and files its kernels
-    (code_cache.py): when the module first runs (its dry run), the template kernels that won are
-    already compiled, so Triton is asked to compile none of them."""
+    (code_cache.py): when the module first runs, the template kernels that won are already
+    compiled, so Triton is asked to compile none of them. The dry run beside the races compiled
+    the rest, so the first call skips its own dry run (compiled_graph._generate)."""
     from ember.codegen import precompile
-    phases = []
-    real = precompile.dry_run
+    from ember.frontend import compile as frontend_compile
+    dry_runs, compiled_by = [], []
+    real_dry_run, real_compile_graph = precompile.dry_run, frontend_compile.compile_graph
 
     def dry_run(*args, **kwargs):
-        phases.append(len(compiles))
-        return real(*args, **kwargs)
+        dry_runs.append(len(compiles))
+        return real_dry_run(*args, **kwargs)
+
+    def compile_graph(*args, **kwargs):
+        out = real_compile_graph(*args, **kwargs)
+        compiled_by.append(len(compiles))  # the races and the dry run beside them are done
+        return out
     monkeypatch.setattr(precompile, "dry_run", dry_run)
+    monkeypatch.setattr(frontend_compile, "compile_graph", compile_graph)
     torch._dynamo.reset()
     model = MODELS["gpt2"]().to("cuda", torch.bfloat16).eval()
     compiled = torch.compile(model, backend="ember", options={"cache_dir": str(tmp_path),
@@ -65,11 +73,12 @@ def test_race_winners_are_not_compiled_again(compiles, tmp_path, monkeypatch):
     with torch.no_grad():
         got, want = outputs_of("gpt2", compiled(ids)), outputs_of("gpt2", model(ids))
     torch.testing.assert_close(got[0], want[0], **BF16)
-    (start,) = phases  # the graph's first call: one dry run
+    (start,) = compiled_by
     raced = [name for name, _ in compiles[:start] if "matmul" in name or "attention" in name]
     again = [name for name, _ in compiles[start:] if "matmul" in name or "attention" in name]
     assert raced, "no template candidate was compiled"
     assert again == [], f"compiled again at the first call: {sorted(set(again))}"
+    assert dry_runs == [], "the first call dry-ran a module whose kernels were all compiled"
 
 
 @pytest.mark.gpu
