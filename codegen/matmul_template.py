@@ -146,7 +146,7 @@ def search_space(dtype: str, m: sympy.Expr, n: sympy.Expr, k: sympy.Expr,
     """The configs worth timing for a product of these sizes (never empty). A tiny product
     (TINY_FLOPS) keeps only its TINY_CONFIGS smallest tiles: the most programs for its few
     tiles. In the model suite's tiny races (on the H100, at 8e20a83) the template won twice, with
-    the smallest tile each time (BERT's pooler 16x16x64, Llama's f32 rotary product 16x32x32),
+    the smallest tile each time (BERT's pooler 16x16x64, one of Llama's f32 products 16x32x32),
     and the library won the rest; each head's race compiled eight tiled configs (~1 s each) in
     every cold compile, beside the batch whose end the compile waits for."""
     configs = SEARCH_F32 if dtype == "f32" else SEARCH_16BIT
