@@ -84,10 +84,14 @@ def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config,
         # Whole models are launch-bound in eager: their per-call time kept falling for about a
         # second of back-to-back calls on the H100 (GPT-2 eager: 13.2 -> 12.0 -> 8.2 ms in one
         # process), so they get a longer warm-up than single kernels.
-        warmup = MODEL_WARMUP_MS if work.kind in ("model", "train") else None
-        before = host_loop_ms()
+        whole = work.kind in ("model", "train")
+        warmup = MODEL_WARMUP_MS if whole else None
+        # The host's speed around a model row (timing.host_loop_ms; ~20-50 ms a probe): those
+        # rows are the launch-bound ones, and the report reads it for them only.
+        before = host_loop_ms() if whole else None
         rec["ms"] = cfg.timer(lambda: work.call(fn), grad_to_none=grads, warmup_ms=warmup)
-        rec["host_loop_ms"] = [round(before, 1), round(host_loop_ms(), 1)]
+        if whole:
+            rec["host_loop_ms"] = [round(before, 1), round(host_loop_ms(), 1)]
         secs = rec["ms"] * 1e-3
         if work.bytes:
             rec["GBs"] = work.bytes / secs / 1e9

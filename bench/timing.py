@@ -80,8 +80,8 @@ def host_loop_ms() -> float:
     A launch-bound row (eager and TorchInductor on the transformers; eager ResNet-50) runs at
     that speed, and it is not fixed: in one process on the H100 host, 2M iterations took 72 to
     133 ms, and eager BERT's do_bench median went 5.3 -> 6.8 -> 10.3 ms in three back-to-back
-    calls. Recorded next to each timed row (runner._measure) so that a row timed on a slow
-    host shows it."""
+    calls. Recorded next to each timed model row (runner._measure) so that a row timed on a
+    slow host shows it."""
     start = time.perf_counter()
     total = 0
     for i in range(HOST_LOOP):
