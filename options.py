@@ -22,10 +22,11 @@ from typing import Any
 # cast cut off by a reshape next to the kernel it belongs to, and sink_gathers then gathers a
 # loss's log-probabilities from the logits instead of writing the whole log_softmax; fuse_matmul
 # then puts each matmul with its operand cast and fuse's region reading its product in one
-# template kernel. options={"pipeline": "canonicalize,cse,dce"} compiles one kernel per op
+# template kernel, and gelu_bf16 folds an erf GELU such a kernel rounds to bf16 into one op that
+# codegen computes more cheaply. options={"pipeline": "canonicalize,cse,dce"} compiles one kernel per op
 # (useful when bisecting a wrong result).
 DEFAULT_PIPELINE = ("canonicalize,cse,dce,attention,hoist_views,conv_bias,conv_layout,sink_permutes,hoist_views,"
-                    "move_reshapes,sink_gathers,fuse,fuse_matmul")
+                    "move_reshapes,sink_gathers,fuse,fuse_matmul,gelu_bf16")
 
 
 def _default_cache_dir() -> str:

@@ -235,6 +235,7 @@ class MatmulKernel:
     tma: "TmaKernel | None" = None  # the persistent TMA variant (matmul_tma.py), where it can run
     num_sms: int = 0                # programs the TMA variant launches (set by the emitter)
     interpret: bool = False
+    gelu_epilogue: bool = False     # the epilogue computes a GELU (matmul_tma.tma_search_space)
 
     @property
     def source(self) -> str:
@@ -257,7 +258,7 @@ class MatmulKernel:
         configs = search_space(self.dtype, self.m, self.n, self.k, self.batch)
         if self.tma is not None and self.num_sms:
             from .matmul_tma import tma_search_space
-            tma = tma_search_space(self.m, self.n, self.k, self.interpret)
+            tma = tma_search_space(self.m, self.n, self.k, self.interpret, self.gelu_epilogue)
             if tma and not self.interpret:
                 return tma
             configs += tma
@@ -372,7 +373,7 @@ def matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], *, interpret: boo
     w.axis_masks = {"m": f"(rm2 < {M})", "n": f"(rn2 < {N})"}
     coords[rank - 2] = Coord("rm2", "m")
     coords[rank - 1] = Coord("rn2", "n")
-    env = emit_epilogue(w, ops, parts, coords)
+    env = emit_epilogue(w, ops, parts, coords, outputs)
     index = f"rm2 * {N} + rn2"
     if batch_dims:
         index = f"batch * {w.size(sympy.sympify(m_size) * sympy.sympify(n_size), 'MN')} + " + index
@@ -381,7 +382,8 @@ def matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], *, interpret: boo
     numel = TensorType("f32", shape).numel
     kernel = w.finish(None, numel, CONSTEXPRS)
     mk = MatmulKernel(kernel, dtype, batch, sympy.sympify(m_size), sympy.sympify(n_size),
-                      sympy.sympify(k_size), interpret=interpret)
+                      sympy.sympify(k_size), interpret=interpret,
+                      gelu_epilogue=any(op.name == "gelu" for op in parts.epilogue))
     if num_sms and tma_layout is not None:
         from .matmul_tma import tma_matmul_kernel, tma_sources  # they import this module's helpers
         layouts = tuple(tma_layout(s) for s in tma_sources(parts))
@@ -391,12 +393,36 @@ def matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], *, interpret: boo
     return mk
 
 
-def emit_epilogue(w: KernelWriter, ops: Sequence[Op], parts: MatmulParts, coords: dict[int, Coord]) -> dict[Value, str]:
+def bias_add(parts: MatmulParts, outputs: Sequence[Value]) -> Op | None:
+    """The epilogue's `add` of the product and a bias (an operand that broadcasts), when it is the
+    product's only reader, the product is no result, and the product is 16-bit: the frontend's addmm (frontend/
+    decompositions.py) rounds the product to its dtype before adding the bias, where ATen's
+    addmm (cuBLAS) adds the bias to the f32 accumulator and rounds once. The template then does
+    as ATen does (emit_epilogue): one rounding, and two conversions fewer per element."""
+    mm = parts.matmul
+    readers = [op for op in parts.epilogue if mm.result in op.inputs]
+    if mm.result.type.dtype not in ("bf16", "f16") or mm.result in outputs or len(readers) != 1:
+        return None
+    add = readers[0]
+    if add.name != "add" or add.inputs.count(mm.result) != 1:
+        return None
+    # A bias broadcasts (Linear's [N]); a residual of the product's shape is an add of its own
+    # in eager too, after the product was rounded: that one keeps the rounding.
+    other = next(v for v in add.inputs if v is not mm.result)
+    return None if shapes_equal(other.type.shape, mm.result.type.shape) else add
+
+
+def emit_epilogue(w: KernelWriter, ops: Sequence[Op], parts: MatmulParts, coords: dict[int, Coord],
+                  outputs: Sequence[Value]) -> dict[Value, str]:
     """The epilogue's lines over the accumulator tile `acc` (coordinates rm2/rn2, load mask
-    `mask`); returns each value's temporary. The product is rounded to its dtype first."""
+    `mask`); returns each value's temporary. The product is rounded to its dtype first, except
+    where a bias add is its only reader (bias_add): that add reads the f32 accumulator."""
     mm = parts.matmul
     rank = mm.result.type.rank
-    env: dict[Value, str] = {mm.result: w.assign("t", rounded("acc", mm.result.type.dtype), "the product, in its dtype")}
+    if bias_add(parts, outputs) is not None:
+        env: dict[Value, str] = {mm.result: "acc"}
+    else:
+        env = {mm.result: w.assign("t", rounded("acc", mm.result.type.dtype), "the product, in its dtype")}
     for op in parts.epilogue:
         for v in op.inputs:
             if v not in env and (v.producer is None or v.producer not in ops):

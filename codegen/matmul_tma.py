@@ -58,18 +58,22 @@ def _cfg(m: int, n: int, k: int, warps: int, stages: int) -> MatmulConfig:
 # and 128x128 with 4 warps won none in the model suite; each TMA config costs every large race of
 # a cold compile one more compile (GPT-2 went from 69 candidates to 89 with four of them).
 SEARCH_TMA = [_cfg(128, 256, 64, 8, 3), _cfg(128, 128, 64, 8, 4)]
-# The 128x256 tile only for reductions at least this deep. Its compile is the longest of any
-# candidate (~4 s on the H100 host, the end of a cold compile's last batch), and in the model
-# suite's 39 matmul races with TMA configs, every candidate timed (at 35b85cc, K 768 to 65536),
-# it beat the library once, at K=2048 (Llama's LM head, by 1%). It is the template's best at
-# 4096^3 and 8192^3 (mm_4096, mm_8192).
+# The 128x256 tile only for reductions at least this deep, or under a GELU epilogue. Its compile
+# is the longest of any candidate (~4 s on the H100 host, the end of a cold compile's last batch),
+# and in the model suite's 39 matmul races with TMA configs, every candidate timed (at 35b85cc, K
+# 768 to 65536), it beat the library once, at K=2048 (Llama's LM head, by 1%). It is the
+# template's best at 4096^3 and 8192^3 (mm_4096, mm_8192). Under a GELU the library is two
+# kernels (the product, then a GELU pass), and at BERT's MLP shape (8192x768 @ 768x3072, H100,
+# scratch probe) the 128x256 tile ran the product with gelu[accuracy="bf16"] in 84 us against
+# 89 us at 128x128 (eager: 103).
 DEEP_K = 4096
 
 
-def tma_search_space(m: sympy.Expr, n: sympy.Expr, k: sympy.Expr, interpret: bool) -> list[MatmulConfig]:
+def tma_search_space(m: sympy.Expr, n: sympy.Expr, k: sympy.Expr, interpret: bool,
+                     gelu_epilogue: bool = False) -> list[MatmulConfig]:
     """TMA configs worth timing: on a GPU, for products whose sides are both concrete and at least
     THIN (thin ones are launch-bound: a persistent kernel gains nothing there), the 128x256 tile
-    only where K is at least DEEP_K; on the interpreter,
+    only where K is at least DEEP_K or the epilogue computes a GELU; on the interpreter,
     where nothing is timed, the heuristic's tile and a small one as TMA configs, so that a test
     can ask for the kernel by name (a small tile: several tiles per program)."""
     if interpret:
@@ -78,7 +82,7 @@ def tma_search_space(m: sympy.Expr, n: sympy.Expr, k: sympy.Expr, interpret: boo
     if not all(x.is_Integer for x in sizes) or min(int(sizes[0]), int(sizes[1])) < THIN:
         return []
     return [c for c in SEARCH_TMA if _fits(c.BLOCK_M, m) and _fits(c.BLOCK_N, n) and _fits(c.BLOCK_K, k)
-            and (c.BLOCK_M * c.BLOCK_N <= 128 * 128 or int(sizes[2]) >= DEEP_K)]
+            and (c.BLOCK_M * c.BLOCK_N <= 128 * 128 or int(sizes[2]) >= DEEP_K or gelu_epilogue)]
 
 
 @dataclass
@@ -161,7 +165,7 @@ def tma_matmul_kernel(ops: Sequence[Op], outputs: Sequence[Value], parts: Matmul
         w.line(f"mask = (rm2 < {M}) & (rn2 < {N})")
         w.axis_masks = {"m": f"(rm2 < {M})", "n": f"(rn2 < {N})"}
         coords = {0: Coord("rm2", "m"), 1: Coord("rn2", "n")}
-        env = emit_epilogue(w, ops, parts, coords)
+        env = emit_epilogue(w, ops, parts, coords, outputs)
         for v in outputs:
             w.store(v, f"rm2 * {N} + rn2", env[v], compute_dtype(v.type.dtype), "mask")
     numel = TensorType("f32", mm.result.type.shape).numel

@@ -88,6 +88,15 @@ def _relu(a, dt, at):
     return a[0] if dt == "b1" else f"tl.where({a[0]} < 0, 0, {a[0]})"
 
 
+@_rule("gelu")
+def _gelu(a, dt, at):
+    # accuracy="bf16": the result is rounded to bf16 (the gelu_bf16 pass checked), so a cheaper
+    # form within a small fraction of its rounding step does (triton_helpers.gelu_bf16).
+    if at.get("accuracy", "exact") == "bf16":
+        return f"helpers.gelu_bf16({a[0]})"
+    return f"{a[0]} * 0.5 * (1.0 + libdevice.erf({a[0]} * 0.7071067811865476))"
+
+
 def _float_only(fn_name: str) -> Lowering:
     # floor/ceil/trunc/round of an integer is the integer itself.
     return lambda a, dt, at: f"libdevice.{fn_name}({a[0]})" if is_float(dt) else a[0]

@@ -193,3 +193,29 @@ def welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
     delta = mean_b - mean_a
     w_b = tl.where(n == 0, 0.0, n_b / tl.where(n == 0, 1.0, n))
     return mean_a + delta * w_b, m2_a + m2_b + delta * delta * n_a * w_b, n
+
+
+@triton.jit
+def gelu_bf16(x):
+    # gelu(x) = x * Phi(x) for a result that is rounded to bf16 (the IR's gelu[accuracy="bf16"]).
+    # Phi(-a) = exp(-a^2 / 2) * R(a) for a = |x|, R a degree-9 polynomial fitted here to
+    # Phi(-a) * exp(a^2 / 2) on [0, 5.5] (relative error 5.5e-5); Phi(x) = 1 - Phi(-x) for x >= 0.
+    # One exp2 (the GPU's special-function unit) and ten FMAs, where libdevice's erf costs a long
+    # two-branch polynomial with an exp: in the H100's matmul epilogue at BERT's MLP shape the
+    # epilogue went from 100 to 84 us. Against float64, relative error <= 8.3e-5 wherever
+    # |gelu(x)| >= 2^-20, absolute error <= 1.2e-9 below that (a tail clamped at a = 5.5): under
+    # 1/23 of bf16's rounding step (2^-9 relative at the least). NaN stays NaN; +inf gives +inf.
+    e = tl.exp2(x * x * -0.7213475204444817)        # exp(-x^2 / 2)
+    a = tl.minimum(tl.abs(x), 5.5)
+    r = -8.430614002463699e-07
+    r = r * a + 2.5519460905343294e-05
+    r = r * a + -0.0003389719931874424
+    r = r * a + 0.0026166841853410006
+    r = r * a + -0.013170388527214527
+    r = r * a + 0.04633980616927147
+    r = r * a + -0.12068061530590057
+    r = r * a + 0.2448778748512268
+    r = r * a + -0.398055762052536
+    r = r * a + 0.49997249245643616
+    q = e * r                                       # Phi(-|x|)
+    return x * tl.where(x >= 0, 1.0 - q, q)

@@ -165,6 +165,27 @@ for _name, _fn, _kind, _out in [
 ]:
     _binary(_name, _fn, _kind, _out)
 
+GELU_ACCURACIES = ("exact", "bf16")
+
+
+def _gelu_rule(ts, attrs):
+    if attrs.get("accuracy", "exact") not in GELU_ACCURACIES:
+        _fail(f"gelu accuracy must be one of {GELU_ACCURACIES}, got {attrs.get('accuracy')!r}")
+    return _pointwise_rule(None, "float")(ts, attrs)
+
+
+# x * Phi(x), Phi the standard normal CDF (torch's gelu, approximate="none"). The frontend writes it
+# out as erf arithmetic; the gelu_bf16 pass folds that back into this op, with accuracy="bf16",
+# where a matmul epilogue rounds the result to bf16: codegen may then compute it to within a small
+# fraction of bf16's rounding step instead of exactly (codegen/triton_helpers.py, gelu_bf16). The
+# reference is exact either way.
+_register(OpDef("gelu", "unary", 1, _gelu_rule,
+                lambda xs, a, r: torch.nn.functional.gelu(xs[0]),
+                attrs={"accuracy": Attr("\"exact\", or \"bf16\": the result is rounded to bf16, so it may be "
+                                        "computed to within a fraction of bf16's rounding step",
+                                        required=False, default="exact")},
+                doc="x * Phi(x) (erf GELU)"))
+
 _register(OpDef("where", "ternary", 3, _pointwise_rule(None, "where"),
                 lambda xs, a, r: torch.where(xs[0], xs[1], xs[2]), doc="where(cond, a, b)"))
 

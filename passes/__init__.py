@@ -20,7 +20,7 @@ from . import canonicalize as _canonicalize, cse as _cse, dce as _dce, fuse as _
 from . import attention as _attention, hoist_views as _hoist_views  # noqa: E402,F401
 from . import sink_permutes as _sink_permutes  # noqa: E402,F401
 from . import conv_layout as _conv_layout, fuse_matmul as _fuse_matmul  # noqa: E402,F401
-from . import conv_bias as _conv_bias  # noqa: E402,F401
+from . import conv_bias as _conv_bias, gelu_bf16 as _gelu_bf16  # noqa: E402,F401
 from . import move_reshapes as _move_reshapes, sink_gathers as _sink_gathers  # noqa: E402,F401
 
 __all__ = ["graph_pass", "PassResult", "PassContext", "PassSpec", "parse_pipeline", "format_pipeline",

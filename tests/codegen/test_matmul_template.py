@@ -113,6 +113,24 @@ def test_epilogues_fused_by_the_pipeline_are_one_kernel(name):
         assert "tl.broadcast_to(tl.load(in2_ptr + (rn2 * in2_stride0), mask=(rn2 < N))" in kernel
 
 
+@pytest.mark.parametrize("operand, single", [("%b", True), ("%r", False)])
+def test_a_bias_is_added_to_the_accumulator_a_residual_to_the_rounded_product(operand, single):
+    # A bf16 Linear: ATen's addmm adds the bias to the f32 accumulator and rounds once, so the
+    # template does too (bias_add), where the IR rounds the product first; a residual of the
+    # product's shape is an add of its own in eager, after the product was rounded.
+    g = parse(_linear_graph("bf16", f"  %2: bf16[20,24] = add {operand}, %1\n  return %2"))
+    run_pipeline(g, "fuse,fuse_matmul")
+    x, w, b, r = (random_tensor(s, torch.bfloat16) for s in [(20, 40), (24, 40), (24,), (20, 24)])
+    other = b if single else r
+    compiled = check_graph(g, [x, w, b, r], lambda x, w, b, r: other + x @ w.t(), **TOL["bf16"])
+    (kernel,) = compiled.kernels.values()
+    assert ("+ acc)" in kernel) == single and ("the product, in its dtype" in kernel) != single
+    got = compiled([x, w, b, r], None)[0]
+    if single:
+        # the same rounding as eager's addmm (accumulation order may still move an element by one ulp)
+        assert (got != F.linear(x, w, b)).float().mean() < 0.02
+
+
 def test_product_and_epilogue_both_stored():
     g = parse("""
 func @f(%x: f32[2,20,40], %w: f32[2,40,24]) -> (f32[2,20,24], f32[2,20,24]) {

@@ -49,6 +49,39 @@ def test_linear_bias_tanh_with_a_transposed_weight(dt):
     assert f"launch_k1_matmul0_tma({INTERPRETER_SMS}," in compiled.wrapper_source.replace("fused", "matmul0")
 
 
+def test_linear_bias_gelu_rounded_to_bf16_computes_the_cheaper_gelu():
+    # The decomposed erf GELU, cast to bf16: gelu_bf16 folds it, the kernel calls the helper
+    # (no erf left), the kernel is marked as a GELU epilogue (the wide tile's search space), and
+    # the result matches eager at bf16's tolerance.
+    g = parse(_linear(40, 56, 80).replace(
+        "  %3: bf16[40,56] = tanh %2\n  return %3", """  %3: f32[40,56] = cast[dtype="f32"] %2
+  %4: f32[] = full[value=0.5]
+  %5: f32[40,56] = mul %3, %4
+  %6: f32[] = full[value=0.7071067811865476]
+  %7: f32[40,56] = mul %3, %6
+  %8: f32[40,56] = erf %7
+  %9: f32[] = full[value=1.0]
+  %10: f32[40,56] = add %8, %9
+  %11: f32[40,56] = mul %5, %10
+  %12: bf16[40,56] = cast[dtype="bf16"] %11
+  return %12"""))
+    report = run_pipeline(g, "fuse,fuse_matmul,gelu_bf16")
+    assert report.records[-1].stats == {"folded": 1}
+    x, w, b = (random_tensor(s, torch.bfloat16) for s in [(40, 80), (56, 80), (56,)])
+    compiled = check_graph(g, [x, w, b], lambda x, w, b: F.gelu(F.linear(x, w, b)),
+                           chooser=FixedChoice("cpu", SMALL_TMA), **TOL)
+    (kernel,) = [s for s in compiled.kernels.values() if "persistent TMA" in s]
+    assert "helpers.gelu_bf16(" in kernel and "erf" not in kernel
+    from ember.codegen.matmul_template import matmul_kernel
+    region = next(op for op in g.ops if op.name == "fused")
+    body = region.attrs["body"]
+    assert matmul_kernel(body.ops, body.outputs, interpret=True).gelu_epilogue
+    tanh = parse(_linear(40, 56, 80))
+    run_pipeline(tanh, "fuse,fuse_matmul")
+    body = next(op for op in tanh.ops if op.name == "fused").attrs["body"]
+    assert not matmul_kernel(body.ops, body.outputs, interpret=True).gelu_epilogue
+
+
 @pytest.mark.parametrize("k, even", [(64, True), (72, False)])
 def test_prologue_that_does_not_map_zero_to_zero(k, even):
     """TMA pads a partial K step with zeros; exp(0) = 1 must not reach the product."""
@@ -120,6 +153,9 @@ def test_search_space():
     assert tma_search_space("s0", 4096, 4096, interpret=False) == []     # nothing timed there
     # The 128x256 tile (the longest compile) only for deep reductions.
     assert [c.name for c in tma_search_space(8192, 4096, 768, interpret=False)] == ["mm_128x128x64_g8_w8_s4_tma"]
+    # ... or under a GELU epilogue (the library is two kernels there), whatever the depth.
+    assert [c.name for c in tma_search_space(8192, 3072, 768, interpret=False, gelu_epilogue=True)] == \
+        ["mm_128x256x64_g8_w8_s3_tma", "mm_128x128x64_g8_w8_s4_tma"]
     assert "mm_128x256x64_g8_w8_s3_tma" in [c.name for c in big]
     cfg = big[0]
     from ember.codegen.matmul_template import MatmulConfig

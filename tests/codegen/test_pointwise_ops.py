@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from ember.codegen.compiled_graph import compile_graph
 from ember.codegen.pointwise_ops import missing_rules
 from ember.ir import Builder, TensorType, to_torch
 
@@ -46,6 +47,7 @@ FLOAT_UNARY = {
     "atanh": (torch.atanh, (-0.95, 0.95), False), "erf": (torch.erf, None, False),
     "erfc": (torch.erfc, None, False), "erfinv": (torch.erfinv, (-0.95, 0.95), False),
     "lgamma": (torch.lgamma, (0.1, 6), False), "sigmoid": (torch.sigmoid, None, True),
+    "gelu": (torch.nn.functional.gelu, None, False),
     "relu": (torch.relu, None, True), "floor": (torch.floor, (-5, 5), True),
     "ceil": (torch.ceil, (-5, 5), True), "trunc": (torch.trunc, (-5, 5), True),
     "round": (torch.round, (-5, 5), True), "sign": (torch.sign, None, True),
@@ -115,6 +117,29 @@ def test_float_unary(op, device):
     if specials:
         x = _with_specials(x)
     check_graph(_graph(op, ["f32"], device=device), [x], fn)
+
+
+def test_gelu_at_bf16_accuracy_is_within_its_stated_error(device):
+    # gelu[accuracy="bf16"] (triton_helpers.gelu_bf16) against float64, over [-14, 14] and the
+    # specials: relative error <= 8.5e-5 where |gelu| >= 2^-20, absolute <= 1.5e-9 below that,
+    # NaN where the input is NaN and +inf at +inf. Its own bounds, not f32's: the pass that
+    # writes it (gelu_bf16) only does so where the result is rounded to bf16.
+    x = torch.cat([torch.linspace(-14, 14, 40001), torch.randn(999) * 3,
+                   torch.tensor([math.nan, math.inf, 0.0, -0.0, 5.5, -5.5])])
+    g = _graph("gelu", ["f32"], shapes=[tuple(x.shape)], device=device, accuracy="bf16")
+    got = compile_graph(g)([x.to(device)], None)[0].cpu().double()
+    ref = torch.nn.functional.gelu(x.double())
+    finite = x.isfinite()
+    err = (got - ref)[finite].abs()
+    large = ref[finite].abs() >= 2**-20
+    assert (err[large] / ref[finite][large].abs()).max() <= 8.5e-5
+    assert err[~large].max() <= 1.5e-9
+    assert got[x.isnan()].isnan().all() and got[x == math.inf].eq(math.inf).all()
+
+
+def test_gelu_rejects_an_unknown_accuracy():
+    with pytest.raises(ValueError, match="accuracy must be one of"):
+        _graph("gelu", ["f32"], accuracy="f16")
 
 
 @pytest.mark.parametrize("op", sorted(FLOAT_BINARY))

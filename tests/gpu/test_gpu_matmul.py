@@ -48,6 +48,38 @@ def test_linear_bias_gelu_is_one_kernel_on_cuda(library, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("cfg", ["mm_128x256x64_g8_w8_s3_tma", "mm_128x128x64_g8_w8_s4_tma"])
+def test_gelu_bf16_epilogue_matches_torch_and_offers_the_wide_tile(cfg, tmp_path):
+    """A Linear + GELU rounded to bf16 (gelu_bf16 folded it) at a shallow, ragged K: the 128x256
+    tile is in its search space (a GELU epilogue), and both TMA tiles match eager."""
+    from ember.codegen.matmul_emit import FixedChoice
+    from ember.passes import run_pipeline
+    m, k, n = 1000, 776, 1504
+    g = parse(f"""
+func @f(%x: bf16[{m},{k}], %w: bf16[{n},{k}], %b: bf16[{n}]) -> (bf16[{m},{n}]) [device="cuda"] {{
+  %0: bf16[{k},{n}] = permute[dims=(1, 0)] %w
+  %1: bf16[{m},{n}] = matmul %x, %0
+  %2: bf16[{m},{n}] = add %1, %b
+  %3: f32[{m},{n}] = cast[dtype="f32"] %2
+  %4: f32[{m},{n}] = gelu[accuracy="bf16"] %3
+  %5: bf16[{m},{n}] = cast[dtype="bf16"] %4
+  return %5
+}}""")
+    run_pipeline(g, "fuse,fuse_matmul")
+    region = next(op for op in g.ops if op.name == "fused")
+    from ember.codegen.matmul_template import matmul_kernel
+    from ember.codegen.matmul_tma import tma_search_space
+    body = region.attrs["body"]
+    assert matmul_kernel(body.ops, body.outputs, interpret=False).gelu_epilogue
+    assert cfg in [c.name for c in tma_search_space(m, n, k, False, gelu_epilogue=True)]
+    compiled = compile_graph(g, chooser=FixedChoice("cuda", cfg))
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * k ** -0.5
+    b = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    torch.testing.assert_close(compiled([x, w, b])[0], F.gelu(F.linear(x, w, b)), atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", ["mm_128x256x64_g8_w8_s3_tma", "mm_128x128x64_g8_w8_s4_tma"])
 @pytest.mark.parametrize("m,k,n", [(1000, 776, 1504), (2048, 1024, 2048)])
 def test_tma_kernel_matches_torch_and_really_runs(cfg, m, k, n, tmp_path):
     """Each TMA config of the search space on a Linear's layout (x row-major, the weight read

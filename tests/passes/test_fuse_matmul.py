@@ -167,7 +167,7 @@ def test_default_pipeline_names_the_region_for_the_fusion_report():
         """)
     from ember.options import DEFAULT_PIPELINE
     report = run_pipeline(g, DEFAULT_PIPELINE)
-    assert DEFAULT_PIPELINE.endswith(",fuse,fuse_matmul")
+    assert DEFAULT_PIPELINE.endswith(",fuse,fuse_matmul,gelu_bf16")
     regions = [op for op in g.ops if op.name == "fused"]
     assert [op.attrs["name"] for op in regions] == ["matmul0"]
     assert [b.name for b in regions[0].attrs["body"].ops] == ["matmul", "add", "relu"]
