@@ -76,3 +76,20 @@ func @f(%x: bf16[20,{k}], %w: bf16[{k},24]) -> (bf16[20,24]) {{
     x = random_tensor((20, k), torch.bfloat16) * 0.1
     w = random_tensor((k, 24), torch.bfloat16)
     return g, [x, w], lambda x, w: torch.matmul(torch.exp(x), w)
+
+
+def erf_gelu_bf16_ir(src: int, shape: str) -> str:
+    """The frontend's exact GELU of bf16 value %<src> (torch._decomp: upcast, erf arithmetic, cast
+    back), as IR lines numbered from %<src + 1>, ending in `return` of the bf16 result."""
+    n = src
+    return f"""  %{n + 1}: f32[{shape}] = cast[dtype="f32"] %{n}
+  %{n + 2}: f32[] = full[value=0.5]
+  %{n + 3}: f32[{shape}] = mul %{n + 1}, %{n + 2}
+  %{n + 4}: f32[] = full[value=0.7071067811865476]
+  %{n + 5}: f32[{shape}] = mul %{n + 1}, %{n + 4}
+  %{n + 6}: f32[{shape}] = erf %{n + 5}
+  %{n + 7}: f32[] = full[value=1.0]
+  %{n + 8}: f32[{shape}] = add %{n + 6}, %{n + 7}
+  %{n + 9}: f32[{shape}] = mul %{n + 3}, %{n + 8}
+  %{n + 10}: bf16[{shape}] = cast[dtype="bf16"] %{n + 9}
+  return %{n + 10}"""

@@ -10,7 +10,7 @@ from ember.codegen.matmul_emit import FixedChoice
 from ember.ir import parse
 from ember.passes import run_pipeline
 
-from codegen_check import check_graph, exp_prologue_case, random_tensor
+from codegen_check import check_graph, erf_gelu_bf16_ir, exp_prologue_case, random_tensor
 
 DT = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 TOL = {"f32": dict(atol=1e-4, rtol=1e-4), "bf16": dict(atol=2e-2, rtol=2e-2), "f16": dict(atol=1e-2, rtol=1e-2)}
@@ -70,18 +70,8 @@ func @f(%x: {dt}[20,40], %w: {dt}[24,40], %b: {dt}[24], %r: {dt}[20,24]) -> ({ou
 
 EPILOGUES = {
     # name: (IR after the product %1, eager of (x, w, b, r))
-    "bias_gelu": ("""  %2: bf16[20,24] = add %1, %b
-  %3: f32[20,24] = cast[dtype="f32"] %2
-  %4: f32[] = full[value=0.5]
-  %5: f32[20,24] = mul %3, %4
-  %6: f32[] = full[value=0.7071067811865476]
-  %7: f32[20,24] = mul %3, %6
-  %8: f32[20,24] = erf %7
-  %9: f32[] = full[value=1.0]
-  %10: f32[20,24] = add %8, %9
-  %11: f32[20,24] = mul %5, %10
-  %12: bf16[20,24] = cast[dtype="bf16"] %11
-  return %12""", "bf16", lambda x, w, b, r: F.gelu(F.linear(x, w, b))),
+    "bias_gelu": ("  %2: bf16[20,24] = add %1, %b\n" + erf_gelu_bf16_ir(2, "20,24"), "bf16",
+                  lambda x, w, b, r: F.gelu(F.linear(x, w, b))),
     "silu_residual": ("""  %2: f32[20,24] = sigmoid %1
   %3: f32[20,24] = mul %1, %2
   %4: f32[20,24] = add %3, %r

@@ -13,7 +13,7 @@ from ember.codegen.matmul_tma import INTERPRETER_SMS
 from ember.ir import parse
 from ember.passes import run_pipeline
 
-from codegen_check import check_graph, exp_prologue_case, random_tensor
+from codegen_check import check_graph, erf_gelu_bf16_ir, exp_prologue_case, random_tensor
 
 SMALL_TMA = "mm_16x16x32_g8_w2_s3_tma"   # 16x16 tiles: many per program; K steps of 32
 TOL = dict(atol=2e-2, rtol=2e-2)
@@ -53,18 +53,7 @@ def test_linear_bias_gelu_rounded_to_bf16_computes_the_cheaper_gelu():
     # The decomposed erf GELU, cast to bf16: gelu_bf16 folds it, the kernel calls the helper
     # (no erf left), the kernel is marked as a GELU epilogue (the wide tile's search space), and
     # the result matches eager at bf16's tolerance.
-    g = parse(_linear(40, 56, 80).replace(
-        "  %3: bf16[40,56] = tanh %2\n  return %3", """  %3: f32[40,56] = cast[dtype="f32"] %2
-  %4: f32[] = full[value=0.5]
-  %5: f32[40,56] = mul %3, %4
-  %6: f32[] = full[value=0.7071067811865476]
-  %7: f32[40,56] = mul %3, %6
-  %8: f32[40,56] = erf %7
-  %9: f32[] = full[value=1.0]
-  %10: f32[40,56] = add %8, %9
-  %11: f32[40,56] = mul %5, %10
-  %12: bf16[40,56] = cast[dtype="bf16"] %11
-  return %12"""))
+    g = parse(_linear(40, 56, 80).replace("  %3: bf16[40,56] = tanh %2\n  return %3", erf_gelu_bf16_ir(2, "40,56")))
     report = run_pipeline(g, "fuse,fuse_matmul,gelu_bf16")
     assert report.records[-1].stats == {"folded": 1}
     x, w, b = (random_tensor(s, torch.bfloat16) for s in [(40, 80), (56, 80), (56,)])
