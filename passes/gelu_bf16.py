@@ -66,9 +66,7 @@ def _fold(body: Graph) -> int:
     users = body.users()
     outputs = set(body.outputs)
     folded = 0
-    for g_op in list(body.ops):
-        if g_op not in body.ops:
-            continue
+    for g_op in list(body.ops):   # a fold removes only ops before g_op, already visited
         readers = users.get(g_op.result, [])
         if g_op.result in outputs or not readers or \
                 any(r.name != "cast" or r.attrs.get("dtype") != "bf16" for r in readers):
