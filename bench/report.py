@@ -260,10 +260,48 @@ def _problems(results: dict) -> list[str]:
     return (["## Errors, wrong results, skipped cases, peak memory above eager", ""] + lines + [""]) if lines else []
 
 
+PHASES = ("build", "first_call", "compile", "warm_compile", "check", "time", "profile", "memory", "cleanup")
+
+
+def _time_spent(results: dict, backends: list[str], labels: dict) -> list[str]:
+    """Where the run's wall time went: each phase's seconds (runner: `phase_s`) summed over the
+    cases, per backend; the refs and variant rows (SDPA, template-only) in a column of their own,
+    and building the inputs and freeing them after a case in the "case" column."""
+    columns = {b: {} for b in backends}
+    columns["other rows"], columns["case"] = {}, {}
+    for r in results["cases"]:
+        rows = [(b, rec) for b, rec in r.get("backends", {}).items() if b in columns]
+        rows += [("other rows", rec) for rec in r.get("refs", {}).values()] + [("case", r)]
+        for col, rec in rows:
+            for name, secs in (rec.get("phase_s") or {}).items():
+                columns[col][name] = columns[col].get(name, 0.0) + secs
+    columns = {c: v for c, v in columns.items() if v}
+    if not columns:
+        return []
+    names = [n for n in PHASES if any(n in v for v in columns.values())]
+    names += sorted({n for v in columns.values() for n in v} - set(names))
+    heads = [labels.get(c, c) for c in columns]
+    rows = [[n] + [_num(v.get(n), ".1f") for v in columns.values()]
+            + [f"{sum(v.get(n, 0.0) for v in columns.values()):.1f}"] for n in names]
+    rows.append(["**total**"] + [f"{sum(v.values()):.1f}" for v in columns.values()]
+                + [f"{sum(sum(v.values()) for v in columns.values()):.1f}"])
+    whole, ceilings = results.get("wall_s"), results.get("ceilings_s") or 0.0
+    phased = sum(sum(v.values()) for v in columns.values())
+    intro = "compile includes the first call; warm_compile is the second compile, after a Dynamo reset."
+    if whole:
+        intro = (f"The whole run took {whole:.0f} s: the ceilings {ceilings:.1f} s, the phases below "
+                 f"{phased:.1f} s, the rest {whole - ceilings - phased:.1f} s. " + intro)
+    if results.get("gc_s") is not None:
+        intro += (f" Python's garbage collector ran {results['gc_s']:.1f} s of the cases' time "
+                  f"({results.get('gc_full', 0)} full collections).")
+    return (["## Where the run's time went (s)", "", intro, ""]
+            + _table(["phase"] + heads + ["total"], rows) + [""])
+
+
 def markdown(results: dict) -> str:
     backends = results["config"]["backends"]
     labels = results["config"]["labels"]
     lines = _header(results) + _models(results, backends, labels) + _kernels(results, backends, labels)
-    lines += _problems(results)
+    lines += _problems(results) + _time_spent(results, backends, labels)
     lines += ["Notes:", ""] + [f"- {n}" for n in NOTES] + [""]
     return "\n".join(lines)

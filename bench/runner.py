@@ -24,7 +24,7 @@ import torch
 from .backends import Backend, extern_summary, settle_dumps
 from .check import compare, tolerance
 from .memory import KEYS, compare as compare_memory, mib, peak_memory, release_cublas_workspaces
-from .timing import count_kernels, host_loop_ms, wall
+from .timing import Phases, count_kernels, host_loop_ms, wall
 from .workload import Config, Skip, Workload
 
 
@@ -77,8 +77,9 @@ def _first_call(work: Workload, b: Backend, cfg: Config, dump: bool = True):
 
 
 def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config,
-             held: Callable[[], dict] | None | bool = None) -> None:
+             held: Callable[[], dict] | None | bool = None, phase: Phases | None = None) -> None:
     """`held`: see memory.peak_memory; False: no memory figures for this backend (None each)."""
+    phase = phase or Phases({})
     if cfg.timer is not None:
         grads = work.params() if work.train else None
         # Whole models are launch-bound in eager: their per-call time kept falling for about a
@@ -89,7 +90,8 @@ def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config,
         # The host's speed around a model row (timing.host_loop_ms; ~20-50 ms a probe): those
         # rows are the launch-bound ones, and the report reads it for them only.
         before = host_loop_ms() if whole else None
-        rec["ms"] = cfg.timer(lambda: work.call(fn), grad_to_none=grads, warmup_ms=warmup)
+        with phase("time"):
+            rec["ms"] = cfg.timer(lambda: work.call(fn), grad_to_none=grads, warmup_ms=warmup)
         if whole:
             rec["host_loop_ms"] = [round(before, 1), round(host_loop_ms(), 1)]
         secs = rec["ms"] * 1e-3
@@ -99,7 +101,8 @@ def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config,
             rec["TFLOPs"] = work.flops / secs / 1e12
     if cfg.profile:
         _no_grads(work)  # as in a timed repetition: no gradient accumulation kernels
-        counts = count_kernels(lambda: work.call(fn), cfg.device)
+        with phase("profile"):
+            counts = count_kernels(lambda: work.call(fn), cfg.device)
         if counts:
             rec.update(counts)
     if work.kind in ("model", "train") and held is False:
@@ -110,7 +113,8 @@ def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config,
         # next backend starts from the same harness state (the parameters are shared).
         _no_grads(work)
         try:
-            rec.update(peak_memory(lambda: work.call(fn), cfg.device, held))
+            with phase("memory"):
+                rec.update(peak_memory(lambda: work.call(fn), cfg.device, held))
         except Exception as exc:  # noqa: BLE001 - a failed measurement never costs the row's time
             rec["mem_error"] = _short(exc)
         finally:
@@ -122,12 +126,37 @@ def _no_grads(work: Workload) -> None:
         p.grad = None
 
 
+def _check(rec: dict, work: Workload, b: Backend, fn: Callable, outs, ref) -> None:
+    """Sets rec's status, err and worst: outs (the first call's) against eager's reference."""
+    if ref is None:
+        # Eager is the reference; its own check is run-to-run: a second call must agree
+        # with the first, or every comparison against it would be noise.
+        rec["status"] = "reference"
+        rec["err"], rec["worst"] = compare(work.results(fn), outs)
+        if rec["err"] > rec["tol"]:
+            rec["nondeterministic"] = True
+        return
+    err, where = compare(outs, ref)
+    if b.compiles:
+        # The first call may run differently from the rest (ember runs its wrapper then and
+        # replays a captured CUDA graph from the second call on): check a third call too, and
+        # report the worse of the two.
+        work.results(fn)
+        later, where_later = compare(work.results(fn), ref)
+        if later > err:
+            err, where = later, f"{where_later} (third call)"
+    rec["err"] = err
+    rec["worst"] = where
+    rec["status"] = "ok" if err <= rec["tol"] else "WRONG"
+
+
 def run_backend(work: Workload, b: Backend, ref, cfg: Config, case: str, fn_override=None):
     """Returns (record, outputs). outputs is only kept for eager (it becomes the reference)."""
     rec: dict[str, Any] = {"status": None, "err": None, "tol": tolerance(cfg.dtype, work.kind), "ms": None}
     outs = fn = None
     b.dumps.clear()
     t0 = time.perf_counter()
+    phase = Phases(rec.setdefault("phase_s", {}))
     grad_ctx = contextlib.nullcontext() if work.train else torch.no_grad()
     try:
         with grad_ctx:
@@ -136,7 +165,8 @@ def run_backend(work: Workload, b: Backend, ref, cfg: Config, case: str, fn_over
                 fn = fn_override
                 outs, _ = wall(lambda: work.results(fn), cfg.device)
             else:
-                fn, outs, secs, dump = _first_call(work, b, cfg)
+                with phase("compile" if b.compiles else "first_call"):
+                    fn, outs, secs, dump = _first_call(work, b, cfg)
                 if b.compiles and cfg.timer is not None:
                     rec["compile_s"] = secs
                 if dump is not None:
@@ -144,32 +174,16 @@ def run_backend(work: Workload, b: Backend, ref, cfg: Config, case: str, fn_over
                 if b.compiles and cfg.warm and work.kind != "kernel":
                     fn = outs = None
                     torch._dynamo.reset()
-                    fn, outs, secs, _ = _first_call(work, b, cfg, dump=False)
+                    with phase("warm_compile"):
+                        fn, outs, secs, _ = _first_call(work, b, cfg, dump=False)
                     if cfg.timer is not None:
                         rec["compile_s_warm"] = secs
-            if ref is None:
-                # Eager is the reference; its own check is run-to-run: a second call must agree
-                # with the first, or every comparison against it would be noise.
-                rec["status"] = "reference"
-                rec["err"], rec["worst"] = compare(work.results(fn), outs)
-                if rec["err"] > rec["tol"]:
-                    rec["nondeterministic"] = True
-            else:
-                err, where = compare(outs, ref)
-                if b.compiles:
-                    # The first call may run differently from the rest (ember runs its wrapper
-                    # then and replays a captured CUDA graph from the second call on): check a
-                    # third call too, and report the worse of the two.
-                    work.results(fn)
-                    later, where_later = compare(work.results(fn), ref)
-                    if later > err:
-                        err, where = later, f"{where_later} (third call)"
-                rec["err"] = err
-                rec["worst"] = where
-                rec["status"] = "ok" if err <= rec["tol"] else "WRONG"
+            with phase("check"):
+                _check(rec, work, b, fn, outs, ref)
+            if ref is not None:
                 outs = None
             if rec["status"] != "WRONG":
-                _measure(rec, work, fn, cfg, b.held if b.measures_memory else False)
+                _measure(rec, work, fn, cfg, b.held if b.measures_memory else False, phase)
     except Exception as exc:  # noqa: BLE001 - any failure is data, the suite goes on
         rec["status"] = "error"
         rec["exception"] = _short(exc)
@@ -178,6 +192,7 @@ def run_backend(work: Workload, b: Backend, ref, cfg: Config, case: str, fn_over
         outs = None
     finally:
         fn = None
+        cleanup = time.perf_counter()
         failed = rec["status"] in ("WRONG", "error") and cfg.errors_dir
         try:
             kept = settle_dumps(b, Path(cfg.errors_dir) / f"{case}.{b.name}.dump" if failed else None)
@@ -190,6 +205,7 @@ def run_backend(work: Workload, b: Backend, ref, cfg: Config, case: str, fn_over
         # Whether the cuBLAS workspaces were freed for the next backend (memory.py: not while an
         # ember CUDA graph is alive); the absolute peaks of the rows after it are read with it.
         rec["cublas_workspaces_released"] = release_cublas_workspaces(cfg.device)
+        rec["phase_s"]["cleanup"] = time.perf_counter() - cleanup
         rec["wall_s"] = time.perf_counter() - t0  # everything this backend cost the run
     return rec, (outs if ref is None else None)
 
@@ -199,8 +215,10 @@ def run_case(case, backends: list[Backend], cfg: Config, log: Callable[[str], No
     t0 = time.perf_counter()
     record: dict[str, Any] = {"name": case.name, "group": case.group, "backends": {}, "refs": {}}
     torch.manual_seed(0)
+    phase = Phases(record.setdefault("phase_s", {}))
     try:
-        work = case.build(cfg)
+        with phase("build"):
+            work = case.build(cfg)
     except Skip as exc:
         record.update(status="skipped", reason=str(exc))
         return record
@@ -245,7 +263,8 @@ def run_case(case, backends: list[Backend], cfg: Config, log: Callable[[str], No
                 rec["pct_eager"] = 100.0 * rec["speedup"]   # same work: eager's time over this one's
             log(line(name, rec, work))
     work = ref = None
-    _free(cfg.device)
+    with phase("cleanup"):
+        _free(cfg.device)
     record["wall_s"] = time.perf_counter() - t0
     return record
 

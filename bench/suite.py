@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import anchors, env, kernels, plots, report, runner
+from . import anchors, env, kernels, plots, report, runner, timing
 from .backends import Backend
 from .workload import Config
 
@@ -27,7 +27,9 @@ def run(cfg: Config, backends: list[Backend], cases: list, out: Path, config: di
 
     if timed:
         try:
+            t_ceilings = time.perf_counter()
             results["ceilings"] = ceilings(cfg)
+            results["ceilings_s"] = time.perf_counter() - t_ceilings
             for c in results["ceilings"].values():
                 log(f"  ceiling {c['what']}: {c['value']:.0f} ({c['status']})")
         except Exception as exc:  # noqa: BLE001 - the cases still run; percentages are left out
@@ -40,7 +42,8 @@ def run(cfg: Config, backends: list[Backend], cases: list, out: Path, config: di
 
     for case in cases:
         log(f"== {case.name} ({case.group})")
-        record = runner.run_case(case, backends, cfg, log=log)
+        with timing.gc_clock(results):
+            record = runner.run_case(case, backends, cfg, log=log)
         runner.apply_ceilings(record, values)
         # Anchors only mean something at the anchor's configuration (bf16, default batch).
         if comparable and case.name not in cfg.batch and "*" not in cfg.batch:

@@ -6,9 +6,10 @@ torch.profiler's CUDA device events for one call.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -70,6 +71,45 @@ class Timer:
         finally:
             if was_enabled:
                 gc.enable()
+
+
+class Phases:
+    """Seconds spent in each named phase of one row (compile, check, time, ...), summed over
+    repeats: where the run's wall time goes, recorded next to the row as `phase_s`."""
+
+    def __init__(self, into: dict):
+        self.seconds: dict[str, float] = into
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def gc_clock(into: dict) -> Iterator[None]:
+    """Sums the seconds Python's cyclic garbage collector runs while inside, into into["gc_s"]
+    (and counts its full collections in into["gc_full"]): the harness collects between rows, and
+    after a few compiles the heap it walks is large."""
+    into.setdefault("gc_s", 0.0)
+    into.setdefault("gc_full", 0)
+    started: list[float] = []
+
+    def callback(stage: str, info: dict) -> None:
+        if stage == "start":
+            started.append(time.perf_counter())
+        elif started:
+            into["gc_s"] += time.perf_counter() - started.pop()
+            into["gc_full"] += info.get("generation") == 2
+
+    gc.callbacks.append(callback)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(callback)
 
 
 HOST_LOOP = 500_000

@@ -217,6 +217,13 @@ def test_timed_suite_end_to_end_with_a_stand_in_timer(tmp_path):
     assert "| gpt2-kv |" in md and "| attention |" in md and "Ceilings measured in this run" in md
     probes = by_name["gpt2-kv"]["backends"]["eager"]["host_loop_ms"]  # before and after its timing
     assert len(probes) == 2 and all(p > 0 for p in probes) and "Host Python speed while timing" in md
+    # Where the time went: each row's phases, summed in the report's own table.
+    gpt2 = by_name["gpt2-kv"]
+    phases = gpt2["backends"]["aot_eager"]["phase_s"]
+    assert {"compile", "warm_compile", "check", "time", "cleanup"} <= set(phases)
+    assert sum(phases.values()) <= gpt2["backends"]["aot_eager"]["wall_s"]
+    assert gpt2["phase_s"]["build"] > 0 and results["gc_s"] >= 0 and results["ceilings_s"] > 0
+    assert "## Where the run's time went (s)" in md and "| warm_compile |" in md
 
 
 def test_rows_timed_on_a_slow_host_are_named():
