@@ -13,7 +13,9 @@ from typing import Any
 from .memory import mib
 
 NOTES = [
-    "Times: triton.testing.do_bench medians (CUDA events, L2 flushed before each repetition).",
+    "Times: triton.testing.do_bench medians (CUDA events, L2 flushed before each repetition). A "
+    "model row is timed in --rounds rounds (default 3) and reports the fastest round's median; "
+    "results.json keeps every round and the host probes around it.",
     "Check: max|out - eager| / max|eager| over the compared tensors (logits; loss and every gradient "
     "for training), computed before timing; over tolerance = WRONG and no time is reported. "
     "Eager (ref) is checked run-to-run: a second call against the first.",
@@ -27,7 +29,8 @@ NOTES = [
     "reference outputs are live for every backend, so this is the fair comparison); absolute = the "
     "peak itself, which also counts what a compiled function holds between calls. ember / eager is "
     "the call figures' ratio; ABOVE EAGER: ember's call or absolute peak exceeds eager's by > 1 MiB.",
-    "Attention TFLOP/s counts 4*B*H*S^2*D for every row (the work of the naive formulation).",
+    "Attention TFLOP/s counts 2*B*H*S^2*D for every row: the causal triangle's work, as the "
+    "anchors count it.",
     "vs anchor: this run / the recorded H100 anchor, in the row's unit (ms: >1 is slower; GB/s or "
     "TFLOP/s: <1 is slower).",
 ]
@@ -201,9 +204,20 @@ def _host_speed(recs: list[dict], backends: list[str], labels: dict) -> list[str
         return []
     fastest = min(probes.values())
     slow = [f"{name} {labels[b]} x{ms / fastest:.2f}" for (name, b), ms in probes.items() if ms > 1.2 * fastest]
-    return [f"Host Python speed while timing (a fixed loop, {fastest:.0f} to {max(probes.values()):.0f} ms): "
-            + ("rows timed on a host over 1.2x slower than its fastest: " + ", ".join(slow) if slow
-               else "every row within 1.2x of the fastest."), ""]
+    out = [f"Host Python speed while timing the reported round (a fixed loop, {fastest:.0f} to "
+           f"{max(probes.values()):.0f} ms): "
+           + ("rows timed on a host over 1.2x slower than its fastest: " + ", ".join(slow) if slow
+              else "every row within 1.2x of the fastest."), ""]
+    spread = []
+    for r in recs:
+        for b in backends:
+            times = [x["ms"] for x in (r["backends"].get(b) or {}).get("rounds") or []]
+            if len(times) > 1 and max(times) > 1.1 * min(times):
+                spread.append(f"{r['name']} {labels[b]} " + " / ".join(f"{t:.2f}" for t in times))
+    if spread:
+        out += ["Rows whose timing rounds (ms, in order) spread by over 10%; the fastest is reported: "
+                + "; ".join(spread) + ".", ""]
+    return out
 
 
 def _kernels(results: dict, backends: list[str], labels: dict) -> list[str]:

@@ -63,6 +63,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     # to 1.6x slow right after a compile, and at the anchor's figures when timed back to back).
     p.add_argument("--warmup", type=int, default=250, help="do_bench warm-up budget, ms (default 250)")
     p.add_argument("--rep", type=int, default=100, help="do_bench repetition budget, ms (default 100)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="do_bench medians per model row, the fastest reported (default 3; see runner._time_rounds)")
     p.add_argument("--no-warm", action="store_true", help="skip the second (warm) compile of model cases")
     p.add_argument("--no-profile", action="store_true", help="skip kernel counting with torch.profiler")
     p.add_argument("--keep-caches", action="store_true",
@@ -145,7 +147,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     timed = not args.smoke
     cfg = Config(device=device, dtype=dtype, smoke=args.smoke, batch=parse_batch(args.batch),
                  timer=Timer(args.warmup, args.rep) if timed else None, warm=timed and not args.no_warm,
-                 profile=timed and not args.no_profile, errors_dir=str(out / "errors"))
+                 profile=timed and not args.no_profile, rounds=args.rounds, errors_dir=str(out / "errors"))
     shutil.rmtree(out / "errors", ignore_errors=True)
     anchor_rows = anchors.load(anchors.DEFAULT if args.anchors == "default" else
                                None if args.anchors == "none" else args.anchors)
@@ -154,6 +156,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
               "smoke": args.smoke, "dtype": str(dtype).replace("torch.", ""), "device": device,
               "backends": [b.name for b in backends], "labels": {b.name: b.label for b in backends},
               "batch": cfg.batch, "warmup_ms": args.warmup if timed else None, "rep_ms": args.rep if timed else None,
+              "rounds": args.rounds if timed else None,
               "warm_compile": cfg.warm, "profile": cfg.profile, "fresh_caches": not args.keep_caches,
               "ember_options": next((b.options for b in backends if b.name == "ember"), None)}
     results, written = suite.run(cfg, backends, cases, out, config, anchor_rows,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import anchors, env, kernels, plots, report, runner, timing
+from . import anchors, env, heap, kernels, plots, report, runner
 from .backends import Backend
 from .workload import Config
 
@@ -40,20 +40,13 @@ def run(cfg: Config, backends: list[Backend], cases: list, out: Path, config: di
             results["anchor_env"] = anchors.env_of(anchor_rows)
     values = {k: c["value"] for k, c in results["ceilings"].items() if c.get("status") == "ok"}
 
-    for case in cases:
-        log(f"== {case.name} ({case.group})")
-        with timing.gc_clock(results):
-            record = runner.run_case(case, backends, cfg, log=log)
-        runner.apply_ceilings(record, values)
-        # Anchors only mean something at the anchor's configuration (bf16, default batch).
-        if comparable and case.name not in cfg.batch and "*" not in cfg.batch:
-            anchors.attach(record, anchor_rows)
-        if record["status"] != "done":
-            log(f"  {record['status']}: {record.get('reason') or record.get('exception')}")
-        else:
-            log(f"  [{record['shape']}, {record['wall_s']:.1f} s]")
-        results["cases"].append(record)
-        report.write_json(results, out / "results.json")  # partial results survive a crash or timeout
+    with heap.frozen_heap():
+        for case in cases:
+            log(f"== {case.name} ({case.group})")
+            with heap.gc_clock(results):
+                record = runner.run_case(case, backends, cfg, log=log)
+            heap.freeze_survivors()
+            _finish_case(record, cfg, values, comparable, anchor_rows, results, out, log)
 
     results["wall_s"] = time.perf_counter() - t_start
     report.write_json(results, out / "results.json")
@@ -67,6 +60,20 @@ def run(cfg: Config, backends: list[Backend], cases: list, out: Path, config: di
             except Exception as exc:  # noqa: BLE001 - a plot never costs the numbers
                 log(f"plot {name} failed: {type(exc).__name__}: {exc}")
     return results, written
+
+
+def _finish_case(record: dict, cfg: Config, values: dict, comparable: bool, anchor_rows: list[dict],
+                 results: dict, out: Path, log: Callable[[str], None]) -> None:
+    runner.apply_ceilings(record, values)
+    # Anchors only mean something at the anchor's configuration (bf16, default batch).
+    if comparable and record["name"] not in cfg.batch and "*" not in cfg.batch:
+        anchors.attach(record, anchor_rows)
+    if record["status"] != "done":
+        log(f"  {record['status']}: {record.get('reason') or record.get('exception')}")
+    else:
+        log(f"  [{record['shape']}, {record['wall_s']:.1f} s]")
+    results["cases"].append(record)
+    report.write_json(results, out / "results.json")  # partial results survive a crash or timeout
 
 
 def failures(results: dict) -> list[str]:

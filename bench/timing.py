@@ -89,29 +89,6 @@ class Phases:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-@contextlib.contextmanager
-def gc_clock(into: dict) -> Iterator[None]:
-    """Sums the seconds Python's cyclic garbage collector runs while inside, into into["gc_s"]
-    (and counts its full collections in into["gc_full"]): the harness collects between rows, and
-    after a few compiles the heap it walks is large."""
-    into.setdefault("gc_s", 0.0)
-    into.setdefault("gc_full", 0)
-    started: list[float] = []
-
-    def callback(stage: str, info: dict) -> None:
-        if stage == "start":
-            started.append(time.perf_counter())
-        elif started:
-            into["gc_s"] += time.perf_counter() - started.pop()
-            into["gc_full"] += info.get("generation") == 2
-
-    gc.callbacks.append(callback)
-    try:
-        yield
-    finally:
-        gc.callbacks.remove(callback)
-
-
 HOST_LOOP = 500_000
 
 

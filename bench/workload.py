@@ -34,6 +34,7 @@ class Config:
     timer: Callable | None = None                 # None: no timing (smoke)
     warm: bool = True                             # second compile after torch._dynamo.reset()
     profile: bool = True                          # count kernels with torch.profiler
+    rounds: int = 3                               # do_bench medians per model row; the fastest counts
     errors_dir: str | None = None                 # full tracebacks go here
 
     def batch_for(self, case: str, default: int) -> int:

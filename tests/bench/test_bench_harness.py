@@ -293,3 +293,53 @@ def test_only_the_cold_compile_writes_a_dump(monkeypatch):
     rec, _ = runner.run_backend(work, backend, ref, cfg, "probe")
     assert rec["status"] != "error", rec.get("exception")
     assert len(dumped) == 2 and dumped[0] is not None and dumped[1] is None, dumped
+
+
+def test_a_model_row_reports_its_fastest_round_and_keeps_every_round(tmp_path):
+    """Model rows are timed in cfg.rounds do_bench rounds: the fastest median is the row's time,
+    every round (with its host probes) stays in the record, and a spread over 10% is named."""
+    medians = iter([9.0, 6.0, 7.5])
+    warmups = []
+
+    def timer(fn, grad_to_none=None, warmup_ms=None):
+        fn()
+        warmups.append(warmup_ms)
+        return next(medians)
+
+    cfg = Config(device="cpu", dtype=torch.float32, timer=timer, profile=False, rounds=3,
+                 errors_dir=str(tmp_path / "errors"))
+    lin = torch.nn.Linear(8, 8)
+    work = Workload(lin, (torch.randn(4, 8),), kind="model", shape="4x8", dtype=torch.float32)
+    rec, _ = runner.run_backend(work, Backend("eager", "eager"), None, cfg, "lin")
+    assert rec["ms"] == 6.0 and [r["ms"] for r in rec["rounds"]] == [9.0, 6.0, 7.5]
+    assert rec["host_loop_ms"] == rec["rounds"][1]["host_loop_ms"]
+    assert warmups == [runner.MODEL_WARMUP_MS, runner.ROUND_WARMUP_MS, runner.ROUND_WARMUP_MS]
+    lines = report._host_speed([{"name": "lin", "backends": {"eager": rec}}], ["eager"], {"eager": "eager"})
+    assert "lin eager 9.00 / 6.00 / 7.50" in " ".join(lines)
+    # A kernel row is one median, as before.
+    kernel = Workload(_softmax, (torch.randn(8, 32),), kind="kernel")
+    medians = iter([3.0, 1.0])
+    rec, _ = runner.run_backend(kernel, Backend("eager", "eager"), None, cfg, "k")
+    assert rec["ms"] == 3.0 and "rounds" not in rec
+
+
+def test_the_suite_freezes_the_heap_between_cases_and_gives_it_back(tmp_path):
+    """The collector never walks what earlier cases left alive (bench/heap.py), and the process
+    gets its collector back unfrozen after the run."""
+    import gc
+    frozen = []
+    case = _case()
+    build = case.build
+
+    def build_and_look(cfg):
+        frozen.append(gc.get_freeze_count())
+        return build(cfg)
+
+    cases = [Case("a", "kernels", build_and_look), Case("b", "kernels", build_and_look)]
+    config = {"command": "x", "smoke": True, "dtype": "float32", "backends": ["eager"], "labels": {"eager": "eager"}}
+    before = gc.get_freeze_count()
+    results, _ = suite.run(_cfg(tmp_path), [Backend("eager", "eager")], cases, tmp_path, config, [],
+                           comparable=False, ceilings=lambda c: {}, log=lambda s: None)
+    assert frozen[0] > 0 and frozen[1] >= frozen[0]
+    assert gc.get_freeze_count() == before
+    assert results["gc_full"] >= 0 and [r["status"] for r in results["cases"]] == ["done", "done"]
