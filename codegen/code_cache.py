@@ -17,9 +17,12 @@ writer, a manual edit) is simply rewritten.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
+import shutil
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +32,18 @@ from .runtime import interpret_mode
 
 _loaded: dict[Path, ModuleType] = {}
 _lock = threading.RLock()  # re-entered: a module loads its kernels' files while it is imported
+_scratch: list[str] = []
+
+
+def scratch_dir() -> str:
+    """Where modules go when the caller has no cache folder (a Chooser made without one times
+    its candidates from modules too): one temporary folder per process, removed at exit, so
+    nothing is left behind in the system's temporary folder."""
+    with _lock:
+        if not _scratch:
+            _scratch.append(tempfile.mkdtemp(prefix="ember-scratch-"))
+            atexit.register(shutil.rmtree, _scratch[0], True)
+        return _scratch[0]
 
 
 def content_hash(source: str) -> str:

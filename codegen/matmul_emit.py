@@ -19,7 +19,6 @@ memory planner asks before anything is emitted), and every later question reads 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import sympy
@@ -263,7 +262,8 @@ class MatmulEmitter:
     # ------------------------------------------------------------------ timing runs (GPU only)
     def _runner_maker(self, op: Op) -> Callable[[Implementation, list[torch.Tensor]], Callable[[], Any]]:
         layouts = [_layout_of(v) for v in op.inputs]
-        cache_dir = self.b.chooser.cache_dir or tempfile.mkdtemp(prefix="ember-tune-")
+        from .code_cache import scratch_dir
+        cache_dir = self.b.chooser.cache_dir or scratch_dir()
         op_index = self.b.op_index(op)
         template_names = self.kernel_names(op)  # the winner's kernel keeps its name in the graph's module
 

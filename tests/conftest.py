@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 # Must run before anything imports triton: without EMBER_TEST_GPU=1 all
@@ -6,9 +8,10 @@ import tempfile
 if os.environ.get("EMBER_TEST_GPU") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
 
-# Keep tests out of the user's kernel cache; one fresh dir per test session.
+# Keep tests out of the user's kernel cache; one fresh dir per test session, removed after it.
 if "EMBER_CACHE_DIR" not in os.environ:
     os.environ["EMBER_CACHE_DIR"] = tempfile.mkdtemp(prefix="ember-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["EMBER_CACHE_DIR"], True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -73,11 +74,19 @@ def run_opinfo(o, sample_index: int = 0) -> dict:
         return {"id": rid, "status": "no-sample", "externs": [], "detail": ""}
     s = samples[min(sample_index, len(samples) - 1)]
 
+    dump = Path(tempfile.mkdtemp(prefix="ember-opinfo-"))
+    try:
+        return _compile_and_compare(o, s, rid, dump)
+    finally:
+        shutil.rmtree(dump, ignore_errors=True)  # only its reports are read, and they are read by now
+
+
+def _compile_and_compare(o, s, rid: str, dump: Path) -> dict:
+    """run_opinfo's compile of one sample, dumping into `dump`, and its comparison with eager."""
     def fn(inp, args, kwargs):
         return o.op(inp, *args, **kwargs)
 
     torch._dynamo.reset()
-    dump = Path(tempfile.mkdtemp(prefix="ember-opinfo-"))
     old = os.environ.get("EMBER_DUMP_DIR")
     os.environ["EMBER_DUMP_DIR"] = str(dump)
     try:

@@ -2,7 +2,6 @@
 decides (heuristic on the CPU interpreter, a fake timer standing in for a GPU); the template's
 result is a planned buffer; inputs the template does not cover stay on the library."""
 import json
-import tempfile
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from ember.autotune import keys as tuning_keys
 from ember.codegen import choice
 from ember.codegen.attention_emit import bind_sdpa, why_not_template
 from ember.codegen.choice import Chooser
-from ember.codegen.code_cache import content_hash, kernel_file_text, load_module, write_generated
+from ember.codegen.code_cache import content_hash, kernel_file_text, load_module, scratch_dir, write_generated
 from ember.codegen.compiled_graph import CompiledGraph
 from ember.codegen.wrapper import generate_module
 from ember.ir import parse
@@ -28,7 +27,7 @@ func @f(%q: f32[2,4,24,16], %k: f32[2,2,24,16], %v: f32[2,2,24,16]) -> (f32[2,4,
 
 
 def _run(graph, generated, inputs):
-    path, _ = write_generated(tempfile.mkdtemp(prefix="ember-attn-"), generated)
+    path, _ = write_generated(scratch_dir(), generated)
     compiled = CompiledGraph(graph, load_module(path, generated.interpret), generated, path)
     return compiled(inputs)
 

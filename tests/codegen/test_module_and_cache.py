@@ -168,3 +168,19 @@ def test_cuda_and_cpu_graphs_in_one_process():
     want = torch.relu(x + b).sum(1)
     torch.testing.assert_close(on_cpu([x, b])[0], want)
     torch.testing.assert_close(on_gpu([x.cuda(), b.cuda()])[0].cpu(), want)
+
+
+def test_the_scratch_folder_is_one_per_process_and_gone_at_exit():
+    """Modules written without a cache folder (a Chooser made with none) go to one temporary
+    folder per process, which is removed when the process exits: nothing is left in /tmp."""
+    script = textwrap.dedent("""
+        from ember.codegen.code_cache import scratch_dir, write_module
+        a = scratch_dir()
+        path, written = write_module(a, "x = 1\\n")
+        assert scratch_dir() == a and written and path.exists()
+        print(a)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    assert folder.name.startswith("ember-scratch-") and not folder.exists()
