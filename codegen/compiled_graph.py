@@ -16,6 +16,15 @@ from .cuda_graphs import CudaGraphRunner, graph_capture_refusal
 from .wrapper import generate_module
 
 
+# Modules (by path) whose wrapper has run to the end in this process, at sizes fixed in the graph.
+# The code cache imports a module once per process, so a later compile that writes the same
+# module gets the same kernels, compiled by that run: its first call would dry-run the whole
+# wrapper on fake tensors for nothing (a recompile after torch._dynamo.reset(), the benchmark's
+# warm compile: 2.55 s of GPT-2's training step on the H100). A kernel that a new launch
+# specializes differently still compiles at that launch.
+_RAN_MODULES: set[Path] = set()
+
+
 class CompiledGraph:
     """Runs a graph's generated wrapper. Attributes describe the generated code:
 
@@ -43,7 +52,8 @@ class CompiledGraph:
     dry_run_first   whether the next call first dry-runs the wrapper on fake tensors, compiling
                     its kernels on a thread pool (precompile.py): set for GPU graphs with the
                     `precompile` option whose kernels are not compiled yet (not after races whose
-                    neighbour dry run reached the end: _generate), cleared by the first call
+                    neighbour dry run reached the end: _generate; not for a module that has run
+                    in this process: _RAN_MODULES), cleared by the first call
     """
 
     def __init__(self, graph: Graph, module, generated, path: Path):
@@ -66,6 +76,7 @@ class CompiledGraph:
         self._dtypes = [to_torch(v.type.dtype) for v in graph.inputs]
         self._ranks = [v.type.rank for v in graph.inputs]
         self.dry_run_first = False  # compile_graph sets it for a GPU graph (see the docstring)
+        self._ran = False
         self.copy_out: list[int] = []
         self.module_interpret: bool = generated.interpret
 
@@ -89,8 +100,14 @@ class CompiledGraph:
             self.dry_run_first = False
             precompile.dry_run(self._call, list(inputs), *values)
         if self.cuda_graphs is not None:
-            return self.cuda_graphs(list(inputs))
-        return self._call(list(inputs), *values)
+            out = self.cuda_graphs(list(inputs))
+        else:
+            out = self._call(list(inputs), *values)
+        if not self._ran:
+            self._ran = True
+            if not self._symbols:
+                _RAN_MODULES.add(self.module_path)
+        return out
 
 
 def _generate(graph: Graph, chooser: Chooser, outputs_in_arena: bool):
@@ -175,7 +192,8 @@ def load_generated(graph: Graph, generated, options: Options, copy_out: Sequence
     compiled = CompiledGraph(graph, module, generated, path)
     compiled.autotune = list(autotune)
     compiled.copy_out = list(copy_out)
-    compiled.dry_run_first = dry_run and options.precompile and not generated.interpret
+    compiled.dry_run_first = (dry_run and options.precompile and not generated.interpret
+                              and path not in _RAN_MODULES)
     why_not = graph_capture_refusal(graph, compiled.externs) if options.cuda_graphs else "option cuda_graphs off"
     if why_not is None:
         compiled.cuda_graphs = CudaGraphRunner(compiled._call, graph.name, copy_out)

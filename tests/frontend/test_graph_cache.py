@@ -218,6 +218,30 @@ def test_load_generated_dry_runs_a_gpu_module_only_when_asked(tmp_path, dry_run)
     assert compiled.dry_run_first is dry_run
 
 
+def test_a_module_that_ran_in_this_process_is_not_dry_run_again(tmp_path):
+    """A recompile that writes a module this process has already run (after
+    torch._dynamo.reset(), say) finds its kernels compiled: no dry run before its first call."""
+    import dataclasses as dc
+
+    from ember.codegen.compiled_graph import load_generated
+    from ember.codegen.matmul_emit import FixedChoice
+    from ember.codegen.wrapper import generate_module
+    graph = parse("""func @f(%x: f32[4,4]) -> (f32[4,4]) [device="cpu"] {
+  %0: f32[4,4] = matmul %x, %x
+  return %0
+}""")
+    generated = dc.replace(generate_module(graph, FixedChoice("cpu", "library")), interpret=False)
+    options = Options(cache_dir=str(tmp_path))
+    x = torch.randn(4, 4)
+    first = load_generated(graph, generated, options)
+    assert first.dry_run_first
+    assert load_generated(graph, generated, options).dry_run_first, "not run yet: still dry-run"
+    torch.testing.assert_close(first([x])[0], x @ x)
+    again = load_generated(graph, generated, options)
+    assert again.dry_run_first is False
+    torch.testing.assert_close(again([x])[0], x @ x)
+
+
 def _concat_onto_empty(x):
     # transformers' KV cache: `torch.tensor([])` concatenated with the first keys
     return torch.cat([torch.tensor([]), x.exp()], dim=-1), torch.cat([torch.tensor([]), x.neg()], dim=-1)

@@ -82,6 +82,45 @@ def test_race_winners_are_not_compiled_again(compiles, tmp_path, monkeypatch):
 
 
 @pytest.mark.gpu
+def test_a_training_recompile_in_the_same_process_skips_the_dry_run(compiles, tmp_path, monkeypatch):
+    """After torch._dynamo.reset(), compiling a training step again writes the modules this
+    process has already run (compiled_graph._RAN_MODULES): neither is dry-run again, Triton
+    compiles nothing, and the loss and gradients still match eager."""
+    from ember.codegen import precompile
+    dry_runs = []
+    real_dry_run = precompile.dry_run
+
+    def dry_run(*args, **kwargs):
+        dry_runs.append(1)
+        return real_dry_run(*args, **kwargs)
+    monkeypatch.setattr(precompile, "dry_run", dry_run)
+    model = MODELS["gpt2"]().to("cuda", torch.bfloat16).train()
+    ids = token_ids(2, 32, device="cuda")
+
+    def step(fn):
+        model.zero_grad(set_to_none=True)
+        out = fn(ids)
+        loss = out.logits.float().square().mean()
+        loss.backward()
+        return [loss.detach()] + [p.grad.clone() for p in model.parameters()]
+
+    options = {"cache_dir": str(tmp_path), "autotune_budget_s": 30.0}
+    torch._dynamo.reset()
+    step(torch.compile(model, backend="ember", options=options))
+    # The second compile finds every decision in the tuning cache: without _RAN_MODULES, both of
+    # its graphs would be dry-run before their first calls (compiled_graph._generate).
+    dry_runs.clear()
+    before = len(compiles)
+    torch._dynamo.reset()
+    got = step(torch.compile(model, backend="ember", options=options))
+    want = step(model)
+    assert dry_runs == [], "a module this process had run was dry-run again"
+    assert compiles[before:] == [], f"compiled again: {sorted({n for n, _ in compiles[before:]})}"
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.float(), w.float(), **BF16)
+
+
+@pytest.mark.gpu
 def test_precompile_off_compiles_at_launch(compiles, tmp_path):
     torch._dynamo.reset()
     model = MODELS["gpt2"]().to("cuda", torch.bfloat16).eval()
