@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..ir import Op
 from ..ir.types import TensorType
 from .kernel_writer import Coord, Kernel, KernelWriter
-from .launch_heuristics import LaunchConfig, choose_launch
+from .launch_heuristics import LaunchConfig, choose_launch, keeps_innermost
 from .triton_types import compute_dtype, highest, literal, lowest, tl_dtype
 
 BIG_INDEX = 2**62  # the index of a masked-out lane in argmax/argmin: loses every tie
@@ -54,7 +54,7 @@ def reduction_kernel(op: Op, config: LaunchConfig | None = None) -> Kernel:
     kept = [d for d in range(len(shape)) if d not in axes]
     xnumel = TensorType("f32", [shape[d] for d in kept]).numel
     rnumel = TensorType("f32", [shape[d] for d in axes]).numel
-    config = config or choose_launch("reduction", xnumel, rnumel)
+    config = config or choose_launch("reduction", xnumel, rnumel, outer=keeps_innermost(shape, axes))
     is_arg = op.name in ("argmax", "argmin")
     acc = _acc_dtype(x.type.dtype)
     ident = _identity(op.name, acc)

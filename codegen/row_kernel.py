@@ -12,8 +12,8 @@ are [XBLOCK, 1] columns that broadcast back over a tile. Two strategies:
 - looped: the reductions are grouped into stages (a reduction that needs another's result, such
   as the variance after the mean, runs in a later stage); each stage is one loop over the reduced
   extent that recomputes the full values its reductions read from the inputs, folding them into
-  [XBLOCK, RBLOCK] accumulators. Row ops run between stages; a last loop computes and stores
-  the full outputs. Inputs are re-read once per loop (from L2 for all but the first pass) and no
+  [XBLOCK, RBLOCK] accumulators. Row ops run between stages; each full output is stored by
+  the first loop that can compute it (a last loop for those that read the last reductions). Inputs are re-read once per loop (from L2 for all but the first pass) and no
   intermediate reaches memory. A softmax's max and sum of exp(x - max) share one loop (online
   softmax), and so do a variance's sum and sum of squared deviations (Welford): a looped softmax
   or layer_norm reads x twice, not three times.
@@ -31,7 +31,7 @@ from ..ir import Graph, Op, Value
 from ..ir.types import TensorType
 from ..passes.fuse_domains import Domain, is_row_reduction
 from .kernel_writer import Coord, Kernel, KernelWriter, is_one
-from .launch_heuristics import choose_launch
+from .launch_heuristics import choose_launch, keeps_innermost
 from .pointwise import can_lower, emit_rounded, rounded
 from .reduction import BIG_INDEX, _acc_dtype, _combine, _identity, lane_index
 from .triton_types import compute_dtype, tl_dtype
@@ -78,7 +78,8 @@ class RowKernel:
         self.kept = [d for d in range(len(self.shape)) if d not in dom.axes]
         self.xnumel = TensorType("f32", [self.shape[d] for d in self.kept]).numel
         self.rnumel = TensorType("f32", [self.shape[d] for d in dom.axes]).numel
-        self.config = choose_launch("reduction", self.xnumel, self.rnumel)
+        self.config = choose_launch("reduction", self.xnumel, self.rnumel,
+                                    outer=keeps_innermost(self.shape, dom.axes))
         kinds = ", ".join(op.name for op in body.ops if op.name != "full")
         strategy = "persistent" if self.config.persistent else "looped"
         self.w = KernelWriter("reduction", f"{kinds} over rows of {dom}, {strategy}", axes=("x", "r"))
@@ -147,7 +148,11 @@ class RowKernel:
                         and op.opdef.kind != "reduction" and stage[op.result] == k - 1:
                     env[op.result] = self._emit(op, env, loads, self.xcoords)
             reds = [op for op in ops if op.opdef.kind == "reduction" and stage[op.result] == k]
-            stores = [v for v in self.body.outputs if self.role[v] == "full"] if k == last + 1 else []
+            # A full output is stored in the first loop that can compute it: the loop after the
+            # row values it reads. One that reads none (a gradient stored beside its column sum)
+            # rides the first reduction's loop instead of a loop of its own that reads every
+            # input again.
+            stores = [v for v in self.body.outputs if self.role[v] == "full" and stage[v] == k - 1]
             if not reds and not stores:
                 continue
             accs = {}

@@ -284,3 +284,44 @@ def test_a_scalar_feeds_row_and_full_ops_in_one_kernel(device, strategy):
         return d - (x - m - l).exp() * d.sum(-1, keepdim=True)
     compiled = check_graph(g, [grad, n, t, keep, x, m, l], want, atol=1e-5, rtol=1e-5)
     _one_kernel(compiled, strategy)
+
+
+BIAS_GRAD = """\
+func @f(%g: bf16[40,24], %x: bf16[40,24]) -> (bf16[40,24], bf16[24]) [device="cpu"] {
+  %0: f32[40,24] = cast[dtype="f32"] %g
+  %1: f32[40,24] = cast[dtype="f32"] %x
+  %2: f32[40,24] = mul %0, %1
+  %3: bf16[40,24] = cast[dtype="bf16"] %2
+  %4: f32[24] = reduce_sum[axes=(0,), keepdim=False] %2
+  %5: bf16[24] = cast[dtype="bf16"] %4
+  return %3, %5
+}
+"""
+
+
+def test_a_column_sum_takes_neighbouring_columns_and_stores_its_gradient_in_one_loop(device, strategy):
+    """A Linear's bias gradient beside the gradient it sums (reducing the rows keeps the innermost
+    dim): a program takes several neighbouring columns (launch_heuristics.outer_reduction_config),
+    and the gradient, which reads no reduction, is stored in the sum's own loop."""
+    g = _fused(device, BIAS_GRAD)
+    gr, x = random_tensor((40, 24), torch.bfloat16), random_tensor((40, 24), torch.bfloat16)
+
+    def want(gr, x):
+        prod = gr.float() * x.float()
+        return prod.to(torch.bfloat16), prod.sum(0).to(torch.bfloat16)
+    compiled = check_graph(g, [gr, x], want, atol=1e-2, rtol=1e-2)
+    _one_kernel(compiled, strategy)
+    (src,) = compiled.kernels.values()
+    assert src.count("for roffset") == (1 if strategy == "looped" else 0), src
+    assert "XBLOCK=8" in compiled.module_source, compiled.module_source
+
+
+def test_outer_reductions_launch_wide_programs():
+    outer = launch_heuristics.outer_reduction_config
+    # GPT-2's MLP bias gradient on the H100: 3072 columns of 4096 rows, 192 programs of 16.
+    assert outer(3072, 4096) == launch_heuristics.LaunchConfig(16, 256, False, 8)
+    assert outer(65536, 4096).XBLOCK == 32 and outer(768, 4096).XBLOCK == 8
+    assert outer(768, 64) == launch_heuristics.LaunchConfig(8, 64, True, 1)
+    assert launch_heuristics.keeps_innermost((40, 24), (0,))
+    assert not launch_heuristics.keeps_innermost((40, 24), (1,))
+    assert not launch_heuristics.keeps_innermost((40, 1), (0,))
