@@ -16,13 +16,18 @@ from .cuda_graphs import CudaGraphRunner, graph_capture_refusal
 from .wrapper import generate_module
 
 
-# Modules (by path) whose wrapper has run to the end in this process, at sizes fixed in the graph.
-# The code cache imports a module once per process, so a later compile that writes the same
-# module gets the same kernels, compiled by that run: its first call would dry-run the whole
-# wrapper on fake tensors for nothing (a recompile after torch._dynamo.reset(), the benchmark's
-# warm compile: 2.55 s of GPT-2's training step on the H100). A kernel that a new launch
-# specializes differently still compiles at that launch.
-_RAN_MODULES: set[Path] = set()
+# Kernels (by source) that a graph's call has run to the end in this process, at sizes fixed in
+# the graph. A kernel's file is named by its text (code_cache.py) and imported once per process,
+# so a later compile whose kernels are all here gets the same JITFunctions, already compiled: its
+# first call would dry-run the whole wrapper on fake tensors for nothing (a recompile after
+# torch._dynamo.reset(), the benchmark's warm compile; the wrapper's own text differs, as it
+# names the graph). A kernel that a new launch specializes differently still compiles then.
+_RAN_KERNELS: set[str] = set()
+
+
+def kernels_already_ran(generated) -> bool:
+    """Whether the module has kernels and a call in this process has run every one of them."""
+    return bool(generated.kernels) and _RAN_KERNELS.issuperset(generated.kernels.values())
 
 
 class CompiledGraph:
@@ -52,8 +57,8 @@ class CompiledGraph:
     dry_run_first   whether the next call first dry-runs the wrapper on fake tensors, compiling
                     its kernels on a thread pool (precompile.py): set for GPU graphs with the
                     `precompile` option whose kernels are not compiled yet (not after races whose
-                    neighbour dry run reached the end: _generate; not for a module that has run
-                    in this process: _RAN_MODULES), cleared by the first call
+                    neighbour dry run reached the end: _generate; not when every kernel has run
+                    in this process: _RAN_KERNELS), cleared by the first call
     """
 
     def __init__(self, graph: Graph, module, generated, path: Path):
@@ -106,7 +111,7 @@ class CompiledGraph:
         if not self._ran:
             self._ran = True
             if not self._symbols:
-                _RAN_MODULES.add(self.module_path)
+                _RAN_KERNELS.update(self.kernels.values())
         return out
 
 
@@ -193,7 +198,7 @@ def load_generated(graph: Graph, generated, options: Options, copy_out: Sequence
     compiled.autotune = list(autotune)
     compiled.copy_out = list(copy_out)
     compiled.dry_run_first = (dry_run and options.precompile and not generated.interpret
-                              and path not in _RAN_MODULES)
+                              and not kernels_already_ran(generated))
     why_not = graph_capture_refusal(graph, compiled.externs) if options.cuda_graphs else "option cuda_graphs off"
     if why_not is None:
         compiled.cuda_graphs = CudaGraphRunner(compiled._call, graph.name, copy_out)

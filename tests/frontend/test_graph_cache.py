@@ -201,6 +201,12 @@ def test_a_loaded_graph_is_not_dry_run_before_its_first_call(tmp_path, monkeypat
     assert delta["hits"] == 1 and asked == [True, False]
 
 
+GEMM_ONLY = """func @f(%x: f32[4,4]) -> (f32[4,4]) [device="cpu"] {
+  %0: f32[4,4] = matmul %x, %x
+  return %0
+}"""
+
+
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_load_generated_dry_runs_a_gpu_module_only_when_asked(tmp_path, dry_run):
     import dataclasses as dc
@@ -218,28 +224,28 @@ def test_load_generated_dry_runs_a_gpu_module_only_when_asked(tmp_path, dry_run)
     assert compiled.dry_run_first is dry_run
 
 
-def test_a_module_that_ran_in_this_process_is_not_dry_run_again(tmp_path):
-    """A recompile that writes a module this process has already run (after
-    torch._dynamo.reset(), say) finds its kernels compiled: no dry run before its first call."""
-    import dataclasses as dc
-
-    from ember.codegen.compiled_graph import load_generated
+def test_a_module_whose_kernels_all_ran_in_this_process_is_not_dry_run(tmp_path):
+    """A recompile (after torch._dynamo.reset(), say) whose kernels a call in this process has
+    run finds them compiled: load_generated does not dry-run it (compiled_graph._RAN_KERNELS).
+    On the CPU the module runs in the interpreter, which never dry-runs, so the record is
+    checked here and the GPU test (test_gpu_precompile) checks the dry run itself."""
+    from ember.codegen.compiled_graph import kernels_already_ran, load_generated
     from ember.codegen.matmul_emit import FixedChoice
     from ember.codegen.wrapper import generate_module
-    graph = parse("""func @f(%x: f32[4,4]) -> (f32[4,4]) [device="cpu"] {
-  %0: f32[4,4] = matmul %x, %x
-  return %0
+    graph = parse("""func @f(%x: f32[3,91]) -> (f32[3,91]) [device="cpu"] {
+  %0: f32[] = full[value=0.123]
+  %1: f32[3,91] = mul %x, %0
+  return %1
 }""")
-    generated = dc.replace(generate_module(graph, FixedChoice("cpu", "library")), interpret=False)
-    options = Options(cache_dir=str(tmp_path))
-    x = torch.randn(4, 4)
-    first = load_generated(graph, generated, options)
-    assert first.dry_run_first
-    assert load_generated(graph, generated, options).dry_run_first, "not run yet: still dry-run"
-    torch.testing.assert_close(first([x])[0], x @ x)
-    again = load_generated(graph, generated, options)
-    assert again.dry_run_first is False
-    torch.testing.assert_close(again([x])[0], x @ x)
+    generated = generate_module(graph, FixedChoice("cpu", "library"))
+    assert generated.kernels and not kernels_already_ran(generated)
+    compiled = load_generated(graph, generated, Options(cache_dir=str(tmp_path)))
+    assert not kernels_already_ran(generated), "loaded, not run yet"
+    x = torch.randn(3, 91)
+    torch.testing.assert_close(compiled([x])[0], x * 0.123)
+    assert kernels_already_ran(generated)
+    library_only = generate_module(parse(GEMM_ONLY), FixedChoice("cpu", "library"))
+    assert not library_only.kernels and not kernels_already_ran(library_only)
 
 
 def _concat_onto_empty(x):

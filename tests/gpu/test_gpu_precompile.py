@@ -84,7 +84,7 @@ def test_race_winners_are_not_compiled_again(compiles, tmp_path, monkeypatch):
 @pytest.mark.gpu
 def test_a_training_recompile_in_the_same_process_skips_the_dry_run(compiles, tmp_path, monkeypatch):
     """After torch._dynamo.reset(), compiling a training step again writes the modules this
-    process has already run (compiled_graph._RAN_MODULES): neither is dry-run again, Triton
+    process has already run (compiled_graph._RAN_KERNELS): neither is dry-run again, Triton
     compiles nothing, and the loss and gradients still match eager."""
     from ember.codegen import precompile
     dry_runs = []
@@ -107,7 +107,7 @@ def test_a_training_recompile_in_the_same_process_skips_the_dry_run(compiles, tm
     options = {"cache_dir": str(tmp_path), "autotune_budget_s": 30.0}
     torch._dynamo.reset()
     step(torch.compile(model, backend="ember", options=options))
-    # The second compile finds every decision in the tuning cache: without _RAN_MODULES, both of
+    # The second compile finds every decision in the tuning cache: without _RAN_KERNELS, both of
     # its graphs would be dry-run before their first calls (compiled_graph._generate).
     dry_runs.clear()
     before = len(compiles)
