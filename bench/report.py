@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .anchors import ANCHOR_BAND
 from .memory import mib
 
 NOTES = [
@@ -192,7 +193,21 @@ def _models(results: dict, backends: list[str], labels: dict) -> list[str]:
             f"{r['name']} eager {r['anchor']['eager']:.2f} ms, inductor {r['anchor']['inductor']:.2f} ms"
             + (f" (compile {r['anchor']['inductor_compile_s']:.0f} s)" if r["anchor"].get("inductor_compile_s") else "")
             for r in anchors), ""]
+        out += _anchor_band(anchors, labels)
     return out
+
+
+def _anchor_band(recs: list[dict], labels: dict) -> list[str]:
+    """How many eager and TorchInductor model times fall within ANCHOR_BAND of their anchors
+    (the benchmark issue's check), and which do not, faster or slower."""
+    ratios = [(r["name"], b, rec["vs_anchor"]) for r in recs for b in ("eager", "inductor")
+              if (rec := r["backends"].get(b)) and rec.get("vs_anchor")]
+    if not ratios:
+        return []
+    out = [f"{name} {labels.get(b, b)} {x:.2f} ({'faster' if x < 1 else 'slower'})"
+           for name, b, x in ratios if abs(x - 1) > ANCHOR_BAND]
+    return [f"Model times within {ANCHOR_BAND:.0%} of their anchors: {len(ratios) - len(out)} of {len(ratios)}"
+            + (f"; outside: {', '.join(out)}." if out else "."), ""]
 
 
 def _host_speed(recs: list[dict], backends: list[str], labels: dict) -> list[str]:

@@ -343,3 +343,15 @@ def test_the_suite_freezes_the_heap_between_cases_and_gives_it_back(tmp_path):
     assert frozen[0] > 0 and frozen[1] >= frozen[0]
     assert gc.get_freeze_count() == before
     assert results["gc_full"] >= 0 and [r["status"] for r in results["cases"]] == ["done", "done"]
+
+
+def test_the_report_counts_model_times_within_the_anchor_band():
+    """Eager and TorchInductor model times against their anchors: how many are within the band
+    (anchors.ANCHOR_BAND, either way) and which are not, faster or slower."""
+    recs = [{"name": "gpt2-kv", "backends": {"eager": {"vs_anchor": 1.01}, "inductor": {"vs_anchor": 0.83}}},
+            {"name": "bert-base", "backends": {"eager": {"vs_anchor": 1.20}, "inductor": {"vs_anchor": 0.86},
+                                               "ember": {"vs_anchor": 0.4}}}]
+    (line, _) = report._anchor_band(recs, {"eager": "eager", "inductor": "TorchInductor"})
+    assert line == ("Model times within 15% of their anchors: 2 of 4; outside: gpt2-kv TorchInductor 0.83 "
+                    "(faster), bert-base eager 1.20 (slower).")
+    assert report._anchor_band([{"name": "x", "backends": {"eager": {}}}], {}) == []
