@@ -26,12 +26,16 @@ from typing import Iterator
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
     """Freeze what is alive now (after a full collection); unfreeze on the way out, so a caller
-    in the same process (the tests) gets its collector back as it was."""
+    in the same process (the tests) gets its collector back as it was. gc.unfreeze() thaws
+    everything, so where something was frozen before, it all stays frozen (never collected by
+    the cycle collector, still freed by reference counting)."""
+    thaw = gc.get_freeze_count() == 0
     freeze_survivors()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if thaw:
+            gc.unfreeze()
 
 
 def freeze_survivors() -> None:
