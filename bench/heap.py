@@ -63,5 +63,3 @@ def gc_clock(into: dict) -> Iterator[None]:
         yield
     finally:
         gc.callbacks.remove(callback)
-
-

@@ -312,10 +312,10 @@ def _time_spent(results: dict, backends: list[str], labels: dict) -> list[str]:
     heads = [labels.get(c, c) for c in columns]
     rows = [[n] + [_num(v.get(n), ".1f") for v in columns.values()]
             + [f"{sum(v.get(n, 0.0) for v in columns.values()):.1f}"] for n in names]
-    rows.append(["**total**"] + [f"{sum(v.values()):.1f}" for v in columns.values()]
-                + [f"{sum(sum(v.values()) for v in columns.values()):.1f}"])
+    totals = [sum(v.values()) for v in columns.values()]
+    phased = sum(totals)
+    rows.append(["**total**"] + [f"{t:.1f}" for t in totals] + [f"{phased:.1f}"])
     whole, ceilings = results.get("wall_s"), results.get("ceilings_s") or 0.0
-    phased = sum(sum(v.values()) for v in columns.values())
     intro = "compile includes the first call; warm_compile is the second compile, after a Dynamo reset."
     if whole:
         intro = (f"The whole run took {whole:.0f} s: the ceilings {ceilings:.1f} s, the phases below "

@@ -78,9 +78,9 @@ def _first_call(work: Workload, b: Backend, cfg: Config, dump: bool = True):
 
 
 def _measure(rec: dict, work: Workload, fn: Callable, cfg: Config,
-             held: Callable[[], dict] | None | bool = None, phase: Phases | None = None) -> None:
-    """`held`: see memory.peak_memory; False: no memory figures for this backend (None each)."""
-    phase = phase or Phases({})
+             held: Callable[[], dict] | None | bool, phase: Phases) -> None:
+    """`held`: see memory.peak_memory; False: no memory figures for this backend (None each).
+    `phase`: the row's phase clock (timing.Phases)."""
     if cfg.timer is not None:
         grads = work.params() if work.train else None
         whole = work.kind in ("model", "train")
