@@ -235,6 +235,22 @@ def _host_speed(recs: list[dict], backends: list[str], labels: dict) -> list[str
     return out
 
 
+def _cpu_speeds(results: dict) -> list[str]:
+    """The same loop on each of the host's CPUs, pinned in turn, at the run's start and end
+    (timing.cpu_loop_ms): on a host whose cores are shared, some CPUs are slow at any moment,
+    and a launch-bound row runs at the speed of the CPU it was on."""
+    parts = []
+    for when, speeds in (results.get("cpu_loop_ms") or {}).items():
+        if speeds:
+            ms = list(speeds.values())
+            slow = sum(v > 1.2 * min(ms) for v in ms)
+            parts.append(f"at the {when} {min(ms):.0f} to {max(ms):.0f} ms, {slow} of {len(ms)} CPUs over 1.2x "
+                         "the fastest")
+    if not parts:
+        return []
+    return ["The same loop on each host CPU, pinned in turn: " + "; ".join(parts) + ".", ""]
+
+
 def _kernels(results: dict, backends: list[str], labels: dict) -> list[str]:
     recs = [r for r in results["cases"] if r["group"] == "kernels" and r.get("status") == "done"]
     if not recs:
@@ -330,7 +346,8 @@ def _time_spent(results: dict, backends: list[str], labels: dict) -> list[str]:
 def markdown(results: dict) -> str:
     backends = results["config"]["backends"]
     labels = results["config"]["labels"]
-    lines = _header(results) + _models(results, backends, labels) + _kernels(results, backends, labels)
+    lines = _header(results) + _models(results, backends, labels) + _cpu_speeds(results)
+    lines += _kernels(results, backends, labels)
     lines += _problems(results) + _time_spent(results, backends, labels)
     lines += ["Notes:", ""] + [f"- {n}" for n in NOTES] + [""]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import anchors, env, heap, kernels, plots, report, runner
+from . import anchors, env, heap, kernels, plots, report, runner, timing
 from .backends import Backend
 from .workload import Config
 
@@ -26,6 +26,7 @@ def run(cfg: Config, backends: list[Backend], cases: list, out: Path, config: di
         f"backends {config['backends']}" + (" (SMOKE: correctness only, nothing timed)" if config["smoke"] else ""))
 
     if timed:
+        results["cpu_loop_ms"] = {"start": timing.cpu_loop_ms()}
         try:
             t_ceilings = time.perf_counter()
             results["ceilings"] = ceilings(cfg)
@@ -48,6 +49,8 @@ def run(cfg: Config, backends: list[Backend], cases: list, out: Path, config: di
             heap.freeze_survivors()
             _finish_case(record, cfg, values, comparable, anchor_rows, results, out, log)
 
+    if timed:
+        results["cpu_loop_ms"]["end"] = timing.cpu_loop_ms()
     results["wall_s"] = time.perf_counter() - t_start
     report.write_json(results, out / "results.json")
     (out / "results.md").write_text(report.markdown(results))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import statistics
 import time
 from typing import Callable, Iterator
 
@@ -104,6 +106,29 @@ def host_loop_ms() -> float:
     for i in range(HOST_LOOP):
         total += i
     return (time.perf_counter() - start) * 1e3
+
+
+def cpu_loop_ms(samples: int = 3) -> dict[str, float]:
+    """host_loop_ms on each CPU this process may run on, pinned there in turn (the median of
+    `samples` loops), keyed by the CPU's number; the thread's affinity is restored after.
+
+    The lent H100's host is a KVM guest whose vCPUs each flip between two speeds about 1.8x
+    apart every few seconds, pinned or not, with no steal time reported (a probe on 2026-11-23:
+    at any one moment 5 to 10 of its 16 vCPUs ran this loop in 26-39 ms, the others in 18-25,
+    and a different set a second later). The hypervisor shares the cores. Taken at the
+    run's start and end, so a reader sees that state beside the launch-bound rows; {} where a
+    thread's CPUs cannot be set (not Linux)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return {}
+    allowed = os.sched_getaffinity(0)
+    speeds = {}
+    try:
+        for cpu in sorted(allowed):
+            os.sched_setaffinity(0, {cpu})
+            speeds[str(cpu)] = round(statistics.median(host_loop_ms() for _ in range(samples)), 1)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    return speeds
 
 
 _COPY_PREFIXES = ("Memcpy", "Memset", "memcpy", "memset")

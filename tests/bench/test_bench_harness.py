@@ -26,7 +26,7 @@ def _bench():
 
 
 _bench()
-from bench import anchors, check, kernels, models, plots, report, runner, suite  # noqa: E402
+from bench import anchors, check, kernels, models, plots, report, runner, suite, timing  # noqa: E402
 from bench.backends import Backend, extern_summary, make_backends  # noqa: E402
 from bench.run import parse_batch, select  # noqa: E402
 from bench.workload import Case, Config, Skip, Workload  # noqa: E402
@@ -224,6 +224,8 @@ def test_timed_suite_end_to_end_with_a_stand_in_timer(tmp_path):
     assert sum(phases.values()) <= gpt2["backends"]["aot_eager"]["wall_s"]
     assert gpt2["phase_s"]["build"] > 0 and results["gc_s"] >= 0 and results["ceilings_s"] > 0
     assert "## Where the run's time went (s)" in md and "| warm_compile |" in md
+    # Each host CPU's speed at the start and the end, one line in the report.
+    assert set(results["cpu_loop_ms"]) == {"start", "end"} and "on each host CPU, pinned in turn" in md
 
 
 def test_rows_timed_on_a_slow_host_are_named():
@@ -234,6 +236,22 @@ def test_rows_timed_on_a_slow_host_are_named():
     (line, _) = report._host_speed(recs, ["eager", "ember"], {"eager": "eager", "ember": "ember"})
     assert "11 to 25 ms" in line and "bert eager x2.27" in line
     assert "ember" not in line.split(":", 1)[1] and "vit" not in line
+
+
+def test_each_cpu_is_timed_pinned_and_the_affinity_comes_back():
+    import os
+    allowed = os.sched_getaffinity(0)
+    speeds = timing.cpu_loop_ms(samples=1)
+    assert set(speeds) == {str(c) for c in allowed} and all(ms > 0 for ms in speeds.values())
+    assert os.sched_getaffinity(0) == allowed
+
+
+def test_the_report_counts_the_slow_cpus():
+    results = {"cpu_loop_ms": {"start": {"0": 18.0, "1": 35.0, "2": 21.0}, "end": {"0": 19.0, "1": 20.0}}}
+    (line, _) = report._cpu_speeds(results)
+    assert "at the start 18 to 35 ms, 1 of 3 CPUs over 1.2x the fastest" in line
+    assert "at the end 19 to 20 ms, 0 of 2 CPUs" in line
+    assert report._cpu_speeds({}) == [] and report._cpu_speeds({"cpu_loop_ms": {"start": {}}}) == []
 
 
 def test_gpu_kernels_refuses_unknown_cases_with_the_list():
