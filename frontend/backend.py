@@ -8,7 +8,8 @@ its backward `graphN_bw` (inference graphs are `graphN_fw` too).
 
 An inference graph compiled before (this process or another, same cache folder) is loaded from
 the graph cache instead (graph_cache.py: what qualifies, what the key holds); AOTAutograd and
-ember's pipeline do not run for it.
+ember's pipeline do not run for it. A training forward or backward compiled before is loaded
+one level down, once AOTAutograd has traced it (graph_cache.training_graph_key).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from torch._dynamo.backends.common import aot_autograd
 from torch._guards import TracingContext
 from torch._functorch.partitioners import min_cut_rematerialization_partition
+from torch.utils._python_dispatch import _disable_current_modes
 
 from ..codegen import triton_key_warmup
 from ..options import Options, OptionsError
@@ -71,7 +73,7 @@ def ember_backend(gm: torch.fx.GraphModule, example_inputs: list[Any], options: 
         context = TracingContext.try_get()
         meta = getattr(context, "fw_metadata", None)
         returned = getattr(meta, "num_forward", 0) if meta is not None else 0
-        return compile_fx_graph(fx_gm, inputs, opts, f"{name}_fw", caller_outputs=returned)
+        return _compile_training_graph(fx_gm, inputs, opts, f"{name}_fw", returned)
 
     def inference_compiler(fx_gm: torch.fx.GraphModule, inputs):
         compiled = compile_fx_graph(fx_gm, inputs, opts, f"{name}_fw")
@@ -81,7 +83,7 @@ def ember_backend(gm: torch.fx.GraphModule, example_inputs: list[Any], options: 
 
     def bw_compiler(fx_gm: torch.fx.GraphModule, inputs):
         # Gradients go to .grad (kept or summed there), never copied out.
-        return compile_fx_graph(fx_gm, inputs, opts, f"{name}_bw", caller_outputs=0)
+        return _compile_training_graph(fx_gm, inputs, opts, f"{name}_bw", 0)
 
     backend = aot_autograd(
         fw_compiler=fw_compiler,
@@ -107,6 +109,41 @@ def _cache_key(gm: torch.fx.GraphModule, example_inputs: list[Any], opts: Option
     graph_cache.STATS.bypassed += 1
     log.debug("ember: graph cache bypassed: %s", why)
     return None
+
+
+def _compile_training_graph(fx_gm: torch.fx.GraphModule, inputs, opts: Options, name: str, caller_outputs: int):
+    """A training forward or backward, loaded from the graph cache when it was compiled before
+    (keyed on AOTAutograd's graph: graph_cache.training_graph_key), else compiled and stored.
+    AOTAutograd has run either way; a hit skips ember's lowering, passes, codegen and dry run."""
+    stats = graph_cache.TRAINING_STATS
+    key = None
+    try:
+        with _disable_current_modes():  # AOT's fake mode is active: a constant is hashed by value
+            key = graph_cache.training_graph_key(fx_gm, inputs, opts, caller_outputs)
+    except graph_cache.NotCacheable as e:
+        log.debug("ember: %s bypasses the graph cache: %s", name, e)
+    except Exception as e:  # noqa: BLE001 - keying must never fail a compile that would work
+        log.debug("ember: %s bypasses the graph cache: keying failed: %s: %s", name, type(e).__name__, e)
+    if key is None:
+        stats.bypassed += 1
+        return compile_fx_graph(fx_gm, inputs, opts, name, caller_outputs=caller_outputs)
+    if not opts.dump_dir:  # a dump describes a compile: never loaded
+        hit = graph_cache.load_compiled(opts.cache_dir, key, name, opts)
+        if hit is not None:
+            stats.hits += 1
+            return hit
+    stats.misses += 1
+    compiled = compile_fx_graph(fx_gm, inputs, opts, name, caller_outputs=caller_outputs)
+    try:
+        why_not = graph_cache.why_not_storable_plan(compiled)
+        if why_not is None and graph_cache.store(opts.cache_dir, key, compiled) is not None:
+            stats.stored += 1
+            return compiled
+    except Exception as e:  # noqa: BLE001 - storing never fails the compile it follows
+        why_not = f"{type(e).__name__}: {e}"
+    stats.bypassed += 1
+    log.debug("ember: %s not stored in the graph cache: %s", name, why_not or "see the warning")
+    return compiled
 
 
 def _store(key: str, compiled, fx_gm: torch.fx.GraphModule, num_inputs: int, opts: Options, name: str) -> None:

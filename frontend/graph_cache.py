@@ -36,6 +36,15 @@ that cannot be read, parsed or used is reported once (naming the file and the ca
 a miss and overwritten by that compile; it never fails a compile. `dump_dir` set: nothing is
 loaded (the dump describes a compile), results are still stored. A loaded graph is not dry-run
 before its first call (see `load`): its kernels are expected in Triton's cache.
+
+**Training graphs** (grad mode on) are cached one level down, by `training_graph_key`: the
+forward and the backward AOTAutograd hands ember, keyed on their ATen graph and their (fake)
+inputs' metadata with the same versions, sources and options, and on how many of the forward's
+outputs reach the caller. AOTAutograd still runs at every compile (the autograd wrapping around
+the two graphs is its own, rebuilt each time), so what its metadata says needs no check here;
+ember's lowering, passes, codegen and dry run run only at the first compile. `TRAINING_STATS`
+counts them apart from the inference graphs' `STATS`.
+
 `graph_cache=False` turns all of this off.
 """
 from __future__ import annotations
@@ -73,6 +82,7 @@ class GraphCacheStats:
 
 
 STATS = GraphCacheStats()
+TRAINING_STATS = GraphCacheStats()  # training forwards and backwards (training_graph_key)
 _warned: set[str] = set()
 
 
@@ -157,18 +167,46 @@ def graph_key(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: 
         raise NotCacheable("grad mode is on")
     if any(torch.is_autocast_enabled(d) for d in ("cpu", "cuda")):
         raise NotCacheable("autocast is on")
-    from ..passes import pipeline_fingerprint
-    import triton
-    h = hashlib.sha256(f"ember-graph-cache-v{FORMAT}\n".encode())
-    h.update(f"torch {torch.__version__} triton {triton.__version__} python {platform.python_version()}\n".encode())
-    h.update(f"ember {ember_source_digest()}\npipeline {pipeline_fingerprint(options.pipeline)}\n".encode())
-    h.update(f"options {_options_text(options)}\n".encode())
+    h = _versions_and_options(options, "dynamo graph")
     storages: dict[int, int] = {}
     for i, t in enumerate(example_inputs):
         if type(t) not in (torch.Tensor, torch.nn.Parameter) or t.layout != torch.strided:
             raise NotCacheable(f"input {i} is a {type(t).__name__}, not a dense tensor")
         ptr = t.untyped_storage().data_ptr()
         shares = storages.setdefault(ptr, i) if ptr else i  # empty storages alias nothing
+        h.update(f"input {i} {_tensor_meta(t)} storage-of {shares}\n".encode())
+    _graph_text(gm, h)
+    return h.hexdigest()
+
+
+def _versions_and_options(options: Options, level: str):
+    """A sha256 holding what every key holds besides the graph: the level it caches at, the
+    versions, ember's sources, the pipeline and the options."""
+    from ..passes import pipeline_fingerprint
+    import triton
+    h = hashlib.sha256(f"ember-graph-cache-v{FORMAT} {level}\n".encode())
+    h.update(f"torch {torch.__version__} triton {triton.__version__} python {platform.python_version()}\n".encode())
+    h.update(f"ember {ember_source_digest()}\npipeline {pipeline_fingerprint(options.pipeline)}\n".encode())
+    h.update(f"options {_options_text(options)}\n".encode())
+    return h
+
+
+def training_graph_key(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Options,
+                       caller_outputs: int) -> str:
+    """The digest of a training forward or backward as AOTAutograd hands it to ember (its inputs
+    are fake tensors); raises NotCacheable saying why it does not qualify. `caller_outputs`:
+    how many leading outputs reach the caller (the compiled graph copies those out)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch.multiprocessing.reductions import StorageWeakRef
+    if not options.graph_cache:
+        raise NotCacheable("option graph_cache is off")
+    h = _versions_and_options(options, f"training graph, {caller_outputs} caller outputs")
+    storages: dict[Any, int] = {}
+    for i, t in enumerate(example_inputs):
+        if type(t) not in (torch.Tensor, torch.nn.Parameter, FakeTensor) or t.layout != torch.strided:
+            raise NotCacheable(f"input {i} is a {type(t).__name__}, not a dense tensor")
+        storage = t.untyped_storage()
+        shares = storages.setdefault(StorageWeakRef(storage), i) if storage.nbytes() else i
         h.update(f"input {i} {_tensor_meta(t)} storage-of {shares}\n".encode())
     _graph_text(gm, h)
     return h.hexdigest()
@@ -218,6 +256,15 @@ def why_not_storable(fx_graph, aot_meta, aot_gm: torch.fx.GraphModule, num_input
     placeholders = sum(1 for n in aot_gm.graph.nodes if n.op == "placeholder")
     if placeholders != num_inputs:
         return f"AOTAutograd's graph takes {placeholders} inputs, Dynamo's {num_inputs}"
+    return why_not_storable_plan(fx_graph)
+
+
+def why_not_storable_plan(fx_graph) -> str | None:
+    """Why a compiled graph's binding cannot be stored (None: it can): the stored plan takes
+    every argument as it comes and returns tensors or plain numbers."""
+    from .compile import CompiledFxGraph
+    if not isinstance(fx_graph, CompiledFxGraph):
+        return "the graph runs eagerly (not lowered)"
     plan = fx_graph.plan
     if plan.symbols or any(kind != "arg" for kind, _ in plan.inputs):
         return "symbolic sizes or folded constants"
@@ -267,6 +314,19 @@ def _no_json(value):
 def load(cache_dir: str, digest: str, name: str, options: Options) -> Callable | None:
     """The stored graph as the callable Dynamo runs (args -> outputs), or None (absent, or
     unusable: then reported once)."""
+    fx_graph = load_compiled(cache_dir, digest, name, options)
+    if fx_graph is None:
+        return None
+
+    def run(*args):
+        return fx_graph(list(args))
+    run.ember_graph = fx_graph  # for tests and reports: what runs
+    return run
+
+
+def load_compiled(cache_dir: str, digest: str, name: str, options: Options):
+    """The stored graph as the CompiledFxGraph AOTAutograd runs (a boxed call), or None (absent,
+    or unusable: then reported once)."""
     from ..codegen.compiled_graph import load_generated
     from ..ir import parse
     from .binding import BindingPlan
@@ -306,8 +366,4 @@ def load(cache_dir: str, digest: str, name: str, options: Options) -> Callable |
         return None
     fx_graph = CompiledFxGraph(name, plan, compiled)
     fx_graph.graph_cache = "hit"
-
-    def run(*args):
-        return fx_graph(list(args))
-    run.ember_graph = fx_graph  # for tests and reports: what runs
-    return run
+    return fx_graph
